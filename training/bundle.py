@@ -1,0 +1,129 @@
+"""The self-describing model bundle: `model.onnx` + `manifest.json`, written once and checked on every load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BundleError
+from .preprocess import DenoiseConfig, MinMaxScaler
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+INPUT_NAME = "windows"
+OUTPUT_NAMES = ("score", "rec_part", "pred_part")
+_REQUIRED = ("schema_version", "model", "features", "window", "preprocessing", "score", "threshold", "onnx")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle on disk; `manifest` is the parsed `manifest.json`."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def name(self) -> str:
+        return self.manifest["model"]["name"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["model"]["version"]
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(self.manifest["features"])
+
+    @property
+    def window(self) -> int:
+        return int(self.manifest["window"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"]["value"])
+
+    @property
+    def denoise(self) -> DenoiseConfig:
+        return DenoiseConfig(**self.manifest["preprocessing"]["denoise"])
+
+    @property
+    def scaler(self) -> MinMaxScaler:
+        import numpy as np
+
+        scaler = self.manifest["preprocessing"]["scaler"]
+        return MinMaxScaler(np.asarray(scaler["min"]), np.asarray(scaler["max"]))
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["onnx"]["file"]
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Stamp the ONNX file's hash into the manifest and write it (the model file must already exist)."""
+    model = directory / manifest["onnx"]["file"]
+    manifest["onnx"]["sha256"] = sha256_file(model)
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+
+
+def load_bundle(path: str | Path, expect_features: tuple[str, ...] | None = None) -> Bundle:
+    """Read and validate a bundle; any mismatch raises `BundleError` naming the bundle and the problem."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle {path}: not a directory")
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle {path}: {MANIFEST_FILE} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle {path}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
+    missing = [key for key in _REQUIRED if key not in manifest]
+    if missing:
+        raise BundleError(f"bundle {path}: manifest lacks {missing}")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {path}: manifest schema version {manifest['schema_version']!r} is not supported "
+            f"(this aelstm reads version {SCHEMA_VERSION})"
+        )
+    bundle = Bundle(path, manifest)
+    _check_consistency(bundle)
+    if not bundle.model_path.is_file():
+        raise BundleError(f"bundle {path}: {bundle.model_path.name} is missing")
+    actual = sha256_file(bundle.model_path)
+    if actual != manifest["onnx"].get("sha256"):
+        raise BundleError(f"bundle {path}: {bundle.model_path.name} hash {actual[:12]}… does not match the manifest")
+    if expect_features is not None and tuple(expect_features) != bundle.features:
+        raise BundleError(
+            f"bundle {path}: features {list(bundle.features)} do not match the expected {list(expect_features)}"
+        )
+    return bundle
+
+
+def _check_consistency(bundle: Bundle) -> None:
+    m = bundle.manifest
+    try:
+        n_features = len(m["features"])
+        scaler = m["preprocessing"]["scaler"]
+        if n_features == 0 or len(scaler["min"]) != n_features or len(scaler["max"]) != n_features:
+            raise BundleError(f"bundle {bundle.path}: scaler parameters do not match {n_features} features")
+        if int(m["window"]) < 2:
+            raise BundleError(f"bundle {bundle.path}: window length {m['window']} is below 2")
+        bundle.denoise  # noqa: B018 - validates the denoising settings
+        float(m["threshold"]["value"])
+        if m["preprocessing"]["out_of_range"] not in ("extrapolate", "clip"):
+            raise BundleError(f"bundle {bundle.path}: unknown out_of_range policy {m['preprocessing']['out_of_range']!r}")
+        for key in ("name", "version"):
+            str(m["model"][key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"bundle {bundle.path}: malformed manifest ({type(exc).__name__}: {exc})") from exc

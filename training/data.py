@@ -1,0 +1,218 @@
+"""Loaders that turn the supported datasets (NAB, SKAB, TON_IoT, N-BaIoT, generic CSV) into one `Series`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class Series:
+    """A multivariate time series: readings in time order, optional timestamps and 0/1 labels."""
+
+    name: str
+    values: np.ndarray  # [T, F] float64, NaN marks a missing reading
+    feature_names: tuple[str, ...]
+    timestamps: np.ndarray | None = None  # [T] datetime64[ns]
+    labels: np.ndarray | None = None  # [T] int8, 1 = anomalous
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 2:
+            raise DataError(f"{self.name}: values must be 2-D [time, features], got shape {self.values.shape}")
+        if self.values.shape[1] != len(self.feature_names):
+            raise DataError(
+                f"{self.name}: {self.values.shape[1]} value columns but {len(self.feature_names)} feature names"
+            )
+        for extra, label in ((self.timestamps, "timestamps"), (self.labels, "labels")):
+            if extra is not None and len(extra) != len(self.values):
+                raise DataError(f"{self.name}: {len(extra)} {label} for {len(self.values)} readings")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def slice(self, start: int, stop: int) -> Series:
+        """Rows [start, stop) as a new series (labels and timestamps follow)."""
+        return Series(
+            name=self.name,
+            values=self.values[start:stop],
+            feature_names=self.feature_names,
+            timestamps=None if self.timestamps is None else self.timestamps[start:stop],
+            labels=None if self.labels is None else self.labels[start:stop],
+        )
+
+
+def _read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot parse {path}: {exc}".splitlines()[0]) from exc
+    if frame.empty:
+        raise DataError(f"{path} has no rows")
+    return frame
+
+
+def _numeric(frame: pd.DataFrame, columns: Sequence[str], source: Path | str) -> np.ndarray:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; available: {list(frame.columns)}")
+    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = [c for c, col in zip(columns, values.T, strict=True) if np.isnan(col).all()]
+    if bad:
+        raise DataError(f"{source}: column(s) {bad} have no numeric values")
+    return values
+
+
+def _timestamps(frame: pd.DataFrame, column: str, source: Path | str, **kwargs) -> np.ndarray:
+    try:
+        return pd.to_datetime(frame[column], **kwargs).to_numpy(dtype="datetime64[ns]")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{source}: column {column!r} is not a timestamp: {exc}".splitlines()[0]) from exc
+
+
+def load_csv(
+    path: str | Path,
+    *,
+    time_column: str | None = None,
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    delimiter: str = ",",
+) -> Series:
+    """Any CSV: features default to every numeric column other than the time and label columns."""
+    frame = _read_csv(path, sep=delimiter)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    for name, column in (("time", time_column), ("label", label_column)):
+        if column is not None and column not in frame.columns:
+            raise DataError(f"{path}: {name} column {column!r} not found; available: {list(frame.columns)}")
+    reserved = {time_column, label_column}
+    if feature_columns is None:
+        feature_columns = [
+            c for c in frame.columns if c not in reserved and pd.api.types.is_numeric_dtype(frame[c])
+        ]
+        if not feature_columns:
+            raise DataError(f"{path}: no numeric feature columns found; name them with --features")
+    values = _numeric(frame, feature_columns, path)
+    labels = None
+    if label_column is not None:
+        raw = pd.to_numeric(frame[label_column], errors="coerce")
+        if raw.isna().any():
+            raise DataError(f"{path}: label column {label_column!r} must be numeric 0/1")
+        labels = (raw.to_numpy() > 0).astype(np.int8)
+    timestamps = _timestamps(frame, time_column, path) if time_column else None
+    return Series(Path(path).stem, values, tuple(feature_columns), timestamps, labels)
+
+
+def nab_windows_key(path: Path) -> str:
+    """NAB labels are keyed `<category>/<file name>`."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def load_nab(path: str | Path, windows_file: str | Path | None = None) -> Series:
+    """A NAB `timestamp,value` file; labels are 1 inside its anomaly windows (both ends inclusive).
+
+    `windows_file` defaults to `../../labels/combined_windows.json` relative to the data file, as NAB lays it out.
+    """
+    path = Path(path)
+    series = load_csv(path, time_column="timestamp", feature_columns=["value"])
+    windows_file = Path(windows_file) if windows_file else path.parent.parent.parent / "labels" / "combined_windows.json"
+    if not windows_file.is_file():
+        return series
+    windows = json.loads(windows_file.read_text()).get(nab_windows_key(path))
+    if windows is None:
+        raise DataError(f"{windows_file} has no windows for {nab_windows_key(path)}")
+    labels = np.zeros(len(series), dtype=np.int8)
+    for start, end in windows:
+        inside = (series.timestamps >= np.datetime64(pd.Timestamp(start))) & (
+            series.timestamps <= np.datetime64(pd.Timestamp(end))
+        )
+        labels[inside] = 1
+    return Series(series.name, series.values, series.feature_names, series.timestamps, labels)
+
+
+def nab_anomaly_windows(series: Series) -> list[tuple[int, int]]:
+    """Index ranges [start, end] (inclusive) of consecutive label-1 runs."""
+    if series.labels is None:
+        return []
+    edges = np.diff(np.concatenate([[0], series.labels.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
+
+
+SKAB_FEATURES = (
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+)
+
+
+def load_skab(path: str | Path) -> Series:
+    """A SKAB run: `;`-separated, 8 sensors, `anomaly` label (absent in the anomaly-free run)."""
+    path = Path(path)
+    frame = _read_csv(path, sep=";")
+    values = _numeric(frame, SKAB_FEATURES, path)
+    labels = frame["anomaly"].to_numpy().astype(np.int8) if "anomaly" in frame.columns else None
+    timestamps = _timestamps(frame, "datetime", path)
+    return Series(f"{path.parent.name}/{path.stem}", values, SKAB_FEATURES, timestamps, labels)
+
+
+# String columns of TON_IoT carry formatting that leaks the label (see the dataset's SOURCE.md): they are mapped to
+# numbers after stripping whitespace, so normal and attack rows are encoded the same way.
+_TON_IOT_CATEGORIES = {
+    "temp_condition": {"low": 0.0, "high": 1.0},
+    "door_state": {"closed": 0.0, "open": 1.0},
+    "sphone_signal": {"false": 0.0, "true": 1.0, "0": 0.0, "1": 1.0},
+    "light_status": {"off": 0.0, "on": 1.0},
+}
+_TON_IOT_NON_FEATURES = {"ts", "date", "time", "label", "type"}
+
+
+def load_ton_iot(path: str | Path) -> Series:
+    """A TON_IoT `Train_Test_IoT_*` file, sorted by `ts`, string sensors normalised, no time-derived features."""
+    path = Path(path)
+    frame = _read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if "label" not in frame.columns:
+        raise DataError(f"{path}: not a TON_IoT Train_Test file (no `label` column)")
+    if "ts" in frame.columns:
+        frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
+    features = [c for c in frame.columns if c not in _TON_IOT_NON_FEATURES]
+    for column in features:
+        mapping = _TON_IOT_CATEGORIES.get(column)
+        if mapping is not None:
+            text = frame[column].astype(str).str.strip().str.lower()
+            unknown = sorted(set(text) - set(mapping))
+            if unknown:
+                raise DataError(f"{path}: column {column!r} has unexpected values {unknown[:5]}")
+            frame[column] = text.map(mapping)
+    values = _numeric(frame, features, path)
+    timestamps = pd.to_datetime(frame["ts"], unit="s").to_numpy("datetime64[ns]") if "ts" in frame else None
+    labels = frame["label"].to_numpy().astype(np.int8)
+    return Series(path.stem.removeprefix("Train_Test_IoT_"), values, tuple(features), timestamps, labels)
+
+
+def load_nbaiot(path: str | Path) -> Series:
+    """An N-BaIoT traffic file (115 statistics per row); the class is the file: `benign_traffic` is normal."""
+    path = Path(path)
+    frame = _read_csv(path)
+    features = [str(c) for c in frame.columns if str(c) not in {"label", "class", "Unnamed: 0"}]
+    if len(features) != 115:
+        raise DataError(f"{path}: expected 115 N-BaIoT feature columns, found {len(features)}")
+    values = _numeric(frame, features, path)
+    labels = np.full(len(frame), 0 if path.stem.startswith("benign") else 1, dtype=np.int8)
+    return Series(path.stem, values, tuple(features), None, labels)
+
+
+LOADERS = {"nab": load_nab, "skab": load_skab, "ton_iot": load_ton_iot, "nbaiot": load_nbaiot, "csv": load_csv}

@@ -1,0 +1,88 @@
+"""The joint AE-LSTM: an autoencoder over each reading (spatial) and an LSTM over the latent sequence (temporal).
+
+The module takes windows in raw units, scales them with the training min–max, and returns per window the anomaly
+score of the last step and its two parts. The same module is trained in torch and exported to ONNX, so serving and
+training compute exactly the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+LSTM_INPUTS = ("latent", "reading")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters (recorded in the bundle manifest)."""
+
+    n_features: int
+    window: int
+    hidden: int = 64
+    latent: int = 16
+    lstm_layers: int = 2
+    lstm_input: str = "latent"  # "reading" gives the LSTM-only ablation, which never sees the encoder
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class JointAELSTM(nn.Module):
+    """Score A(t) = α·Rec(t)/s_rec + β·Pred(t)/s_pred for the last step t of each window.
+
+    Rec is the mean squared reconstruction error of reading t, Pred the mean squared error of the LSTM's
+    prediction of reading t from readings before it (both in min–max-scaled units). s_rec and s_pred are the mean
+    errors on normal training windows, so each normalised term is ≈ 1 on normal data and α, β weigh comparable
+    quantities; with α + β = 1 a normal window scores about 1.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.lstm_input not in LSTM_INPUTS:
+            raise ValueError(f"lstm_input must be one of {LSTM_INPUTS}, got {config.lstm_input!r}")
+        self.config = config
+        f, h, z = config.n_features, config.hidden, config.latent
+        self.encoder = nn.Sequential(nn.Linear(f, h), nn.Tanh(), nn.Linear(h, z))
+        self.decoder = nn.Sequential(nn.Linear(z, h), nn.Tanh(), nn.Linear(h, f))
+        lstm_in = z if config.lstm_input == "latent" else f
+        self.lstm = nn.LSTM(lstm_in, h, num_layers=config.lstm_layers, batch_first=True)
+        self.head = nn.Linear(h, f)
+        # Scoring constants, filled in by calibration; buffers so they are exported into the graph.
+        self.register_buffer("scale_min", torch.zeros(f))
+        self.register_buffer("scale_span", torch.ones(f))
+        self.register_buffer("clip_low", torch.tensor(-torch.inf))
+        self.register_buffer("clip_high", torch.tensor(torch.inf))
+        self.register_buffer("weights", torch.tensor([0.5, 0.5]))  # α, β
+        self.register_buffer("error_scales", torch.ones(2))  # s_rec, s_pred
+
+    def set_scaling(self, minimum: np.ndarray, span: np.ndarray, clip: bool) -> None:
+        """Install the training min–max; with `clip`, scaled readings are held to [0, 1]."""
+        self.scale_min.copy_(torch.as_tensor(minimum, dtype=torch.float32))
+        self.scale_span.copy_(torch.as_tensor(span, dtype=torch.float32))
+        self.clip_low.fill_(0.0 if clip else -torch.inf)
+        self.clip_high.fill_(1.0 if clip else torch.inf)
+
+    def set_score_weights(self, alpha: float, beta: float, rec_scale: float, pred_scale: float) -> None:
+        self.weights.copy_(torch.tensor([alpha, beta]))
+        self.error_scales.copy_(torch.tensor([rec_scale, pred_scale]))
+
+    def step_errors(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step errors: reconstruction `[B, W]` and next-step prediction `[B, W-1]` (for steps 2..W)."""
+        scaled = (windows - self.scale_min) / self.scale_span
+        scaled = torch.clamp(scaled, self.clip_low, self.clip_high)
+        latent = self.encoder(scaled)
+        rec = ((self.decoder(latent) - scaled) ** 2).mean(dim=-1)
+        sequence = latent if self.config.lstm_input == "latent" else scaled
+        hidden, _ = self.lstm(sequence[:, :-1])
+        pred = ((self.head(hidden) - scaled[:, 1:]) ** 2).mean(dim=-1)
+        return rec, pred
+
+    def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`[B, W, F]` raw windows → (score, rec_part, pred_part), each `[B]`; score = rec_part + pred_part."""
+        rec, pred = self.step_errors(windows)
+        parts = self.weights * torch.stack([rec[:, -1], pred[:, -1]], dim=-1) / self.error_scales
+        return parts.sum(dim=-1), parts[:, 0], parts[:, 1]

@@ -1,0 +1,323 @@
+"""Co-train the joint AE-LSTM on normal windows, calibrate its score and threshold, and write the bundle."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, SCHEMA_VERSION, load_bundle, write_manifest
+from .calibrate import THRESHOLD_METHODS, Threshold, calibrate
+from .data import Series
+from .errors import DataError
+from .model import JointAELSTM, ModelConfig
+from .preprocess import OUT_OF_RANGE_POLICIES, DenoiseConfig, MinMaxScaler, interpolate_gaps, prepare_windows, sliding_windows
+
+ONNX_OPSET = 17
+TRAINING_MODES = ("joint", "separate", "ae", "lstm")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the model; recorded in the manifest so a bundle can be rebuilt."""
+
+    window: int = 32
+    stride: int = 1
+    hidden: int = 64
+    latent: int = 16
+    lstm_layers: int = 2
+    epochs: int = 50
+    patience: int = 5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.2
+    alpha: float = 0.5
+    beta: float = 0.5
+    mode: str = "joint"  # joint = co-trained; separate = AE first, then LSTM on frozen codes; ae / lstm = one part
+    threshold_method: str = "pot"
+    quantile: float = 0.995
+    pot_risk: float = 1e-3
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    out_of_range: str = "extrapolate"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.mode in TRAINING_MODES, f"mode must be one of {TRAINING_MODES}"),
+            (self.threshold_method in THRESHOLD_METHODS, f"threshold method must be one of {THRESHOLD_METHODS}"),
+            (self.out_of_range in OUT_OF_RANGE_POLICIES, f"out-of-range policy must be one of {OUT_OF_RANGE_POLICIES}"),
+            (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0, "alpha, beta must be ≥ 0, not both 0"),
+            (0.0 < self.validation_fraction < 0.9, "validation fraction must be in (0, 0.9)"),
+            (min(self.hidden, self.latent, self.lstm_layers, self.epochs, self.batch_size) >= 1, "sizes must be ≥ 1"),
+            (self.learning_rate > 0, "learning rate must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DataError(message)
+
+    @property
+    def score_weights(self) -> tuple[float, float]:
+        """(α, β) of the score; the single-part ablations score with their own part only."""
+        return {"ae": (1.0, 0.0), "lstm": (0.0, 1.0)}.get(self.mode, (self.alpha, self.beta))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "denoise": self.denoise.to_dict()}
+
+
+@dataclass
+class FittedModel:
+    """A trained, calibrated model with what was learnt along the way."""
+
+    model: JointAELSTM
+    config: TrainConfig
+    scaler: MinMaxScaler
+    threshold: Threshold
+    error_scales: tuple[float, float]
+    history: list[dict]
+    validation: dict
+    seconds: float
+
+    def score(self, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Scores of raw windows with the torch model (same function as the exported graph)."""
+        return self.score_parts(windows, batch_size)[0]
+
+    def score_parts(self, windows: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, ...]:
+        prepared = prepare_windows(windows, self.config.denoise)
+        outputs = [[], [], []]
+        self.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(prepared), batch_size):
+                for sink, part in zip(outputs, self.model(torch.from_numpy(prepared[start : start + batch_size])), strict=True):
+                    sink.append(part.numpy())
+        return tuple(np.concatenate(parts) for parts in outputs)
+
+
+def _losses(model: JointAELSTM, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rec, pred = model.step_errors(batch)
+    return rec.mean(), pred.mean()
+
+
+def _fit_phase(
+    model: JointAELSTM,
+    params: list[torch.nn.Parameter],
+    weights: tuple[float, float],
+    train: torch.Tensor,
+    val: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    label: str,
+    progress: bool,
+) -> list[dict]:
+    """Adam on `weights[0]·L_rec + weights[1]·L_pred` with early stopping on the validation loss (best restored)."""
+    optimiser = torch.optim.Adam(params, lr=config.learning_rate)
+    best_loss, best_state, stale, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    bar = tqdm(range(config.epochs), desc=label, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        sums = np.zeros(2)
+        for start in range(0, len(train), config.batch_size):
+            rec, pred = _losses(model, train[order[start : start + config.batch_size]])
+            loss = weights[0] * rec + weights[1] * pred
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            sums += [rec.item(), pred.item()]
+        batches = -(-len(train) // config.batch_size)
+        model.eval()
+        with torch.no_grad():
+            val_rec, val_pred = (x.item() for x in _losses(model, val))
+        val_loss = weights[0] * val_rec + weights[1] * val_pred
+        record = {"epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches, "val_loss": val_loss}
+        history.append(record)
+        bar.set_postfix(rec=f"{record['rec']:.4g}", pred=f"{record['pred']:.4g}", val=f"{val_loss:.4g}")
+        if val_loss < best_loss - 1e-7:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return history
+
+
+def fit(normal: np.ndarray, config: TrainConfig = TrainConfig(), progress: bool = True) -> FittedModel:
+    """Train on normal readings `[time, features]` (gaps allowed); the last `validation_fraction` of the time
+    range is held out for early stopping and threshold calibration."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    values = interpolate_gaps(np.asarray(normal, dtype=np.float64))
+    split = int(len(values) * (1.0 - config.validation_fraction))
+    if split < config.window + 1 or len(values) - split < config.window:
+        raise DataError(
+            f"{len(values)} normal readings are too few for window {config.window} with a "
+            f"{config.validation_fraction:.0%} validation split (need ≥ {2 * config.window + 1} readings per part)"
+        )
+    train_windows = prepare_windows(sliding_windows(values[:split], config.window, config.stride), config.denoise)
+    val_windows = prepare_windows(sliding_windows(values[split:], config.window, 1), config.denoise)
+    scaler = MinMaxScaler.fit(train_windows)
+
+    n_features = values.shape[1]
+    lstm_input = "reading" if config.mode == "lstm" else "latent"
+    model = JointAELSTM(ModelConfig(n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input))
+    model.set_scaling(scaler.minimum, scaler.span, clip=config.out_of_range == "clip")
+    train_t, val_t = torch.from_numpy(train_windows), torch.from_numpy(val_windows)
+    phase = lambda params, weights, label: _fit_phase(  # noqa: E731 - binds the shared arguments
+        model, list(params), weights, train_t, val_t, config, generator, label, progress
+    )
+    temporal = [*model.lstm.parameters(), *model.head.parameters()]
+    spatial = [*model.encoder.parameters(), *model.decoder.parameters()]
+    if config.mode == "separate":
+        history = phase(spatial, (1.0, 0.0), "autoencoder") + phase(temporal, (0.0, 1.0), "lstm")
+    else:
+        weights = {"ae": (1.0, 0.0), "lstm": (0.0, 1.0)}.get(config.mode, (config.alpha, config.beta))
+        history = phase(model.parameters(), weights, config.mode)
+
+    model.eval()
+    with torch.no_grad():
+        rec, pred = model.step_errors(train_t)
+    scales = (max(rec[:, -1].mean().item(), 1e-12), max(pred[:, -1].mean().item(), 1e-12))
+    model.set_score_weights(*config.score_weights, *scales)
+    fitted = FittedModel(model, config, scaler, Threshold(0.0, "pending"), scales, history, {}, 0.0)
+    val_scores = fitted.score(sliding_windows(values[split:], config.window, 1))
+    fitted.threshold = calibrate(val_scores, config.threshold_method, quantile=config.quantile, risk=config.pot_risk)
+    fitted.validation = {
+        "windows": len(val_scores),
+        "loss": history[-1]["val_loss"] if history else None,
+        "score_median": float(np.median(val_scores)),
+        "score_p99": float(np.quantile(val_scores, 0.99)),
+        "score_max": float(val_scores.max()),
+        "flagged_fraction": float((val_scores > fitted.threshold.value).mean()),
+    }
+    fitted.seconds = time.perf_counter() - started
+    return fitted
+
+
+def export_onnx(model: JointAELSTM, path: Path) -> None:
+    """One graph: raw windows `[batch, window, features]` → score, rec_part, pred_part `[batch]`."""
+    example = torch.zeros(2, model.config.window, model.config.n_features)
+    import warnings
+
+    with warnings.catch_warnings():
+        # The TorchScript exporter exports this LSTM exactly and ~40× faster than the dynamo one; its
+        # deprecation notice is not actionable for users.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+
+
+def fingerprint(values: np.ndarray) -> str:
+    """SHA-256 of the training readings (float64, C order, with their shape)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    return hashlib.sha256(str(values.shape).encode() + values.tobytes()).hexdigest()
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("aelstm")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def write_bundle(
+    fitted: FittedModel,
+    out_dir: str | Path,
+    *,
+    feature_names: tuple[str, ...],
+    name: str,
+    version: str,
+    source: dict,
+):
+    """Export the ONNX graph and its manifest into `out_dir`, then load it back (validation included)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(feature_names) != fitted.model.config.n_features:
+        raise DataError(f"{len(feature_names)} feature names for a model of {fitted.model.config.n_features} features")
+    export_onnx(fitted.model, out_dir / MODEL_FILE)
+    alpha, beta = fitted.config.score_weights
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": name, "version": version, "created_at": datetime.now(UTC).isoformat(timespec="seconds")},
+        "package_version": _package_version(),
+        "features": list(feature_names),
+        "window": fitted.config.window,
+        "preprocessing": {
+            "interpolation": "linear",
+            "denoise": fitted.config.denoise.to_dict(),
+            "scaler": {"kind": "minmax", "min": fitted.scaler.minimum.tolist(), "max": fitted.scaler.maximum.tolist()},
+            "out_of_range": fitted.config.out_of_range,
+        },
+        "architecture": fitted.model.config.to_dict(),
+        "score": {
+            "formula": "alpha * rec / rec_scale + beta * pred / pred_scale, at the window's last step",
+            "alpha": alpha,
+            "beta": beta,
+            "rec_scale": fitted.error_scales[0],
+            "pred_scale": fitted.error_scales[1],
+        },
+        "threshold": fitted.threshold.to_dict(),
+        "training": {
+            **source,
+            "config": fitted.config.to_dict(),
+            "epochs_run": len(fitted.history),
+            "final_epoch": fitted.history[-1] if fitted.history else None,
+            "seconds": round(fitted.seconds, 2),
+            "torch_version": torch.__version__,
+        },
+        "validation": fitted.validation,
+        "onnx": {"file": MODEL_FILE, "opset": ONNX_OPSET, "input": INPUT_NAME, "outputs": list(OUTPUT_NAMES)},
+    }
+    write_manifest(out_dir, manifest)
+    return load_bundle(out_dir)
+
+
+def training_rows(series: Series, fraction: float | None, until_first_anomaly: bool) -> int:
+    """How many leading rows to train on: a fraction of the series, or every row before the first label."""
+    if until_first_anomaly:
+        if series.labels is None or not series.labels.any():
+            raise DataError(f"{series.name}: --until-first-anomaly needs labels with at least one anomaly")
+        return int(np.argmax(series.labels > 0))
+    fraction = 0.15 if fraction is None else fraction
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"training fraction must be in (0, 1], got {fraction}")
+    return int(len(series) * fraction)
+
+
+def train_series(
+    series: Series,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    rows: int,
+    name: str | None = None,
+    version: str = "1",
+    progress: bool = True,
+):
+    """Train on `series[:rows]` and write a bundle: the whole `aelstm train` job."""
+    normal = series.values[:rows]
+    fitted = fit(normal, config, progress=progress)
+    source = {"data": series.name, "rows": rows, "data_fingerprint": fingerprint(normal), "seed": config.seed}
+    bundle = write_bundle(
+        fitted, out_dir, feature_names=series.feature_names, name=name or series.name, version=version, source=source
+    )
+    return fitted, bundle
+
+
+__all__ = ["TrainConfig", "FittedModel", "fit", "write_bundle", "train_series", "training_rows", "replace"]
