@@ -122,7 +122,9 @@ def _check_consistency(bundle: Bundle) -> None:
         bundle.denoise  # noqa: B018 - validates the denoising settings
         float(m["threshold"]["value"])
         if m["preprocessing"]["out_of_range"] not in ("extrapolate", "clip"):
-            raise BundleError(f"bundle {bundle.path}: unknown out_of_range policy {m['preprocessing']['out_of_range']!r}")
+            raise BundleError(
+                f"bundle {bundle.path}: unknown out_of_range policy {m['preprocessing']['out_of_range']!r}"
+            )
         for key in ("name", "version"):
             str(m["model"][key])
     except (KeyError, TypeError, ValueError) as exc:

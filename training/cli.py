@@ -16,8 +16,14 @@ DATASETS = tuple(LOADERS)
 def data_options(function):
     """Options shared by every command that reads a dataset file."""
     options = [
-        click.option("--dataset", "dataset", type=click.Choice(DATASETS), default="csv", show_default=True,
-                     help="File format: NAB, SKAB, TON_IoT, N-BaIoT or a generic CSV."),
+        click.option(
+            "--dataset",
+            "dataset",
+            type=click.Choice(DATASETS),
+            default="csv",
+            show_default=True,
+            help="File format: NAB, SKAB, TON_IoT, N-BaIoT or a generic CSV.",
+        ),
         click.option("--time-column", help="CSV: name of the timestamp column (optional)."),
         click.option("--label-column", help="CSV: name of the 0/1 label column (optional)."),
         click.option("--features", help="CSV: comma-separated feature columns (default: every numeric column)."),
@@ -56,21 +62,53 @@ def read_series(path: Path, dataset: str, time_column, label_column, features, d
 @click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--alpha", default=0.5, show_default=True, help="Weight of the reconstruction error.")
 @click.option("--beta", default=0.5, show_default=True, help="Weight of the prediction error.")
-@click.option("--mode", type=click.Choice(["joint", "separate", "ae", "lstm"]), default="joint", show_default=True,
-              help="joint: co-trained AE+LSTM; separate: AE then LSTM; ae/lstm: one part only.")
-@click.option("--threshold", "threshold_method", type=click.Choice(["pot", "quantile"]), default="pot",
-              show_default=True, help="Calibrate on normal validation scores by peaks-over-threshold or a quantile.")
+@click.option(
+    "--mode",
+    type=click.Choice(["joint", "separate", "ae", "lstm"]),
+    default="joint",
+    show_default=True,
+    help="joint: co-trained AE+LSTM; separate: AE then LSTM; ae/lstm: one part only.",
+)
+@click.option(
+    "--threshold",
+    "threshold_method",
+    type=click.Choice(["pot", "quantile"]),
+    default="pot",
+    show_default=True,
+    help="Calibrate on normal validation scores by peaks-over-threshold or a quantile.",
+)
 @click.option("--quantile", default=0.995, show_default=True, help="Quantile for --threshold quantile.")
 @click.option("--pot-risk", default=1e-3, show_default=True, help="Exceedance probability for --threshold pot.")
 @click.option("--wavelet", default="db4", show_default=True, help="PyWavelets wavelet for denoising.")
 @click.option("--wavelet-level", default=1, show_default=True, help="Decomposition levels denoised.")
 @click.option("--no-denoise", is_flag=True, help="Skip wavelet denoising.")
-@click.option("--out-of-range", type=click.Choice(["extrapolate", "clip"]), default="extrapolate", show_default=True,
-              help="Readings outside the training range: score as-is, or clip to it.")
+@click.option(
+    "--out-of-range",
+    type=click.Choice(["extrapolate", "clip"]),
+    default="extrapolate",
+    show_default=True,
+    help="Readings outside the training range: score as-is, or clip to it.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data, dataset, time_column, label_column, features, delimiter, output, train_fraction, until_first_anomaly,
-          name, model_version, quiet, wavelet, wavelet_level, no_denoise, **hyper) -> None:
+def train(
+    data,
+    dataset,
+    time_column,
+    label_column,
+    features,
+    delimiter,
+    output,
+    train_fraction,
+    until_first_anomaly,
+    name,
+    model_version,
+    quiet,
+    wavelet,
+    wavelet_level,
+    no_denoise,
+    **hyper,
+) -> None:
     """Train the joint AE-LSTM on the normal start of DATA and write a model bundle."""
     from .preprocess import DenoiseConfig
     from .train import TrainConfig, train_series, training_rows
@@ -81,8 +119,9 @@ def train(data, dataset, time_column, label_column, features, delimiter, output,
     rows = training_rows(series, train_fraction, until_first_anomaly)
     if series.labels is not None and series.labels[:rows].any():
         click.echo(f"warning: {int(series.labels[:rows].sum())} training rows are labelled anomalous", err=True)
-    fitted, bundle = train_series(series, output, config, rows=rows, name=name, version=model_version,
-                                  progress=not quiet)
+    fitted, bundle = train_series(
+        series, output, config, rows=rows, name=name, version=model_version, progress=not quiet
+    )
     m = bundle.manifest
     click.echo(
         f"trained {bundle.name} v{bundle.version} on {rows} readings × {len(bundle.features)} features in "
@@ -99,8 +138,9 @@ def train(data, dataset, time_column, label_column, features, delimiter, output,
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="CSV of scores to write [default: stdout].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", default=4096, show_default=True, help="Windows per onnxruntime call.")
-def score(bundle_dir, data, dataset, time_column, label_column, features, delimiter, output, device,
-          batch_size) -> None:
+def score(
+    bundle_dir, data, dataset, time_column, label_column, features, delimiter, output, device, batch_size
+) -> None:
     """Score every full window of DATA with BUNDLE_DIR's model; one CSV row per window end."""
     from .scoring import pointwise_report, score_series
 

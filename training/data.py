@@ -95,9 +95,7 @@ def load_csv(
             raise DataError(f"{path}: {name} column {column!r} not found; available: {list(frame.columns)}")
     reserved = {time_column, label_column}
     if feature_columns is None:
-        feature_columns = [
-            c for c in frame.columns if c not in reserved and pd.api.types.is_numeric_dtype(frame[c])
-        ]
+        feature_columns = [c for c in frame.columns if c not in reserved and pd.api.types.is_numeric_dtype(frame[c])]
         if not feature_columns:
             raise DataError(f"{path}: no numeric feature columns found; name them with --features")
     values = _numeric(frame, feature_columns, path)
@@ -123,7 +121,9 @@ def load_nab(path: str | Path, windows_file: str | Path | None = None) -> Series
     """
     path = Path(path)
     series = load_csv(path, time_column="timestamp", feature_columns=["value"])
-    windows_file = Path(windows_file) if windows_file else path.parent.parent.parent / "labels" / "combined_windows.json"
+    windows_file = (
+        Path(windows_file) if windows_file else path.parent.parent.parent / "labels" / "combined_windows.json"
+    )
     if not windows_file.is_file():
         return series
     windows = json.loads(windows_file.read_text()).get(nab_windows_key(path))

@@ -16,7 +16,9 @@ def score_series(bundle: Bundle, series: Series, *, device: str = "auto", batch_
     if tuple(series.feature_names) != bundle.features:
         from .errors import DataError
 
-        raise DataError(f"{series.name} has features {list(series.feature_names)}, the model expects {list(bundle.features)}")
+        raise DataError(
+            f"{series.name} has features {list(series.feature_names)}, the model expects {list(bundle.features)}"
+        )
     scorer = BundleScorer(bundle, device=device)
     windows = sliding_windows(series.values, bundle.window, 1)
     parts = [scorer.score(windows[start : start + batch_size]) for start in range(0, len(windows), batch_size)]

@@ -19,7 +19,14 @@ from .calibrate import THRESHOLD_METHODS, Threshold, calibrate
 from .data import Series
 from .errors import DataError
 from .model import JointAELSTM, ModelConfig
-from .preprocess import OUT_OF_RANGE_POLICIES, DenoiseConfig, MinMaxScaler, interpolate_gaps, prepare_windows, sliding_windows
+from .preprocess import (
+    OUT_OF_RANGE_POLICIES,
+    DenoiseConfig,
+    MinMaxScaler,
+    interpolate_gaps,
+    prepare_windows,
+    sliding_windows,
+)
 
 ONNX_OPSET = 17
 TRAINING_MODES = ("joint", "separate", "ae", "lstm")
@@ -95,7 +102,9 @@ class FittedModel:
         self.model.eval()
         with torch.no_grad():
             for start in range(0, len(prepared), batch_size):
-                for sink, part in zip(outputs, self.model(torch.from_numpy(prepared[start : start + batch_size])), strict=True):
+                for sink, part in zip(
+                    outputs, self.model(torch.from_numpy(prepared[start : start + batch_size])), strict=True
+                ):
                     sink.append(part.numpy())
         return tuple(np.concatenate(parts) for parts in outputs)
 
@@ -168,7 +177,9 @@ def fit(normal: np.ndarray, config: TrainConfig = TrainConfig(), progress: bool 
 
     n_features = values.shape[1]
     lstm_input = "reading" if config.mode == "lstm" else "latent"
-    model = JointAELSTM(ModelConfig(n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input))
+    model = JointAELSTM(
+        ModelConfig(n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input)
+    )
     model.set_scaling(scaler.minimum, scaler.span, clip=config.out_of_range == "clip")
     train_t, val_t = torch.from_numpy(train_windows), torch.from_numpy(val_windows)
     phase = lambda params, weights, label: _fit_phase(  # noqa: E731 - binds the shared arguments
@@ -320,4 +331,4 @@ def train_series(
     return fitted, bundle
 
 
-__all__ = ["TrainConfig", "FittedModel", "fit", "write_bundle", "train_series", "training_rows", "replace"]
+__all__ = ["FittedModel", "TrainConfig", "fit", "replace", "train_series", "training_rows", "write_bundle"]

@@ -12,8 +12,8 @@ from .base import Detector
 class AELSTMDetector(Detector):
     """Wraps `training.train.fit`; `config.mode` picks joint / separate / ae / lstm."""
 
-    def __init__(self, config: TrainConfig = TrainConfig(), progress: bool = False) -> None:
-        self.config = config
+    def __init__(self, config: TrainConfig | None = None, progress: bool = False) -> None:
+        self.config = config = config or TrainConfig()
         self.progress = progress
         self.name = {"joint": "ae-lstm", "separate": "ae-then-lstm", "ae": "ae-only", "lstm": "lstm-only"}[config.mode]
 

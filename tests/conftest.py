@@ -1,0 +1,36 @@
+"""Shared fixtures: the optional shared datasets and a tiny trained bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support import EC2_LATENCY, SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """../shared/datasets, or skip when this checkout has none (a user's fresh clone)."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip("../shared/datasets is not present")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A small joint AE-LSTM trained in seconds on the normal start of the EC2 latency fixture."""
+    from aelstm.training.data import load_nab
+    from aelstm.training.train import TrainConfig, train_series, training_rows
+
+    series = load_nab(EC2_LATENCY)
+    config = TrainConfig(window=16, hidden=16, latent=4, epochs=4, patience=2)
+    fitted, bundle = train_series(
+        series,
+        tmp_path_factory.mktemp("bundle") / "ec2",
+        config,
+        rows=training_rows(series, None, until_first_anomaly=True),
+        name="ec2-latency",
+        progress=False,
+    )
+    return fitted, bundle, series

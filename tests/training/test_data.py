@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from aelstm.training.data import Series, load_csv, load_nab, load_nbaiot, load_skab, load_ton_iot
+from aelstm.training.errors import DataError
+from aelstm.training.scoring import labelled_events
+from support import EC2_LATENCY, MACHINE_TEMPERATURE
+
+
+def test_nab_fixture_labels_follow_the_windows():
+    series = load_nab(MACHINE_TEMPERATURE)
+    assert series.values.shape == (22695, 1)
+    assert series.feature_names == ("value",)
+    # four labelled failures, each one contiguous window
+    assert len(labelled_events(series.labels)) == 4
+    first = np.argmax(series.labels)
+    assert str(series.timestamps[first]).startswith("2013-12-10T06:25")
+
+
+def test_generic_csv_selects_numeric_features_and_labels(tmp_path):
+    path = tmp_path / "fleet.csv"
+    path.write_text("time,temp,hum,site,label\n2024-01-01,1.0,,a,0\n2024-01-02,2.0,3.0,b,1\n")
+    series = load_csv(path, time_column="time", label_column="label")
+    assert series.feature_names == ("temp", "hum")
+    assert np.isnan(series.values[0, 1])
+    assert series.labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        ("a,b\n1,2\n", {"feature_columns": ["c"]}, "missing column"),
+        ("a,b\nx,y\n", {"feature_columns": ["a"]}, "no numeric values"),
+        ("a,b\n1,2\n", {"label_column": "label"}, "label column 'label' not found"),
+        ("a\n", {}, "no rows"),
+    ],
+)
+def test_generic_csv_errors_say_what_is_wrong(tmp_path, content, kwargs, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_csv(path, **kwargs)
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_nab(tmp_path / "nope.csv")
+
+
+def test_series_rejects_mismatched_labels():
+    with pytest.raises(DataError, match="labels"):
+        Series("x", np.zeros((3, 1)), ("v",), labels=np.zeros(2, dtype=np.int8))
+
+
+def test_slice_keeps_labels_and_timestamps():
+    series = load_nab(EC2_LATENCY).slice(10, 20)
+    assert len(series) == len(series.labels) == len(series.timestamps) == 10
+
+
+@pytest.mark.datasets
+def test_skab_run_has_eight_sensors_and_labels(shared_datasets):
+    series = load_skab(shared_datasets / "skab" / "data" / "valve1" / "0.csv")
+    assert series.values.shape[1] == 8
+    assert series.labels is not None and series.labels.any()
+    free = load_skab(shared_datasets / "skab" / "data" / "anomaly-free" / "anomaly-free.csv")
+    assert free.labels is None
+
+
+@pytest.mark.datasets
+def test_ton_iot_strings_do_not_leak_the_label(shared_datasets):
+    series = load_ton_iot(shared_datasets / "ton_iot" / "Train_Test_IoT_Fridge.csv")
+    assert series.feature_names == ("fridge_temperature", "temp_condition")
+    condition = series.values[:, 1]
+    assert set(np.unique(condition)) == {0.0, 1.0}
+    # both classes use both encoded values: the trailing-space oracle is gone
+    for label in (0, 1):
+        assert set(np.unique(condition[series.labels == label])) == {0.0, 1.0}
+    assert np.all(np.diff(series.timestamps.astype(np.int64)) >= 0)
+
+
+@pytest.mark.datasets
+def test_nbaiot_sample_schema(shared_datasets):
+    folder = shared_datasets / "nbaiot_sample" / "sample_prabeen6260"
+    benign = load_nbaiot(folder / "benign_traffic.csv")
+    attack = load_nbaiot(folder / "scan.csv")
+    assert benign.values.shape == (299, 115)
+    assert not benign.labels.any() and attack.labels.all()
