@@ -1,0 +1,85 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from aelstm.training.bundle import MANIFEST_FILE, load_bundle
+from aelstm.training.errors import BundleError, DataError
+from aelstm.training.preprocess import sliding_windows
+from aelstm.training.runtime import BundleScorer
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    _, bundle, _ = tiny_bundle
+    return shutil.copytree(bundle.path, tmp_path / "copy")
+
+
+def _edit_manifest(path, change):
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    change(manifest)
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def test_manifest_describes_the_model(tiny_bundle):
+    fitted, bundle, series = tiny_bundle
+    m = bundle.manifest
+    assert bundle.features == ("value",) and bundle.window == 16
+    assert m["score"]["alpha"] == 0.5 and m["score"]["rec_scale"] > 0
+    assert m["threshold"]["method"] == "pot" and bundle.threshold > 0
+    assert len(m["training"]["data_fingerprint"]) == 64 and m["training"]["seed"] == 0
+    assert m["onnx"]["opset"] >= 17 and len(m["onnx"]["sha256"]) == 64
+    assert m["preprocessing"]["denoise"]["wavelet"] == "db4"
+    assert m["validation"]["windows"] > 0
+
+
+def test_onnx_matches_torch_on_real_windows(tiny_bundle):
+    fitted, bundle, series = tiny_bundle
+    windows = sliding_windows(series.values, bundle.window)[::7]
+    onnx = BundleScorer(bundle, device="cpu").score(windows)
+    torch_scores = fitted.score(windows)
+    tolerance = 1e-4 * np.maximum(1.0, np.abs(torch_scores))
+    assert np.all(np.abs(onnx.score - torch_scores) <= tolerance)
+    np.testing.assert_allclose(onnx.rec_part + onnx.pred_part, onnx.score, rtol=1e-5)
+
+
+def test_scorer_names_the_expected_shape(tiny_bundle):
+    _, bundle, _ = tiny_bundle
+    with pytest.raises(DataError, match=r"window=16, features=1"):
+        BundleScorer(bundle, device="cpu").score(np.zeros((2, 8, 1)))
+
+
+def test_missing_model_file_is_named(bundle_copy):
+    (bundle_copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="model.onnx is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_tampered_model_fails_the_hash_check(bundle_copy):
+    with (bundle_copy / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        load_bundle(bundle_copy)
+
+
+def test_unknown_schema_version_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m.update(schema_version=99))
+    with pytest.raises(BundleError, match="schema version 99"):
+        load_bundle(bundle_copy)
+
+
+def test_feature_mismatch_is_refused(bundle_copy):
+    with pytest.raises(BundleError, match="do not match the expected"):
+        load_bundle(bundle_copy, expect_features=("temperature",))
+    _edit_manifest(bundle_copy, lambda m: m.update(features=["a", "b"]))
+    with pytest.raises(BundleError, match="scaler parameters do not match 2 features"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_manifest_and_bad_json(bundle_copy, tmp_path):
+    (bundle_copy / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError, match="not a directory"):
+        load_bundle(tmp_path / "absent")

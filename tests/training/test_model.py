@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from aelstm.training.errors import DataError
+from aelstm.training.model import JointAELSTM, ModelConfig
+from aelstm.training.train import TrainConfig, fit
+
+
+def test_score_is_the_sum_of_its_weighted_normalised_parts():
+    model = JointAELSTM(ModelConfig(n_features=2, window=8)).eval()
+    model.set_score_weights(0.3, 0.7, 2.0, 4.0)
+    windows = torch.randn(5, 8, 2)
+    with torch.no_grad():
+        rec, pred = model.step_errors(windows)
+        score, rec_part, pred_part = model(windows)
+    torch.testing.assert_close(rec_part, 0.3 * rec[:, -1] / 2.0)
+    torch.testing.assert_close(pred_part, 0.7 * pred[:, -1] / 4.0)
+    torch.testing.assert_close(score, rec_part + pred_part)
+
+
+def test_clip_policy_bounds_scaled_readings():
+    model = JointAELSTM(ModelConfig(n_features=1, window=4)).eval()
+    model.set_scaling(np.array([0.0]), np.array([1.0]), clip=True)
+    near = torch.full((1, 4, 1), 1.0)
+    far = torch.full((1, 4, 1), 1000.0)
+    with torch.no_grad():
+        assert torch.allclose(model(near)[0], model(far)[0])
+
+
+def _sine(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return (np.sin(2 * np.pi * t / 24) + 0.05 * rng.normal(size=n))[:, None]
+
+
+def test_joint_training_learns_normal_behaviour_and_flags_a_spike():
+    config = TrainConfig(window=24, hidden=16, latent=4, epochs=15, patience=3, seed=3)
+    fitted = fit(_sine(1200), config, progress=False)
+    assert fitted.history[-1]["val_loss"] < fitted.history[0]["val_loss"]
+    test = _sine(200, seed=9)
+    test[150] += 3.0
+    windows = np.lib.stride_tricks.sliding_window_view(test[:, 0], 24)[:, :, None]
+    scores = fitted.score(windows)
+    spike = 150 - 23
+    assert scores[spike] > fitted.threshold.value
+    assert np.mean(np.delete(scores, range(spike, spike + 24)) > fitted.threshold.value) < 0.05
+
+
+def test_training_is_reproducible_with_a_seed():
+    config = TrainConfig(window=12, hidden=8, latent=2, epochs=2, seed=5)
+    first = fit(_sine(300), config, progress=False)
+    second = fit(_sine(300), config, progress=False)
+    windows = np.lib.stride_tricks.sliding_window_view(_sine(100)[:, 0], 12)[:, :, None]
+    np.testing.assert_array_equal(first.score(windows), second.score(windows))
+
+
+@pytest.mark.parametrize("mode", ["separate", "ae", "lstm"])
+def test_ablations_train_and_score(mode):
+    fitted = fit(_sine(400), TrainConfig(window=12, hidden=8, latent=2, epochs=2, mode=mode), progress=False)
+    alpha, beta = fitted.config.score_weights
+    windows = np.lib.stride_tricks.sliding_window_view(_sine(60)[:, 0], 12)[:, :, None]
+    _, rec_part, pred_part = fitted.score_parts(windows)
+    assert (alpha == 0) == bool(np.all(rec_part == 0)) and (beta == 0) == bool(np.all(pred_part == 0))
+
+
+def test_too_little_normal_data_is_explained():
+    with pytest.raises(DataError, match="too few"):
+        fit(_sine(40), TrainConfig(window=32), progress=False)
+
+
+def test_bad_hyper_parameters_are_named():
+    with pytest.raises(DataError, match="mode must be one of"):
+        TrainConfig(mode="both")
+    with pytest.raises(DataError, match="alpha, beta"):
+        TrainConfig(alpha=0, beta=0)
