@@ -23,7 +23,7 @@ def _edit_manifest(path, change):
 
 
 def test_manifest_describes_the_model(tiny_bundle):
-    fitted, bundle, series = tiny_bundle
+    _, bundle, _ = tiny_bundle
     m = bundle.manifest
     assert bundle.features == ("value",) and bundle.window == 16
     assert m["score"]["alpha"] == 0.5 and m["score"]["rec_scale"] > 0
@@ -52,7 +52,7 @@ def test_scorer_names_the_expected_shape(tiny_bundle):
 
 def test_missing_model_file_is_named(bundle_copy):
     (bundle_copy / "model.onnx").unlink()
-    with pytest.raises(BundleError, match="model.onnx is missing"):
+    with pytest.raises(BundleError, match=r"model\.onnx is missing"):
         load_bundle(bundle_copy)
 
 

@@ -2,9 +2,9 @@ import json
 
 import pandas as pd
 from click.testing import CliRunner
-from support import EC2_LATENCY
 
 from aelstm.server.cli import main
+from support import EC2_LATENCY
 
 
 def test_train_score_info_round_trip(tmp_path):
