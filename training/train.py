@@ -63,7 +63,8 @@ class TrainConfig:
             (self.out_of_range in OUT_OF_RANGE_POLICIES, f"out-of-range policy must be one of {OUT_OF_RANGE_POLICIES}"),
             (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0, "alpha, beta must be ≥ 0, not both 0"),
             (0.0 < self.validation_fraction < 0.9, "validation fraction must be in (0, 0.9)"),
-            (min(self.hidden, self.latent, self.lstm_layers, self.epochs, self.batch_size) >= 1, "sizes must be ≥ 1"),
+            (min(self.hidden, self.latent, self.lstm_layers, self.batch_size) >= 1, "sizes must be ≥ 1"),
+            (self.epochs >= 0, "epochs must be ≥ 0 (0 keeps the random initial weights: the untrained floor)"),
             (self.learning_rate > 0, "learning rate must be > 0"),
         ]
         for ok, message in checks:
