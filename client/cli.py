@@ -1,0 +1,363 @@
+"""`aelstm-client`: the command line (connection options on the group, one sub-command per job)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from aelstm.training.cli import data_options, read_series
+from aelstm.training.errors import AelstmError
+
+from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode, rpc_failure
+from .live import LiveProgress
+from .loadtest import LoadRun, Schedule
+from .queries import get_model, list_models, training_range, watch_anomalies
+from .replay import replay as replay_series
+from .report import render
+from .results import summary
+from .scorefile import score_file
+from .sweep import sustained, sweep_table, sweep_verdict
+from .synthetic import ANOMALY_KINDS, inject_anomalies, normal_telemetry, telemetry_from_series
+from .workload import build_workload, fleet_names
+
+EXIT_CODES = "\n".join(f"  {code.value:>3}  {EXIT_MEANINGS[code]}" for code in ExitCode)
+
+stderr = Console(stderr=True)
+# Reports are wide tables: keep them readable when written to a file or pipe.
+stdout = Console() if Console().is_terminal else Console(width=140)
+
+
+class ClientGroup(click.Group):
+    """Turns every known failure into one line on stderr and its documented exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except AelstmError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(ExitCode.BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+class Duration(click.ParamType):
+    """Seconds as `10`, `2.5s`, `500ms` or `2m`."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|)\s*", str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration (e.g. 10s, 500ms, 2m)", param, ctx)
+        return float(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
+
+
+class Rates(click.ParamType):
+    """One rate (`2000`) or a sweep `start:stop:step` (`1000:20000:1000`, stop included)."""
+
+    name = "rate"
+
+    def convert(self, value, param, ctx) -> list[float]:
+        if isinstance(value, list):
+            return value
+        try:
+            parts = [float(p) for p in str(value).split(":")]
+        except ValueError:
+            self.fail(f"{value!r} is not a rate or start:stop:step", param, ctx)
+        if len(parts) == 1:
+            rates = parts
+        elif len(parts) == 3 and parts[2] > 0 and parts[1] >= parts[0]:
+            rates = list(np.arange(parts[0], parts[1] + parts[2] / 2, parts[2]))
+        else:
+            self.fail(f"{value!r}: a sweep is start:stop:step with stop ≥ start and step > 0", param, ctx)
+        if min(rates) <= 0:
+            self.fail("rates must be > 0", param, ctx)
+        return [float(r) for r in rates]
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@click.group(cls=ClientGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                "auto_envvar_prefix": "AELSTM_CLIENT"},
+             epilog=f"Exit codes:\n\n\b\n{EXIT_CODES}\n  130  interrupted\n\n"
+                    "Every option can also come from the environment: AELSTM_CLIENT_TARGET, AELSTM_CLIENT_TOKEN, ...")
+@click.version_option(package_name="aelstm")
+@click.option("--target", default="127.0.0.1:50051", show_default=True, help="Server address host:port.")
+@click.option("--tls", is_flag=True, help="Use TLS (server verified against --ca, or the system roots).")
+@click.option("--ca", type=click.Path(path_type=Path), help="PEM file of the CA that signed the server's certificate.")
+@click.option("--cert", type=click.Path(path_type=Path), help="PEM client certificate (mutual TLS).")
+@click.option("--key", type=click.Path(path_type=Path), help="PEM private key of --cert.")
+@click.option("--token", help="Bearer token, sent as `authorization: Bearer <token>` metadata.")
+@click.option("--deadline", type=Duration(), default="10s", show_default=True,
+              help="Deadline per message: per call for unary RPCs; for streams, an answer later than this counts "
+                   "as DEADLINE_EXCEEDED.")
+@click.pass_context
+def main(ctx: click.Context, target, tls, ca, cert, key, token, deadline) -> None:
+    """aelstm-client: talk to an aelstm anomaly-scoring server as IoT gateways do.
+
+    Load-test it with simulated fleets, replay a recorded series, score a file, watch the anomalies it flags, or
+    list its models. Connection options go before the command, e.g. `aelstm-client --target host:50051 models`.
+    """
+    if deadline <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--deadline")
+    ctx.obj = ConnectionOptions(target=target, tls=tls, ca=ca, cert=cert, key=key, token=token, deadline_s=deadline)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def models(options: ConnectionOptions, as_json: bool) -> None:
+    """List the fleets the server knows and the model each one uses."""
+    infos = run(list_models(options))
+    if as_json:
+        click.echo(json.dumps([{"fleet_id": m.fleet_id, "model_name": m.model_name, "model_version": m.model_version,
+                                "window": m.window, "features": list(m.features), "threshold": m.threshold,
+                                "threshold_method": m.threshold_method, "is_default": m.is_default}
+                               for m in infos], indent=2))
+        return
+    table = Table(title=f"models on {options.target}")
+    for column in ("fleet", "model", "version", "window", "features", "threshold", "default"):
+        table.add_column(column)
+    for m in infos:
+        features = ", ".join(m.features) if len(m.features) <= 4 else f"{len(m.features)} features"
+        table.add_row(m.fleet_id or "(default)", m.model_name, m.model_version, str(m.window), features,
+                      f"{m.threshold:.4g} ({m.threshold_method})", "yes" if m.is_default else "")
+    stdout.print(table)
+
+
+@main.command()
+@click.option("--fleet", default="", help="Fleet to watch [default: every fleet].")
+@click.option("--count", type=int, help="Stop after this many anomalies.")
+@click.option("--for", "timeout_s", type=Duration(), help="Stop after this long (e.g. 60s) [default: until Ctrl-C].")
+@click.pass_obj
+def watch(options: ConnectionOptions, fleet: str, count: int | None, timeout_s: float | None) -> None:
+    """Print anomalies as the server publishes them, one line each."""
+
+    async def follow() -> None:
+        async for anomaly in watch_anomalies(options, fleet, count=count, timeout_s=timeout_s):
+            r = anomaly.result
+            flagged = np.datetime64(anomaly.flagged_at_ms, "ms")
+            reading = f" reading at {np.datetime64(r.timestamp_ms, 'ms')}" if r.timestamp_ms else ""
+            click.echo(f"{flagged} fleet={anomaly.fleet_id or '-'} device={r.device_id} score={r.score:.4g} "
+                       f"threshold={r.threshold:.4g} model={r.model_name} v{r.model_version}{reading}")
+
+    run(follow())
+
+
+def _model_window(options: ConnectionOptions, fleet: str, features: int) -> int:
+    """The fleet's window length, after checking the file has as many features as the model expects."""
+    info = run(get_model(options, fleet))
+    if len(info.features) != features:
+        raise ClientError(f"the file has {features} feature(s), fleet {fleet!r}'s model expects "
+                          f"{len(info.features)}: {list(info.features)}")
+    return info.window
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@data_options
+@click.option("--fleet", default="", help="Fleet whose model scores the file [default: the default model].")
+@click.option("--device", "device_id", default="file", show_default=True, help="Device id sent with each window.")
+@click.option("--batch-size", default=256, show_default=True, help="Windows per Score request.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="CSV of scores to write [default: stdout].")
+@click.pass_obj
+def score(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
+          device_id, batch_size, output) -> None:
+    """Score every full window of DATA on the server (unary Score RPC); one CSV row per window end."""
+    if batch_size < 1:
+        raise ClientError("--batch-size must be ≥ 1")
+    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    window = _model_window(options, fleet, series.values.shape[1])
+    total = max(0, len(series) - window + 1)
+    with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+        task = progress.add_task("scoring", total=total)
+        table = run(score_file(options, series, fleet_id=fleet, device_id=device_id, window=window,
+                               batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)))
+    table.to_csv(output if output else click.get_text_stream("stdout"), index=False)
+    click.echo(summary(table), err=True)
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@data_options
+@click.option("--fleet", required=True, help="Fleet the device belongs to.")
+@click.option("--device", "device_id", required=True, help="Device id the readings come from.")
+@click.option("--mode", type=click.Choice(["readings", "windows"]), default="readings", show_default=True,
+              help="Send one reading per message (the server keeps the window) or whole windows.")
+@click.option("--speed", default=0.0, show_default=True,
+              help="Replay at this multiple of real time (from the timestamps, or --interval); 0: as fast as the "
+                   "server answers.")
+@click.option("--interval", type=Duration(), default="1s", show_default=True,
+              help="Time between readings when the file has no timestamps.")
+@click.option("--max-in-flight", default=64, show_default=True, help="Messages sent but not yet answered, at most.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write every answer to this CSV.")
+@click.pass_obj
+def replay(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
+           device_id, mode, speed, interval, max_in_flight, output) -> None:
+    """Stream DATA over StreamScore as a gateway would and print flagged anomalies as they arrive.
+
+    With labels (NAB, SKAB, ... or --label-column) it ends with flags against the labelled windows.
+    """
+    if speed < 0 or max_in_flight < 1:
+        raise ClientError("--speed must be ≥ 0 and --max-in-flight ≥ 1")
+    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    window = _model_window(options, fleet, series.values.shape[1])
+
+    def show(row: int, result) -> None:
+        if not result.is_anomaly:
+            return
+        when = np.datetime_as_string(series.timestamps[row], "s") if series.timestamps is not None else "-"
+        label = f" label={int(series.labels[row])}" if series.labels is not None else ""
+        click.echo(f"{when} row={row} device={result.device_id} score={result.score:.4g} > "
+                   f"{result.threshold:.4g}{label}")
+
+    table = run(replay_series(options, series, fleet_id=fleet, device_id=device_id, mode=mode, window=window,
+                              speed=speed, interval_s=interval, max_in_flight=max_in_flight, on_result=show))
+    if output:
+        table.to_csv(output, index=False)
+    click.echo(summary(table), err=True)
+    lost = int((table["status"] == "lost").sum())
+    if lost:
+        raise ClientError(f"{lost} message(s) got no answer within the deadline", ExitCode.CHECK_FAILED)
+
+
+def _workload_telemetry(data, read_args, devices, length, features, info, anomaly_rate, kinds, seed):
+    rng = np.random.default_rng(seed)
+    if data is not None:
+        series = read_series(data, *read_args)
+        if series.values.shape[1] != features:
+            raise ClientError(f"{data} has {series.values.shape[1]} feature(s), the model expects {features}")
+        base = telemetry_from_series(series.values, series.labels, devices, rng)
+        scale = np.nanstd(series.values, axis=0) + 1e-9
+    else:
+        limits = training_range(info)
+        low, high = limits if limits is not None else (np.zeros(features), np.ones(features))
+        centre, scale = (low + high) / 2, (high - low) / 2 + 1e-9
+        values = normal_telemetry(devices, length, features, rng, centre, scale)
+        base = inject_anomalies(values, 0.0, rng)
+    return inject_anomalies(base.values, anomaly_rate, rng, kinds=kinds, scale=scale, events=base.events,
+                            event_kinds=base.event_kinds)
+
+
+@main.command()
+@click.option("--gateways", "-G", default=4, show_default=True, help="Simulated gateways, one stream each.")
+@click.option("--fleets", "-F", "fleet_count", default=2, show_default=True, help="Fleets (named fleet-0, ...).")
+@click.option("--fleet", "fleet_ids", multiple=True, help="Name the fleets instead (repeat the option).")
+@click.option("--devices", "-D", default=256, show_default=True, help="Simulated devices over all fleets.")
+@click.option("--batch", "-b", default=16, show_default=True, help="Device windows per message.")
+@click.option("--window", type=int, help="Window length [default: from the server's model (GetModel)].")
+@click.option("--feature-count", type=int, help="Features per reading [default: from GetModel].")
+@click.option("--mode", type=click.Choice(["open", "closed"]), default="open", show_default=True,
+              help="open: messages at a fixed rate whatever the answers; closed: a fixed number in flight.")
+@click.option("--rate", type=Rates(), default="1000", show_default=True,
+              help="Open loop: messages per second over all gateways, or a sweep start:stop:step.")
+@click.option("--arrival", type=click.Choice(["constant", "poisson"]), default="constant", show_default=True,
+              help="Open loop: inter-arrival times.")
+@click.option("--concurrency", default=16, show_default=True, help="Closed loop: messages in flight.")
+@click.option("--warmup", type=Duration(), default="2s", show_default=True, help="Sent, left out of the figures.")
+@click.option("--duration", type=Duration(), default="10s", show_default=True, help="Measured time (per rate).")
+@click.option("--messages", type=int, help="Measured messages to send instead of a duration.")
+@click.option("--max-time", type=Duration(), default="10m", show_default=True, help="Hard bound on each run.")
+@click.option("--slo-ms", default=50.0, show_default=True, help="Sweep: highest rate whose p99 stays within this.")
+@click.option("--anomaly-rate", default=0.01, show_default=True,
+              help="Fraction of readings inside injected anomalies.")
+@click.option("--anomalies", default=",".join(ANOMALY_KINDS), show_default=True,
+              help="Kinds of anomaly to inject.")
+@click.option("--data", type=click.Path(path_type=Path), help="Replay this file's readings instead of synthetic ones.")
+@data_options
+@click.option("--series-length", default=2048, show_default=True, help="Synthetic readings per device.")
+@click.option("--pool", default=2000, show_default=True, help="Prebuilt messages per gateway (cycled).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the whole report here as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")
+@click.pass_obj
+def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, window, feature_count,
+             mode, rate, arrival, concurrency, warmup, duration, messages, max_time, slo_ms, anomaly_rate, anomalies,
+             data, dataset, time_column, label_column, features, delimiter, series_length, pool, seed, json_path,
+             progress) -> None:
+    """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
+
+    Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
+    up instead of being hidden. Figures exclude the warm-up. The run fails (exit 7) when a message is lost or
+    answered with an error; a sweep fails when no rate met --slo-ms.
+    """
+    fleets = list(fleet_ids) or fleet_names(fleet_count)
+    kinds = tuple(k.strip() for k in anomalies.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(ANOMALY_KINDS))
+    if unknown or not kinds:
+        raise ClientError(f"unknown anomaly kind(s) {unknown}; choose from {', '.join(ANOMALY_KINDS)}")
+    info = run(get_model(options, fleets[0]))
+    for other in fleets[1:]:
+        other_info = run(get_model(options, other))
+        if (other_info.window, len(other_info.features)) != (info.window, len(info.features)) and window is None:
+            raise ClientError(f"fleets {fleets[0]!r} and {other!r} expect different windows; load-test them "
+                              "separately or give --window and --features")
+    window = window or info.window
+    feature_count = feature_count or len(info.features)
+    telemetry = _workload_telemetry(data, (dataset, time_column, label_column, features, delimiter), devices,
+                                    series_length, feature_count, info, anomaly_rate, kinds, seed)
+    workload = build_workload(telemetry, fleets=fleets, gateways=gateways, batch=batch, window=window,
+                              pool_messages=pool)
+    config = {"target": options.target, "tls": options.uses_tls, "gateways": gateways, "fleets": fleets,
+              "devices": devices, "batch": batch, "window": window, "features": feature_count,
+              "data": str(data) if data else "synthetic", "anomaly_rate": anomaly_rate, "anomalies": list(kinds),
+              "deadline_s": options.deadline_s, "slo_ms": slo_ms, "model": f"{info.model_name} v{info.model_version}"}
+    show_progress = stderr.is_terminal if progress is None else progress
+    runs = []
+    for target_rate in rate if mode == "open" else [0.0]:
+        schedule = Schedule(mode=mode, rate=target_rate or 1.0, arrival=arrival, concurrency=concurrency,
+                            warmup_s=warmup, duration_s=None if messages else duration, messages=messages,
+                            drain_s=options.deadline_s, max_time_s=max_time, seed=seed)
+        title = f"{mode}-loop" + (f" at {target_rate:.0f} msgs/s" if mode == "open" else f" × {concurrency}")
+        with LiveProgress(stderr, title, enabled=show_progress) as live:
+            load = LoadRun(options, workload, schedule, on_progress=live.update)
+            result = run(load.run())
+        answered = result["measured"]["answered"] + result["warmup"]["answered"]
+        if not answered and load.first_error is not None:
+            raise rpc_failure(load.first_error, options, "StreamScore")
+        runs.append(result)
+        if len(rate) > 1 and mode == "open":
+            stderr.print(sweep_table([runs[-1]], slo_ms, title=None))
+            if not sustained(runs[-1], slo_ms):
+                break
+    console = stdout
+    if len(runs) == 1:
+        report = {"config": config, **runs[0]}
+        console.print(render(report))
+        failed = not runs[0]["passed"]
+    else:
+        verdict = sweep_verdict(runs, slo_ms)
+        report = {"config": config, "sweep": runs, "max_sustained": verdict}
+        console.print(sweep_table(runs, slo_ms, title=f"rate sweep (p99 ≤ {slo_ms:g} ms, no errors, none lost)"))
+        best = verdict["best"]
+        console.print(render({"measured": best["measured"]}) if best else "no rate met the SLO")
+        if best:
+            console.print(f"max sustained: {best['schedule']['rate']:.0f} msgs/s = "
+                          f"{best['measured']['throughput']['items_per_s']:.0f} items/s "
+                          f"(p99 {best['measured']['latency_ms']['p99']:.2f} ms, lost 0)")
+        failed = best is None
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2, default=float))
+    if failed:
+        raise ClientError("the run lost messages, got errors or met no SLO (see the report)", ExitCode.CHECK_FAILED)

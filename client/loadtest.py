@@ -1,0 +1,243 @@
+"""The load generator: G gateways, each one long-lived StreamScore stream, open- or closed-loop.
+
+Open loop: every message has an intended send time from a fixed schedule (constant or Poisson arrivals) that does not
+wait for answers; latency is measured from that intended time, so a server that falls behind shows its queueing in
+the figures instead of slowing the generator down (no coordinated omission). Closed loop: a fixed number of messages
+in flight; latency is measured from the actual send. Runs are always bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import grpc
+import numpy as np
+
+from aelstm.training.errors import DataError
+from aelstm.v1 import scoring_pb2 as pb
+
+from .connection import STREAM_SCORE, ConnectionOptions
+from .payloads import with_request_id
+from .report import Detection, Tally, passed
+from .workload import Workload
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When messages are sent and for how long."""
+
+    mode: str = "open"  # open: fixed arrival schedule; closed: fixed number in flight
+    rate: float = 1000.0  # open: messages per second over all gateways
+    arrival: str = "constant"  # open: constant or poisson inter-arrival times
+    concurrency: int = 16  # closed: messages in flight over all gateways
+    warmup_s: float = 1.0  # sent but left out of the figures
+    duration_s: float | None = 10.0  # measured sending time (or None with `messages`)
+    messages: int | None = None  # measured messages to send (instead of a duration)
+    drain_s: float = 5.0  # after sending, how long to wait for outstanding answers
+    max_time_s: float = 600.0  # hard bound on the whole run
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("open", "closed"):
+            raise DataError(f"mode must be open or closed, got {self.mode!r}")
+        if self.arrival not in ("constant", "poisson"):
+            raise DataError(f"arrival must be constant or poisson, got {self.arrival!r}")
+        if self.mode == "open" and self.rate <= 0:
+            raise DataError("rate must be > 0")
+        if self.mode == "closed" and self.concurrency < 1:
+            raise DataError("concurrency must be ≥ 1")
+        if (self.duration_s is None) == (self.messages is None):
+            raise DataError("give exactly one of a duration and a message count")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Live figures for the progress display."""
+
+    elapsed_s: float
+    phase: str
+    sent: int
+    answered: int
+    errors: int
+    in_flight: int
+    msgs_per_s: float
+    items_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+class LoadRun:
+    """One run of a workload under a schedule; `await run()` returns the report's figures as a dict."""
+
+    def __init__(self, options: ConnectionOptions, workload: Workload, schedule: Schedule,
+                 on_progress: Callable[[Snapshot], None] | None = None, progress_every_s: float = 0.5):
+        self.options, self.workload, self.schedule = options, workload, schedule
+        self.on_progress, self.progress_every_s = on_progress, progress_every_s
+        self.warmup = Tally(Detection(workload.event_kinds))
+        self.measured = Tally(Detection(workload.event_kinds))
+        self.first_error: grpc.RpcError | None = None
+        self._measured_sent = 0
+        self._in_flight = 0
+        self._recent_latencies: list[float] = []
+        self._recent_items = 0
+
+    # -- timing -------------------------------------------------------------------------------------------------
+    def _start_clock(self) -> None:
+        s = self.schedule
+        self.loop = asyncio.get_running_loop()
+        self.t0 = self.loop.time()
+        self.measure_start = self.t0 + s.warmup_s
+        self.hard_end = self.t0 + s.max_time_s
+        send_end = self.measure_start + s.duration_s if s.duration_s is not None else self.hard_end
+        self.send_end = min(send_end, self.hard_end - s.drain_s)
+
+    def _sending_done(self, intended: float) -> bool:
+        if intended >= self.send_end:
+            return True
+        return self.schedule.messages is not None and self._measured_sent >= self.schedule.messages
+
+    # -- one gateway --------------------------------------------------------------------------------------------
+    async def _send(self, gateway: int, call, outstanding: dict, slots: asyncio.Semaphore | None,
+                    reader: asyncio.Task) -> None:
+        s, payloads = self.schedule, self.workload.gateways[gateway]
+        gateways = len(self.workload.gateways)
+        rng = np.random.default_rng(s.seed + gateway)
+        interval = gateways / s.rate if s.mode == "open" else 0.0
+        next_time = self.t0 + gateway / s.rate if s.mode == "open" else self.t0
+        k = 0
+        while not reader.done():
+            if slots is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(slots.acquire(), max(0.0, self.send_end - self.loop.time()))
+                intended = self.loop.time()
+                if reader.done():
+                    break
+            else:
+                intended = next_time
+                next_time += rng.exponential(interval) if s.arrival == "poisson" else interval
+                delay = intended - self.loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if self._sending_done(intended):
+                break
+            payload = payloads[k % len(payloads)]
+            request_id = f"{gateway}:{k}"
+            k += 1
+            tally = self.measured if intended >= self.measure_start else self.warmup
+            if tally is self.measured:
+                self._measured_sent += 1
+            outstanding[request_id] = (intended, payload, tally)
+            tally.sent(payload.fleet_id, payload.items, intended)
+            self._in_flight += 1
+            await call.write(with_request_id(request_id, payload.body))
+        await call.done_writing()
+
+    async def _read(self, call, outstanding: dict, slots: asyncio.Semaphore | None) -> grpc.StatusCode:
+        deadline = self.options.deadline_s
+        try:
+            async for response in call:
+                now = self.loop.time()
+                entry = outstanding.pop(response.request_id, None)
+                if entry is None:
+                    self.measured.unmatched += 1
+                    continue
+                intended, payload, tally = entry
+                latency = now - intended
+                tally.answered(payload.fleet_id, response, latency * 1e6, latency > deadline, payload.events, now)
+                self._in_flight -= 1
+                self._recent_latencies.append(latency)
+                self._recent_items += payload.items
+                if slots is not None:
+                    slots.release()
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            self.first_error = self.first_error or exc
+            return exc.code()
+        finally:
+            if slots is not None:
+                for _ in range(self.schedule.concurrency):
+                    slots.release()
+
+    async def _gateway(self, gateway: int, channel: grpc.aio.Channel) -> None:
+        s = self.schedule
+        method = channel.stream_stream(STREAM_SCORE, request_serializer=None,
+                                       response_deserializer=pb.ScoreResponse.FromString)
+        call = method(metadata=self.options.metadata, timeout=max(1.0, self.hard_end - self.loop.time()))
+        outstanding: dict = {}
+        gateways = len(self.workload.gateways)
+        per_gateway = s.concurrency // gateways + (gateway < s.concurrency % gateways)
+        slots = asyncio.Semaphore(per_gateway) if s.mode == "closed" and per_gateway else None
+        reader = asyncio.create_task(self._read(call, outstanding, slots))
+        # A stream that failed shows its status through the reader; writes on it just stop the sender.
+        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+            if s.mode == "open" or slots is not None:
+                await self._send(gateway, call, outstanding, slots, reader)
+            else:
+                await call.done_writing()
+        drain = max(0.0, min(s.drain_s, self.hard_end - self.loop.time()))
+        done, _ = await asyncio.wait({reader}, timeout=drain)
+        status = reader.result() if done else None
+        if not done:
+            reader.cancel()
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        for _intended, payload, tally in outstanding.values():
+            fleet = tally.fleet(payload.fleet_id)
+            if status in (None, grpc.StatusCode.OK):
+                fleet.lost += 1  # the stream ended (or the drain ran out) and this message got no answer
+            else:
+                fleet.errors[status.name] += 1
+            self._in_flight -= 1
+
+    # -- the whole run ------------------------------------------------------------------------------------------
+    def _snapshot(self, last: float, now: float) -> Snapshot:
+        latencies, self._recent_latencies = self._recent_latencies, []
+        items, self._recent_items = self._recent_items, 0
+        span = max(now - last, 1e-9)
+        p50, p99 = (np.percentile(latencies, [50, 99]) * 1000) if latencies else (0.0, 0.0)
+        totals = [t.totals() for t in (self.warmup, self.measured)]
+        return Snapshot(
+            elapsed_s=now - self.t0, phase="warm-up" if now < self.measure_start else "measuring",
+            sent=sum(t["sent"] for t in totals), answered=sum(t["answered"] for t in totals),
+            errors=sum(sum(t["errors"].values()) for t in totals), in_flight=self._in_flight,
+            msgs_per_s=len(latencies) / span, items_per_s=items / span, p50_ms=float(p50), p99_ms=float(p99),
+        )
+
+    async def _report_progress(self) -> None:
+        last = self.loop.time()
+        while True:
+            await asyncio.sleep(self.progress_every_s)
+            now = self.loop.time()
+            self.on_progress(self._snapshot(last, now))
+            last = now
+
+    async def run(self) -> dict:
+        self._start_clock()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        channel = self.options.channel()
+        progress = asyncio.create_task(self._report_progress()) if self.on_progress else None
+        try:
+            await asyncio.gather(*(self._gateway(g, channel) for g in range(len(self.workload.gateways))))
+        finally:
+            if progress is not None:
+                progress.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
+            await channel.close()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        measured = self.measured.summary()
+        warmup = self.warmup.totals()
+        warmup["unmatched_answers"] = self.warmup.unmatched
+        items = measured["items_answered"] + warmup["items_answered"]
+        return {
+            "schedule": asdict(self.schedule),
+            "measured": measured,
+            "warmup": warmup,
+            "client": {"cpu_s": cpu, "wall_s": wall, "cpu_us_per_item": cpu / items * 1e6 if items else None},
+            "passed": passed(measured) and passed(warmup),
+        }

@@ -1,0 +1,69 @@
+"""The small RPCs: what models the server has, and the anomalies it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+
+from aelstm.v1 import scoring_pb2 as pb
+
+from .connection import ConnectionOptions, rpc_failure, stub
+
+
+async def list_models(options: ConnectionOptions) -> list[pb.ModelInfo]:
+    async with options.channel() as channel:
+        try:
+            response = await stub(channel).ListModels(pb.ListModelsRequest(), metadata=options.metadata,
+                                                      timeout=options.deadline_s)
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, options, "ListModels") from None
+    return list(response.models)
+
+
+async def get_model(options: ConnectionOptions, fleet_id: str) -> pb.ModelInfo:
+    async with options.channel() as channel:
+        try:
+            return await stub(channel).GetModel(pb.GetModelRequest(fleet_id=fleet_id), metadata=options.metadata,
+                                                timeout=options.deadline_s)
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, options, f"GetModel for fleet {fleet_id!r}") from None
+
+
+def training_range(info: pb.ModelInfo) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's per-feature training minimum and maximum (from its manifest), if the server shares them."""
+    try:
+        scaler = json.loads(info.manifest_json)["preprocessing"]["scaler"]
+        return np.asarray(scaler["min"], np.float64), np.asarray(scaler["max"], np.float64)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+async def watch_anomalies(options: ConnectionOptions, fleet_id: str, *, count: int | None = None,
+                          timeout_s: float | None = None) -> AsyncIterator[pb.Anomaly]:
+    """Anomalies as the server publishes them, until `count` arrived or `timeout_s` passed (if given)."""
+    async with options.channel() as channel:
+        call = stub(channel).WatchAnomalies(pb.WatchAnomaliesRequest(fleet_id=fleet_id), metadata=options.metadata)
+        loop = asyncio.get_running_loop()
+        end = None if timeout_s is None else loop.time() + timeout_s
+        seen = 0
+        try:
+            while count is None or seen < count:
+                remaining = None if end is None else end - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    anomaly = await asyncio.wait_for(call.read(), remaining)
+                except TimeoutError:
+                    break
+                if anomaly is grpc.aio.EOF:
+                    break
+                seen += 1
+                yield anomaly
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, options, "WatchAnomalies") from None
+        finally:
+            call.cancel()

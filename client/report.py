@@ -1,0 +1,216 @@
+"""What a load run counted, and how it is reported (rich tables on screen, a dict for --json).
+
+Every message sent ends in exactly one of: answered (within the deadline), an error (by gRPC status; an answer later
+than the per-message deadline counts as DEADLINE_EXCEEDED), or lost (the run ended and no answer or status came).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.console import Group
+from rich.table import Table
+
+from aelstm.v1 import scoring_pb2 as pb
+
+from .histogram import LatencyHistogram
+
+_OK, _WARMING, _ERROR = pb.ITEM_STATUS_OK, pb.ITEM_STATUS_WARMING_UP, pb.ITEM_STATUS_ERROR
+_STATUS_NAMES = {_OK: "ok", _WARMING: "warming_up", _ERROR: "error", pb.ITEM_STATUS_UNSPECIFIED: "unspecified"}
+
+
+@dataclass
+class FleetTally:
+    """Counts and latencies of one fleet in one phase."""
+
+    sent: int = 0
+    items_sent: int = 0
+    answered: int = 0
+    items_answered: int = 0
+    errors: Counter = field(default_factory=Counter)
+    lost: int = 0
+    latencies_us: array = field(default_factory=lambda: array("d"))
+
+    def histogram(self) -> LatencyHistogram:
+        histogram = LatencyHistogram()
+        histogram.record_many_us(np.frombuffer(self.latencies_us, dtype=np.float64))
+        return histogram
+
+
+@dataclass
+class Detection:
+    """Flags against injected (or labelled) anomalies: per window, and per event (caught at least once)."""
+
+    event_kinds: dict[int, str]
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    events_seen: set = field(default_factory=set)
+    events_caught: set = field(default_factory=set)
+
+    def update(self, results, events: np.ndarray | None) -> None:
+        """`events[i]` is the event id of item i (0 = normal); None when the payload holds no anomaly."""
+        for i, result in enumerate(results):
+            if result.status != _OK:
+                continue
+            event = 0 if events is None else int(events[i])
+            if event:
+                self.events_seen.add(event)
+                if result.is_anomaly:
+                    self.tp += 1
+                    self.events_caught.add(event)
+                else:
+                    self.fn += 1
+            elif result.is_anomaly:
+                self.fp += 1
+            else:
+                self.tn += 1
+
+    def summary(self) -> dict:
+        precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_kind: dict[str, dict[str, int]] = {}
+        for event in self.events_seen:
+            kind = per_kind.setdefault(self.event_kinds.get(event, "labelled"), {"events": 0, "caught": 0})
+            kind["events"] += 1
+            kind["caught"] += event in self.events_caught
+        seen = len(self.events_seen)
+        return {
+            "windows": {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn, "precision": precision,
+                        "recall": recall, "f1": f1},
+            "events": {"seen": seen, "caught": len(self.events_caught),
+                       "recall": len(self.events_caught) / seen if seen else 0.0, "by_kind": per_kind},
+        }
+
+
+@dataclass
+class Tally:
+    """One phase (warm-up or measured) of a run."""
+
+    detection: Detection
+    fleets: dict[str, FleetTally] = field(default_factory=dict)
+    item_status: Counter = field(default_factory=Counter)
+    item_errors: Counter = field(default_factory=Counter)
+    unmatched: int = 0
+    first_send: float | None = None
+    last_answer: float | None = None
+
+    def fleet(self, fleet_id: str) -> FleetTally:
+        tally = self.fleets.get(fleet_id)
+        if tally is None:
+            tally = self.fleets[fleet_id] = FleetTally()
+        return tally
+
+    def sent(self, fleet_id: str, items: int, when: float) -> None:
+        if self.first_send is None:
+            self.first_send = when
+        tally = self.fleet(fleet_id)
+        tally.sent += 1
+        tally.items_sent += items
+
+    def answered(self, fleet_id: str, response: pb.ScoreResponse, latency_us: float, late: bool,
+                 events: np.ndarray | None, when: float) -> None:
+        tally = self.fleet(fleet_id)
+        tally.latencies_us.append(latency_us)
+        self.last_answer = when
+        if late:
+            tally.errors["DEADLINE_EXCEEDED"] += 1
+            return
+        tally.answered += 1
+        tally.items_answered += len(response.results)
+        for result in response.results:
+            self.item_status[result.status] += 1
+            if result.status == _ERROR:
+                self.item_errors[result.error.code] += 1
+        self.detection.update(response.results, events)
+
+    def totals(self) -> dict:
+        fleets = self.fleets.values()
+        errors: Counter = Counter()
+        for tally in fleets:
+            errors.update(tally.errors)
+        return {
+            "sent": sum(t.sent for t in fleets),
+            "answered": sum(t.answered for t in fleets),
+            "errors": dict(errors),
+            "lost": sum(t.lost for t in fleets),
+            "items_sent": sum(t.items_sent for t in fleets),
+            "items_answered": sum(t.items_answered for t in fleets),
+        }
+
+    def histogram(self) -> LatencyHistogram:
+        histogram = LatencyHistogram()
+        for tally in self.fleets.values():
+            histogram.add(tally.histogram())
+        return histogram
+
+    def summary(self) -> dict:
+        """Everything about this phase as plain data (for --json and the screen report)."""
+        totals = self.totals()
+        span = (self.last_answer - self.first_send) if self.first_send and self.last_answer else 0.0
+        totals.update(
+            unmatched_answers=self.unmatched,
+            item_status={_STATUS_NAMES.get(k, str(k)): v for k, v in sorted(self.item_status.items())},
+            item_errors={str(k): v for k, v in sorted(self.item_errors.items())},
+            duration_s=span,
+            throughput={"msgs_per_s": totals["answered"] / span if span else 0.0,
+                        "items_per_s": totals["items_answered"] / span if span else 0.0},
+            latency_ms=self.histogram().summary_ms(),
+            fleets={
+                name: {"sent": t.sent, "answered": t.answered, "errors": dict(t.errors), "lost": t.lost,
+                       "items_answered": t.items_answered, "latency_ms": t.histogram().summary_ms()}
+                for name, t in sorted(self.fleets.items())
+            },
+            detection=self.detection.summary(),
+        )
+        return totals
+
+
+def passed(summary: dict) -> bool:
+    """The run kept the service's promise: every message answered, nothing lost, no error."""
+    return summary["lost"] == 0 and not summary["errors"] and summary["unmatched_answers"] == 0
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def render(report: dict) -> Group:
+    """The final report as rich tables."""
+    measured = report["measured"]
+    counts = Table(title="messages (measured, warm-up excluded)", show_header=True)
+    for column in ("sent", "answered", "errors", "LOST", "items sent", "items answered", "msgs/s", "items/s"):
+        counts.add_column(column, justify="right")
+    errors = ", ".join(f"{k}: {v}" for k, v in measured["errors"].items()) or "0"
+    counts.add_row(str(measured["sent"]), str(measured["answered"]), errors, str(measured["lost"]),
+                   str(measured["items_sent"]), str(measured["items_answered"]),
+                   f"{measured['throughput']['msgs_per_s']:.0f}", f"{measured['throughput']['items_per_s']:.0f}")
+    latency = Table(title="latency from intended send time (ms)")
+    latency.add_column("fleet")
+    for column in ("sent", "answered", "errors", "lost", "p50", "p90", "p99", "p99.9", "max"):
+        latency.add_column(column, justify="right")
+    rows = [("all", measured, measured["latency_ms"])]
+    rows += [(name, fleet, fleet["latency_ms"]) for name, fleet in measured["fleets"].items()]
+    for name, part, figures in rows:
+        latency.add_row(name, str(part["sent"]), str(part["answered"]), str(sum(part["errors"].values())),
+                        str(part["lost"]), *(_ms(figures[k]) for k in ("p50", "p90", "p99", "p99.9", "max")))
+    parts: list = [counts, latency]
+    detection = measured["detection"]
+    if detection["events"]["seen"] or detection["windows"]["fp"]:
+        table = Table(title="detection of injected anomalies")
+        for column in ("windows P", "windows R", "F1", "tp", "fp", "fn", "events caught"):
+            table.add_column(column, justify="right")
+        w, e = detection["windows"], detection["events"]
+        by_kind = ", ".join(f"{k} {v['caught']}/{v['events']}" for k, v in sorted(e["by_kind"].items()))
+        table.add_row(f"{w['precision']:.3f}", f"{w['recall']:.3f}", f"{w['f1']:.3f}", str(w["tp"]), str(w["fp"]),
+                      str(w["fn"]), f"{e['caught']}/{e['seen']} ({by_kind})")
+        parts.append(table)
+    if measured["item_errors"] or measured["unmatched_answers"]:
+        parts.append(f"item errors by code: {measured['item_errors']}; answers matching no request: "
+                     f"{measured['unmatched_answers']}")
+    return Group(*parts)

@@ -1,0 +1,171 @@
+"""A small in-process AnomalyScorer for client tests and the generator benchmark.
+
+It scores by a simple, known rule (|z| of a window's last reading against the readings before it), so the client's
+detection figures are computed by its real code path against answers we can predict. It can answer instantly, take a
+fixed service time per request (sequentially per stream, so a queue builds when traffic outruns it), drop one answer,
+or demand a token. Run it standalone with `python tests/client/fake_server.py` (prints its port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from aelstm.v1 import scoring_pb2 as pb
+from aelstm.v1 import scoring_pb2_grpc
+
+INVALID_ARGUMENT = 3
+
+
+@dataclass
+class FakeBehaviour:
+    """How the fake answers; mutable so a test can change it while the server runs."""
+
+    window: int = 16
+    features: tuple[str, ...] = ("value",)
+    threshold: float = 6.0
+    service_time_s: float = 0.0
+    drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
+    token: str | None = None
+    requests_seen: int = 0
+    fleets: tuple[str, ...] = ("fleet-a", "fleet-b")
+    watchers: list[asyncio.Queue] = field(default_factory=list)
+
+
+def rule_score(window: np.ndarray) -> float:
+    """Largest |z| over features of the last reading against the rest of the window."""
+    history, last = window[:-1], window[-1]
+    spread = history.std(axis=0) + 1e-3
+    return float(np.max(np.abs(last - history.mean(axis=0)) / spread))
+
+
+def _tensor(tensor: pb.Tensor) -> np.ndarray:
+    if tensor.WhichOneof("data") == "packed":
+        flat = np.frombuffer(tensor.packed, dtype="<f4")
+    else:
+        flat = np.asarray(tensor.values.values, dtype=np.float32)
+    return flat.reshape(tuple(tensor.shape))
+
+
+class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
+    def __init__(self, behaviour: FakeBehaviour):
+        self.b = behaviour
+
+    async def _authorise(self, context: grpc.aio.ServicerContext) -> None:
+        if self.b.token is None:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        if metadata.get("authorization") != f"Bearer {self.b.token}":
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    def _result(self, item: pb.Item, history: dict[str, deque]) -> pb.ItemResult:
+        b = self.b
+        common = {"device_id": item.device_id, "timestamp_ms": item.timestamp_ms, "model_name": "fake",
+                  "model_version": "1", "threshold": b.threshold}
+        kind = item.WhichOneof("payload")
+        data = _tensor(getattr(item, kind))
+        if data.ndim != 2 or data.shape[1] != len(b.features) or (kind == "window" and data.shape[0] != b.window):
+            error = pb.ItemError(code=INVALID_ARGUMENT, message=f"bad shape {list(data.shape)}")
+            return pb.ItemResult(status=pb.ITEM_STATUS_ERROR, error=error, **common)
+        if kind == "readings":
+            held = history.setdefault(item.device_id, deque(maxlen=b.window))
+            held.extend(data)
+            if len(held) < b.window:
+                return pb.ItemResult(status=pb.ITEM_STATUS_WARMING_UP, readings_held=len(held),
+                                     readings_needed=b.window, **common)
+            data = np.asarray(held)
+        score = rule_score(data)
+        return pb.ItemResult(status=pb.ITEM_STATUS_OK, score=score, rec_part=score / 2, pred_part=score / 2,
+                             is_anomaly=score > b.threshold, **common)
+
+    def _answer(self, request: pb.ScoreRequest, history: dict[str, deque]) -> pb.ScoreResponse:
+        started = time.perf_counter()
+        results = [self._result(item, history) for item in request.items]
+        for result in results:
+            if result.is_anomaly:
+                anomaly = pb.Anomaly(fleet_id=request.fleet_id, request_id=request.request_id, result=result,
+                                     flagged_at_ms=int(time.time() * 1000))
+                for queue in self.b.watchers:
+                    queue.put_nowait(anomaly)
+        return pb.ScoreResponse(request_id=request.request_id, fleet_id=request.fleet_id, results=results,
+                                server_time_us=int((time.perf_counter() - started) * 1e6))
+
+    async def StreamScore(self, request_iterator, context):
+        await self._authorise(context)
+        history: dict[str, deque] = {}
+        async for request in request_iterator:
+            self.b.requests_seen += 1
+            if self.b.service_time_s:
+                await asyncio.sleep(self.b.service_time_s)
+            if self.b.requests_seen == self.b.drop_request_number:
+                continue
+            yield self._answer(request, history)
+
+    async def Score(self, request, context):
+        await self._authorise(context)
+        return self._answer(request, {})
+
+    def _info(self, fleet: str) -> pb.ModelInfo:
+        return pb.ModelInfo(fleet_id=fleet, model_name="fake", model_version="1", window=self.b.window,
+                            features=self.b.features, threshold=self.b.threshold, threshold_method="fixed",
+                            is_default=fleet not in self.b.fleets)
+
+    async def ListModels(self, request, context):
+        await self._authorise(context)
+        return pb.ListModelsResponse(models=[self._info(f) for f in ("", *self.b.fleets)])
+
+    async def GetModel(self, request, context):
+        await self._authorise(context)
+        if request.fleet_id == "missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no model for fleet 'missing'")
+        return self._info(request.fleet_id)
+
+    async def WatchAnomalies(self, request, context):
+        await self._authorise(context)
+        queue: asyncio.Queue = asyncio.Queue()
+        self.b.watchers.append(queue)
+        try:
+            while True:
+                anomaly = await queue.get()
+                if not request.fleet_id or anomaly.fleet_id == request.fleet_id:
+                    yield anomaly
+        finally:
+            self.b.watchers.remove(queue)
+
+
+@asynccontextmanager
+async def running_fake(behaviour: FakeBehaviour, credentials: grpc.ServerCredentials | None = None):
+    """Serve the fake on 127.0.0.1 at an ephemeral port; yields `host:port` and stops the server on exit."""
+    server = grpc.aio.server()
+    scoring_pb2_grpc.add_AnomalyScorerServicer_to_server(FakeScorer(behaviour), server)
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(grace=None)
+
+
+async def _serve_forever(behaviour: FakeBehaviour) -> None:
+    async with running_fake(behaviour) as target:
+        print(target.rsplit(":", 1)[1], flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--features", type=int, default=1)
+    args = parser.parse_args()
+    names = tuple(f"f{i}" for i in range(args.features))
+    asyncio.run(_serve_forever(FakeBehaviour(window=args.window, features=names)))
