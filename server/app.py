@@ -1,0 +1,131 @@
+"""Assembles the ingress: gRPC server (service, health, reflection, auth, TLS), backend, model watcher, metrics.
+
+Start-up order keeps health honest: the gRPC port opens first with health NOT_SERVING, the backend starts and the
+registry's models load, and only then does health say SERVING. Stopping drains: health goes NOT_SERVING, streams
+stop reading and answer what they received, the server waits for in-flight calls, then the backend shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from aelstm.training.errors import AelstmError
+from aelstm.v1 import scoring_pb2, scoring_pb2_grpc
+
+from .anomalies import AnomalyHub
+from .backend import InProcessBackend, ScoringBackend
+from .coalescer import Coalescer
+from .config import ServeConfig
+from .devices import DeviceWindows
+from .metrics import Metrics
+from .models import ModelBook
+from .ray_backend import RayServeBackend
+from .registry import RegistryScanner, RegistrySnapshot
+from .security import BearerTokenInterceptor, server_credentials
+from .service import AnomalyScorerService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = scoring_pb2.DESCRIPTOR.services_by_name["AnomalyScorer"].full_name
+
+
+def make_backend(config: ServeConfig) -> ScoringBackend:
+    if config.backend == "inprocess":
+        return InProcessBackend(threads=config.threads_per_replica, intra_op_threads=1, device=config.device)
+    return RayServeBackend(config.ray_settings())
+
+
+class ScoringServer:
+    """One ingress process. `await start()`, then `await stop()`; `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, config: ServeConfig, backend: ScoringBackend | None = None) -> None:
+        self.config = config
+        self.backend = backend or make_backend(config)
+        self.metrics = Metrics()
+        self.models = ModelBook(RegistryScanner(config.registry, config.default_bundle), self.backend,
+                                poll_s=config.poll_s, on_change=self._models_changed)
+        self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_ms / 1000,
+                                   on_call=self.metrics.backend_call)
+        self.service = AnomalyScorerService(self.models, self.coalescer, DeviceWindows(config.max_devices),
+                                            AnomalyHub(config.watcher_queue), self.metrics, config.limits())
+        self.health = health_aio.HealthServicer()
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._watch: asyncio.Task | None = None
+        self._metrics_http = None
+        self._backend_ready = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def serving(self) -> bool:
+        return self._backend_ready and bool(self.models.snapshot.entries())
+
+    async def start(self) -> None:
+        c = self.config
+        limit = c.max_message_mb * 1024 * 1024
+        interceptors = [BearerTokenInterceptor(list(c.tokens))] if c.tokens else []
+        self._server = grpc.aio.server(interceptors=interceptors, options=[
+            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+        scoring_pb2_grpc.add_AnomalyScorerServicer_to_server(self.service, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server)
+        await self._set_health(False)
+        if c.tls_cert:
+            credentials = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
+            self.port = self._server.add_secure_port(c.address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(c.address)
+        if not self.port:
+            raise AelstmError(f"cannot listen on {c.address} (in use, or not a local address?)")
+        await self._server.start()
+        if c.metrics_port is not None:
+            self._metrics_http = self.metrics.serve_http(c.metrics_port, c.host)
+        log.info("listening on %s, starting the %s backend", self.address, self.backend.name,
+                 extra={"fields": {"address": self.address, "backend": self.backend.name}})
+        try:
+            await self.backend.start()
+            self._backend_ready = True
+            await self.models.refresh()
+        except BaseException:
+            await self.stop(0)
+            raise
+        await self._set_health(self.serving)
+        self._watch = asyncio.create_task(self.models.watch())
+
+    def _models_changed(self, snapshot: RegistrySnapshot) -> None:
+        self.metrics.models_loaded.set(len(snapshot.entries()))
+        self.metrics.models_refused.set(self.models.scanner.refusals)
+        if self._server is not None:
+            asyncio.get_running_loop().create_task(self._set_health(self.serving))
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain and release everything; safe to call once the server started (or failed to)."""
+        grace_s = self.config.drain_grace_s if grace_s is None else grace_s
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._server is not None:
+            await self._set_health(False)
+            self.service.draining.set()
+            await self._server.stop(grace_s)
+        await self.coalescer.drain()
+        await self.backend.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        log.info("stopped", extra={"fields": {"address": self.address}})

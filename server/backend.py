@@ -1,0 +1,98 @@
+"""The scoring backend interface and its in-process implementation (onnxruntime in this process, no Ray).
+
+The ingress speaks only this interface, so the Ray Serve backend and the in-process one are interchangeable: the
+in-process one serves edge nodes, laptops and fast tests; the Ray one serves fleets and scales out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+
+from aelstm.training.bundle import load_bundle
+from aelstm.training.runtime import BundleScorer, Scores
+
+from .registry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+
+class ScoringBackend(Protocol):
+    """Scores batches of raw windows `[batch, window, features]` with the model named by its registry key."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Get ready to load models (may take seconds: starting Ray, deploying replicas)."""
+
+    async def prepare(self, entry: ModelEntry) -> str:
+        """Load `entry` and score one window with it; returns the onnxruntime provider that really runs.
+
+        Raises when the model cannot be served, so the registry can refuse it and keep the previous version.
+        """
+
+    async def score(self, key: str, windows: np.ndarray) -> Scores:
+        """Scores of every window, in order."""
+
+    async def retain(self, keys: set[str]) -> None:
+        """Models outside `keys` are no longer served and may be unloaded."""
+
+    async def close(self) -> None:
+        """Release every resource (threads, Ray)."""
+
+
+def probe_windows(entry: ModelEntry) -> np.ndarray:
+    """One all-zero window of the model's shape: enough to prove a session loads and runs."""
+    return np.zeros((1, entry.bundle.window, len(entry.bundle.features)), dtype=np.float32)
+
+
+class InProcessBackend:
+    """onnxruntime sessions in this process; scoring runs on a small thread pool so the event loop stays free."""
+
+    name = "inprocess"
+
+    def __init__(self, threads: int = 1, intra_op_threads: int = 1, device: str = "auto") -> None:
+        self._threads = threads
+        self._intra_op_threads = intra_op_threads
+        self._device = device
+        self._scorers: dict[str, BundleScorer] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="aelstm-score")
+
+    async def prepare(self, entry: ModelEntry) -> str:
+        if entry.key not in self._scorers:
+            scorer = await self._run(self._load, entry.key)
+            await self._run(scorer.score, probe_windows(entry))
+            self._scorers[entry.key] = scorer
+        return self._scorers[entry.key].provider
+
+    def _load(self, key: str) -> BundleScorer:
+        scorer = BundleScorer(load_bundle(key), device=self._device, intra_op_threads=self._intra_op_threads)
+        log.info("loaded model %s on %s", key, scorer.provider, extra={"fields": {"provider": scorer.provider}})
+        return scorer
+
+    async def score(self, key: str, windows: np.ndarray) -> Scores:
+        scorer = self._scorers.get(key)
+        if scorer is None:
+            raise LookupError(f"model {key} is not loaded")
+        return await self._run(scorer.score, windows)
+
+    async def retain(self, keys: set[str]) -> None:
+        for key in set(self._scorers) - keys:
+            del self._scorers[key]
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._scorers.clear()
+
+    async def _run(self, function, *args):
+        if self._pool is None:
+            raise RuntimeError("backend not started")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)

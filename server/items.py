@@ -1,0 +1,90 @@
+"""Decode and check request items; build item results. Each problem is an `ItemProblem` for that item alone."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from aelstm.v1 import scoring_pb2 as pb
+
+from .registry import ModelEntry
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+
+
+class ItemProblem(Exception):
+    """Why one item cannot be scored, as a google.rpc code and a message saying what to fix."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_tensor(tensor: pb.Tensor, what: str) -> np.ndarray:
+    """A `Tensor` as a float32 array of its declared 2-D shape."""
+    shape = tuple(int(d) for d in tensor.shape)
+    if len(shape) != 2 or 0 in shape:
+        raise ItemProblem(INVALID_ARGUMENT, f"{what} shape must be [rows, features] with both > 0, got {list(shape)}")
+    size = shape[0] * shape[1]
+    kind = tensor.WhichOneof("data")
+    if kind == "packed":
+        if len(tensor.packed) != 4 * size:
+            raise ItemProblem(INVALID_ARGUMENT, f"{what} has {len(tensor.packed)} packed bytes; shape {list(shape)} "
+                                                f"needs {4 * size} (float32, little-endian)")
+        return np.frombuffer(tensor.packed, dtype="<f4").reshape(shape)
+    if kind == "values":
+        if len(tensor.values.values) != size:
+            raise ItemProblem(INVALID_ARGUMENT, f"{what} has {len(tensor.values.values)} values; shape "
+                                                f"{list(shape)} needs {size}")
+        return np.asarray(tensor.values.values, dtype=np.float32).reshape(shape)
+    raise ItemProblem(INVALID_ARGUMENT, f"{what} carries no data: set `packed` or `values`")
+
+
+def check_features(values: np.ndarray, entry: ModelEntry, what: str) -> None:
+    features = len(entry.bundle.features)
+    if values.shape[1] != features:
+        raise ItemProblem(INVALID_ARGUMENT, f"{what} has {values.shape[1]} features; model {entry.bundle.name} "
+                                            f"expects {features} {list(entry.bundle.features)}")
+    if np.isinf(values).any():
+        raise ItemProblem(INVALID_ARGUMENT, f"{what} contains ±Inf; send NaN for a missing reading")
+
+
+def check_window(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
+    """A scorable window: right shape, no Inf, and every feature has at least one reading (NaNs are filled)."""
+    expected = (entry.bundle.window, len(entry.bundle.features))
+    if window.shape != expected:
+        raise ItemProblem(INVALID_ARGUMENT, f"window shape {list(window.shape)} does not match model "
+                                            f"{entry.bundle.name}: expected [window={expected[0]}, "
+                                            f"features={expected[1]}]")
+    check_features(window, entry, "window")
+    empty = np.isnan(window).all(axis=0)
+    if empty.any():
+        names = [entry.bundle.features[i] for i in np.flatnonzero(empty)]
+        raise ItemProblem(INVALID_ARGUMENT, f"window has no readings at all (only NaN) for {names}: cannot fill gaps")
+    return window
+
+
+def error_result(item: pb.Item, code: int, message: str, entry: ModelEntry | None = None) -> pb.ItemResult:
+    result = pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_ERROR, timestamp_ms=item.timestamp_ms,
+                           error=pb.ItemError(code=code, message=message))
+    if entry is not None:
+        result.model_name, result.model_version = entry.bundle.name, entry.version
+    return result
+
+
+def warming_result(item: pb.Item, held: int, entry: ModelEntry) -> pb.ItemResult:
+    return pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_WARMING_UP, readings_held=held,
+                         readings_needed=entry.bundle.window, timestamp_ms=item.timestamp_ms,
+                         model_name=entry.bundle.name, model_version=entry.version)
+
+
+def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float,
+                 threshold: float) -> pb.ItemResult:
+    return pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_OK, score=score, rec_part=rec,
+                         pred_part=pred, threshold=threshold, is_anomaly=score > threshold,
+                         model_name=entry.bundle.name, model_version=entry.version, timestamp_ms=item.timestamp_ms)

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the ingress, in a registry of their own (several servers can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("aelstm_requests", "Score requests answered, by fleet and RPC.",
+                                ["fleet", "rpc"], registry=r)
+        self.items = Counter("aelstm_items", "Items answered, by fleet and status (ok, warming_up or an error "
+                             "code name).", ["fleet", "status"], registry=r)
+        self.anomalies = Counter("aelstm_anomalies", "Items flagged as anomalous, by fleet.", ["fleet"], registry=r)
+        self.request_latency = Histogram("aelstm_request_latency_seconds", "Time from receiving a request to its "
+                                         "response being ready.", ["rpc"], buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_latency = Histogram("aelstm_backend_call_seconds", "Duration of one coalesced backend call.",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_windows = Histogram("aelstm_backend_batch_windows", "Windows per coalesced backend call.",
+                                       buckets=BATCH_BUCKETS, registry=r)
+        self.models_loaded = Gauge("aelstm_models_loaded", "Models currently served (fleets plus default).",
+                                   registry=r)
+        self.models_refused = Gauge("aelstm_models_refused", "Model versions refused since start.", registry=r)
+        self.devices = Gauge("aelstm_device_windows", "Devices whose sliding window the ingress holds.", registry=r)
+        self.watchers = Gauge("aelstm_anomaly_watchers", "Open WatchAnomalies streams.", registry=r)
+        self.watcher_dropped = Counter("aelstm_anomaly_watcher_dropped", "Anomalies dropped because a watcher "
+                                       "fell behind.", registry=r)
+
+    def backend_call(self, windows: int, seconds: float) -> None:
+        self.batch_windows.observe(windows)
+        self.backend_latency.observe(seconds)
+
+    def serve_http(self, port: int, host: str = "127.0.0.1"):
+        """Expose /metrics; returns the HTTP server (call `.shutdown()` to stop it)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server

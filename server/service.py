@@ -1,0 +1,241 @@
+"""The `aelstm.v1.AnomalyScorer` gRPC service: validation, per-device windows, coalesced scoring, fan-out.
+
+Every request gets exactly one response and every item exactly one result, in order; a bad item gets an item
+error and never breaks its request or its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from aelstm.v1 import scoring_pb2 as pb
+from aelstm.v1 import scoring_pb2_grpc as pb_grpc
+
+from .anomalies import AnomalyHub
+from .coalescer import Coalescer
+from .devices import DeviceWindows
+from .items import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    RESOURCE_EXHAUSTED,
+    UNAVAILABLE,
+    ItemProblem,
+    check_features,
+    check_window,
+    decode_tensor,
+    error_result,
+    score_result,
+    warming_result,
+)
+from .metrics import Metrics
+from .models import ModelBook
+from .registry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+_STATUS_NAMES = {pb.ITEM_STATUS_OK: "ok", pb.ITEM_STATUS_WARMING_UP: "warming_up"}
+_CODE_NAMES = {code.value[0]: code.name.lower() for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; anything above gets RESOURCE_EXHAUSTED item errors saying what to split."""
+
+    max_items: int = 4096
+    max_readings_per_item: int = 4096
+    max_in_flight_per_stream: int = 256
+
+
+class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
+    def __init__(self, models: ModelBook, coalescer: Coalescer, devices: DeviceWindows, hub: AnomalyHub,
+                 metrics: Metrics, limits: Limits = Limits()) -> None:
+        self.models = models
+        self.coalescer = coalescer
+        self.devices = devices
+        self.hub = hub
+        self.metrics = metrics
+        self.limits = limits
+        self.draining = asyncio.Event()
+
+    # --- scoring ---------------------------------------------------------------------------------------------
+
+    async def answer(self, request: pb.ScoreRequest, rpc: str) -> pb.ScoreResponse:
+        """The one response to `request`; never raises."""
+        started = time.perf_counter()
+        try:
+            results = await self._score_items(request)
+        except Exception as exc:
+            log.exception("request %s failed", request.request_id)
+            results = [error_result(item, INTERNAL, f"internal error: {exc}") for item in request.items]
+        elapsed = time.perf_counter() - started
+        fleet = request.fleet_id
+        self.metrics.requests.labels(fleet, rpc).inc()
+        self.metrics.request_latency.labels(rpc).observe(elapsed)
+        for result in results:
+            status = _STATUS_NAMES.get(result.status) or _CODE_NAMES.get(result.error.code, "error")
+            self.metrics.items.labels(fleet, status).inc()
+        return pb.ScoreResponse(request_id=request.request_id, fleet_id=fleet, results=results,
+                                server_time_us=int(elapsed * 1e6))
+
+    async def _score_items(self, request: pb.ScoreRequest) -> list[pb.ItemResult]:
+        items = request.items
+        if len(items) > self.limits.max_items:
+            message = f"request has {len(items)} items, the limit is {self.limits.max_items}: split it"
+            return [error_result(item, RESOURCE_EXHAUSTED, message) for item in items]
+        entry = self.models.resolve(request.fleet_id)
+        if entry is None:
+            message = (f"fleet {request.fleet_id!r} has no model and no default model is configured: publish one "
+                       f"with `aelstm publish BUNDLE --fleet {request.fleet_id}`")
+            return [error_result(item, NOT_FOUND, message) for item in items]
+        results: list[pb.ItemResult | None] = [None] * len(items)
+        windows, positions = [], []
+        for i, item in enumerate(items):
+            try:
+                window = self._window_of(request.fleet_id, entry, item)
+            except ItemProblem as problem:
+                results[i] = error_result(item, problem.code, problem.message, entry)
+                continue
+            if isinstance(window, int):
+                results[i] = warming_result(item, window, entry)
+            else:
+                windows.append(window)
+                positions.append(i)
+        if windows:
+            try:
+                scores = await self.coalescer.score(entry.key, np.stack(windows))
+            except Exception as exc:
+                log.warning("scoring backend failed for %s: %s", entry.key, exc)
+                for i in positions:
+                    results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {exc}", entry)
+            else:
+                for k, i in enumerate(positions):
+                    results[i] = score_result(items[i], entry, float(scores.score[k]), float(scores.rec_part[k]),
+                                              float(scores.pred_part[k]), scores.threshold)
+                    if scores.score[k] > scores.threshold:
+                        self._flag(request, results[i])
+        return results
+
+    def _window_of(self, fleet: str, entry: ModelEntry, item: pb.Item) -> np.ndarray | int:
+        """The item's full window, or how many readings its device holds while it warms up."""
+        if not item.device_id:
+            raise ItemProblem(INVALID_ARGUMENT, "item has no device_id")
+        kind = item.WhichOneof("payload")
+        if kind == "window":
+            return check_window(decode_tensor(item.window, "window"), entry)
+        if kind == "readings":
+            readings = decode_tensor(item.readings, "readings")
+            if len(readings) > self.limits.max_readings_per_item:
+                raise ItemProblem(RESOURCE_EXHAUSTED, f"item has {len(readings)} readings, the limit is "
+                                                      f"{self.limits.max_readings_per_item}: send them in parts")
+            check_features(readings, entry, "readings")
+            window, held = self.devices.append(fleet, item.device_id, readings, entry.bundle.window)
+            self.metrics.devices.set(len(self.devices))
+            return held if window is None else check_window(window, entry)
+        raise ItemProblem(INVALID_ARGUMENT, "item carries neither `window` nor `readings`")
+
+    def _flag(self, request: pb.ScoreRequest, result: pb.ItemResult) -> None:
+        self.metrics.anomalies.labels(request.fleet_id).inc()
+        self.hub.publish(pb.Anomaly(fleet_id=request.fleet_id, request_id=request.request_id, result=result,
+                                    flagged_at_ms=int(time.time() * 1000)))
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        return await self.answer(request, "Score")
+
+    async def StreamScore(self, request_iterator, context: grpc.aio.ServicerContext):
+        """Answers requests concurrently as they arrive (up to `max_in_flight_per_stream`, then reading pauses).
+
+        On drain it stops reading, answers everything received, and ends the stream with UNAVAILABLE.
+        """
+        out: asyncio.Queue[pb.ScoreResponse | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read_stream(request_iterator, out))
+        try:
+            while (response := await out.get()) is not None:
+                yield response
+            drained = reader.result()
+        finally:
+            reader.cancel()
+        if drained:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down: reconnect and resend "
+                                                             "requests that got no response")
+
+    async def _read_stream(self, request_iterator, out: asyncio.Queue) -> bool:
+        """Feed responses into `out`, then None; returns whether it stopped because of a drain."""
+        slots = asyncio.Semaphore(self.limits.max_in_flight_per_stream)
+        answering: set[asyncio.Task] = set()
+
+        async def answer(request: pb.ScoreRequest) -> None:
+            try:
+                out.put_nowait(await self.answer(request, "StreamScore"))
+            finally:
+                slots.release()
+
+        requests = aiter(request_iterator)
+        drain = asyncio.ensure_future(self.draining.wait())
+        drained = False
+        try:
+            while True:
+                await slots.acquire()
+                following = asyncio.ensure_future(anext(requests))
+                await asyncio.wait({following, drain}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    drained = True
+                    break
+                try:
+                    request = following.result()
+                except StopAsyncIteration:
+                    break
+                task = asyncio.create_task(answer(request))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+        finally:
+            drain.cancel()
+            if answering:
+                await asyncio.gather(*answering, return_exceptions=True)
+            out.put_nowait(None)
+        return drained
+
+    # --- models and anomalies --------------------------------------------------------------------------------
+
+    def _model_info(self, entry: ModelEntry) -> pb.ModelInfo:
+        b = entry.bundle
+        return pb.ModelInfo(fleet_id="" if entry.is_default else entry.fleet, model_name=b.name,
+                            model_version=entry.version, window=b.window, features=list(b.features),
+                            threshold=b.threshold, threshold_method=str(b.manifest["threshold"].get("method", "")),
+                            is_default=entry.is_default, manifest_json=json.dumps(b.manifest))
+
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[self._model_info(e) for e in self.models.snapshot.entries()])
+
+    async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:
+        entry = self.models.resolve(request.fleet_id)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"fleet {request.fleet_id!r} has no model and there "
+                                                           f"is no default model")
+        return self._model_info(entry)
+
+    async def WatchAnomalies(self, request: pb.WatchAnomaliesRequest, context):
+        watcher = self.hub.subscribe(request.fleet_id)
+        self.metrics.watchers.set(len(self.hub))
+        drain = asyncio.ensure_future(self.draining.wait())
+        try:
+            while True:
+                following = asyncio.ensure_future(watcher.queue.get())
+                await asyncio.wait({following, drain}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    return
+                yield following.result()
+        finally:
+            drain.cancel()
+            self.hub.unsubscribe(watcher)
+            self.metrics.watchers.set(len(self.hub))
+            self.metrics.watcher_dropped.inc(watcher.dropped)
