@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import threading
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ class FakeBehaviour:
     features: tuple[str, ...] = ("value",)
     threshold: float = 6.0
     service_time_s: float = 0.0
+    instant: bool = False  # answer OK with score 0 without reading the data (for generator throughput)
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
     token: str | None = None
     requests_seen: int = 0
@@ -58,17 +60,23 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
     def __init__(self, behaviour: FakeBehaviour):
         self.b = behaviour
 
-    async def _authorise(self, context: grpc.aio.ServicerContext) -> None:
+    def _refused(self, context: grpc.aio.ServicerContext) -> bool:
+        """True (with the status set) when a token is required and the call lacks it."""
         if self.b.token is None:
-            return
+            return False
         metadata = dict(context.invocation_metadata() or ())
-        if metadata.get("authorization") != f"Bearer {self.b.token}":
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        if metadata.get("authorization") == f"Bearer {self.b.token}":
+            return False
+        context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+        context.set_details("missing or wrong bearer token")
+        return True
 
     def _result(self, item: pb.Item, history: dict[str, deque]) -> pb.ItemResult:
         b = self.b
         common = {"device_id": item.device_id, "timestamp_ms": item.timestamp_ms, "model_name": "fake",
                   "model_version": "1", "threshold": b.threshold}
+        if b.instant:
+            return pb.ItemResult(status=pb.ITEM_STATUS_OK, **common)
         kind = item.WhichOneof("payload")
         data = _tensor(getattr(item, kind))
         if data.ndim != 2 or data.shape[1] != len(b.features) or (kind == "window" and data.shape[0] != b.window):
@@ -98,7 +106,8 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
                                 server_time_us=int((time.perf_counter() - started) * 1e6))
 
     async def StreamScore(self, request_iterator, context):
-        await self._authorise(context)
+        if self._refused(context):
+            return
         history: dict[str, deque] = {}
         async for request in request_iterator:
             self.b.requests_seen += 1
@@ -109,7 +118,8 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
             yield self._answer(request, history)
 
     async def Score(self, request, context):
-        await self._authorise(context)
+        if self._refused(context):
+            return pb.ScoreResponse()
         return self._answer(request, {})
 
     def _info(self, fleet: str) -> pb.ModelInfo:
@@ -118,17 +128,20 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
                             is_default=fleet not in self.b.fleets)
 
     async def ListModels(self, request, context):
-        await self._authorise(context)
+        if self._refused(context):
+            return pb.ListModelsResponse()
         return pb.ListModelsResponse(models=[self._info(f) for f in ("", *self.b.fleets)])
 
     async def GetModel(self, request, context):
-        await self._authorise(context)
+        if self._refused(context):
+            return pb.ModelInfo()
         if request.fleet_id == "missing":
             await context.abort(grpc.StatusCode.NOT_FOUND, "no model for fleet 'missing'")
         return self._info(request.fleet_id)
 
     async def WatchAnomalies(self, request, context):
-        await self._authorise(context)
+        if self._refused(context):
+            return
         queue: asyncio.Queue = asyncio.Queue()
         self.b.watchers.append(queue)
         try:
@@ -156,6 +169,36 @@ async def running_fake(behaviour: FakeBehaviour, credentials: grpc.ServerCredent
         await server.stop(grace=None)
 
 
+class FakeServerThread:
+    """The fake served from its own thread and event loop, so synchronous code (the CLI) can call it."""
+
+    def __init__(self, behaviour: FakeBehaviour, credentials: grpc.ServerCredentials | None = None):
+        self.behaviour, self.credentials = behaviour, credentials
+        self.target = ""
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with running_fake(self.behaviour, self.credentials) as target:
+            self.target = target
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> FakeServerThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake server did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._loop.close()
+
+
 async def _serve_forever(behaviour: FakeBehaviour) -> None:
     async with running_fake(behaviour) as target:
         print(target.rsplit(":", 1)[1], flush=True)
@@ -166,6 +209,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--features", type=int, default=1)
+    parser.add_argument("--instant", action="store_true", help="answer every item OK without reading it")
     args = parser.parse_args()
     names = tuple(f"f{i}" for i in range(args.features))
-    asyncio.run(_serve_forever(FakeBehaviour(window=args.window, features=names)))
+    asyncio.run(_serve_forever(FakeBehaviour(window=args.window, features=names, instant=args.instant)))

@@ -1,0 +1,104 @@
+"""The load generator against the fake scorer: counts add up, losses are caught, no coordinated omission,
+injected anomalies are found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aelstm.client.connection import ConnectionOptions
+from aelstm.client.loadtest import LoadRun, Schedule
+from aelstm.client.synthetic import inject_anomalies, normal_telemetry
+from aelstm.client.workload import build_workload, fleet_names
+
+
+def small_workload(*, gateways=2, fleets=2, devices=16, batch=4, anomaly_rate=0.02, kinds=("spike",), seed=0):
+    rng = np.random.default_rng(seed)
+    values = normal_telemetry(devices, 400, 1, rng, np.zeros(1), np.ones(1))
+    telemetry = inject_anomalies(values, anomaly_rate, rng, kinds=kinds)
+    return build_workload(telemetry, fleets=fleet_names(fleets), gateways=gateways, batch=batch, window=16,
+                          pool_messages=400)
+
+
+async def load(target, schedule, workload=None, deadline_s=2.0, token=None):
+    options = ConnectionOptions(target=target, deadline_s=deadline_s, token=token)
+    return await LoadRun(options, workload or small_workload(), schedule).run()
+
+
+def assert_counts_add_up(phase: dict) -> None:
+    assert phase["sent"] == phase["answered"] + sum(phase["errors"].values()) + phase["lost"]
+
+
+async def test_open_loop_counts_add_up_and_nothing_is_lost(fake):
+    report = await load(fake.target, Schedule(rate=200, warmup_s=0.3, duration_s=1.0))
+    measured, warmup = report["measured"], report["warmup"]
+    for phase in (measured, warmup):
+        assert_counts_add_up(phase)
+        assert phase["lost"] == 0 and not phase["errors"]
+    assert measured["sent"] == pytest.approx(200, abs=2)  # 1 s at 200 msgs/s, warm-up excluded
+    assert warmup["sent"] == pytest.approx(60, abs=2)
+    assert measured["items_answered"] == measured["answered"] * 4
+    assert sum(f["sent"] for f in measured["fleets"].values()) == measured["sent"]
+    assert set(measured["fleets"]) == {"fleet-0", "fleet-1"}
+    assert measured["item_status"] == {"ok": measured["items_answered"]}
+    assert report["passed"]
+
+
+async def test_message_count_mode_sends_exactly_that_many(fake):
+    report = await load(fake.target, Schedule(rate=300, warmup_s=0.0, duration_s=None, messages=150))
+    assert report["measured"]["sent"] == 150 and report["measured"]["answered"] == 150
+
+
+async def test_a_dropped_answer_is_reported_lost(fake, behaviour):
+    behaviour.drop_request_number = 25
+    report = await load(fake.target, Schedule(rate=200, warmup_s=0.0, duration_s=0.5), deadline_s=1.0)
+    measured = report["measured"]
+    assert measured["lost"] == 1
+    assert measured["answered"] == measured["sent"] - 1
+    assert_counts_add_up(measured)
+    assert not report["passed"]
+
+
+async def test_a_refused_stream_counts_every_message_as_an_error(fake, behaviour):
+    behaviour.token = "right"
+    report = await load(fake.target, Schedule(rate=100, warmup_s=0.0, duration_s=0.3), token="wrong")
+    measured = report["measured"]
+    assert measured["answered"] == 0 and measured["lost"] == 0
+    assert sum(measured["errors"].values()) == measured["sent"] > 0
+    # A write racing the refusal can make gRPC's client core report INTERNAL for that stream instead.
+    assert "UNAUTHENTICATED" in measured["errors"] or set(measured["errors"]) == {"INTERNAL"}
+
+
+async def test_open_loop_latency_shows_a_slow_servers_queue(fake, behaviour):
+    """Service time 20 ms per message (one at a time), arrivals every 10 ms: the queue grows all run long.
+
+    Measured from intended send times, open-loop latency grows far beyond the service time; a closed loop (one in
+    flight) against the same server only ever sees the service time: that gap is coordinated omission.
+    """
+    behaviour.service_time_s = 0.02
+    workload = small_workload(gateways=1, fleets=1)
+    open_loop = await load(fake.target, Schedule(rate=100, warmup_s=0.1, duration_s=1.0), workload, deadline_s=5)
+    closed = await load(fake.target, Schedule(mode="closed", concurrency=1, warmup_s=0.1, duration_s=0.5),
+                        workload, deadline_s=5)
+    open_ms, closed_ms = open_loop["measured"]["latency_ms"], closed["measured"]["latency_ms"]
+    assert open_loop["measured"]["lost"] == 0 and closed["measured"]["lost"] == 0
+    assert closed_ms["p50"] < 3 * 20
+    assert open_ms["p99"] > 10 * 20
+    assert open_ms["p50"] > 5 * closed_ms["p50"]
+
+
+async def test_closed_loop_keeps_the_concurrency(fake, behaviour):
+    behaviour.service_time_s = 0.01  # per stream, sequential: 2 gateways answer ~200 msgs/s together at most
+    report = await load(fake.target, Schedule(mode="closed", concurrency=4, warmup_s=0.1, duration_s=0.5))
+    measured = report["measured"]
+    assert measured["lost"] == 0 and measured["answered"] == measured["sent"] > 0
+    assert measured["throughput"]["msgs_per_s"] < 260
+
+
+async def test_injected_spikes_are_found_and_normal_windows_mostly_pass(fake):
+    report = await load(fake.target, Schedule(rate=300, warmup_s=0.0, duration_s=1.0))
+    detection = report["measured"]["detection"]
+    assert detection["events"]["seen"] >= 5
+    assert detection["events"]["recall"] >= 0.75  # the fake's |z| rule misses a spike when another is in its window
+    assert detection["windows"]["precision"] >= 0.5
+    assert set(detection["events"]["by_kind"]) == {"spike"}
