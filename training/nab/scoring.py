@@ -74,7 +74,8 @@ class FileLayout:
                 raise DataError(f"window rows {(first + probation, last + probation)} are invalid for this file")
             width = last - first + 1
             inside[first : last + 1] = True
-            unit[first : last + 1] = scaled_sigmoid(-(last - index[first : last + 1] + 1) / width) / scaled_sigmoid(-1.0)
+            position = -(last - index[first : last + 1] + 1) / width
+            unit[first : last + 1] = scaled_sigmoid(position) / scaled_sigmoid(-1.0)
             after = index[last + 1 :]
             with np.errstate(divide="ignore"):
                 position = np.abs(after - last) / (width - 1) if width > 1 else np.full(len(after), np.inf)

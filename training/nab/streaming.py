@@ -1,0 +1,95 @@
+"""Streaming NAB detectors: learn from a file's probationary period only, then score every row causally in [0, 1].
+
+One object, one set of hyper-parameters, is used for every file of the corpus.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .likelihood import LikelihoodConfig, surprise, to_unit_score
+from .zscore import THREE_SIGMA, rolling_zscore
+
+LIKELIHOOD_THRESHOLD = 0.5  # to_unit_score(5): tail probability 1e-5, Numenta's 0.99999 likelihood
+
+
+class StreamingDetector(ABC):
+    """`score_file(values, probation)` → per-row anomaly score in [0, 1]; row t depends on rows ≤ t only."""
+
+    name: str
+    threshold: float  # the detector's own production threshold, fixed before seeing any file
+
+    @abstractmethod
+    def score_file(self, values: np.ndarray, probation: int) -> np.ndarray: ...
+
+    def describe(self) -> dict:
+        return {"name": self.name, "threshold": self.threshold}
+
+
+@dataclass
+class ZScoreDetector(StreamingDetector):
+    """Rolling z-score over the previous `history` rows (NAB's self-check detector); 3σ in production."""
+
+    history: int = 288
+    name: str = "zscore"
+    threshold: float = THREE_SIGMA
+
+    def score_file(self, values: np.ndarray, probation: int) -> np.ndarray:
+        return rolling_zscore(values, self.history)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "history": self.history}
+
+
+@dataclass
+class AELSTMStreamDetector(StreamingDetector):
+    """A joint AE-LSTM (or one of its ablations) trained on the probationary period, scored through likelihoods.
+
+    Each error term the mode uses (reconstruction, prediction, or both) gets its own anomaly likelihood against
+    its own recent history, so the two terms are weighed adaptively per file and over time rather than by fixed
+    α and β; the row's tail probability is the smaller one, Bonferroni-corrected for the number of terms.
+    The reference history starts at the model's validation split: rows the model never trained on.
+    """
+
+    config: object  # aelstm.training.train.TrainConfig (imported lazily: torch loads only in workers that fit)
+    likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    threshold: float = LIKELIHOOD_THRESHOLD
+
+    @property
+    def name(self) -> str:
+        return {"joint": "ae-lstm", "separate": "ae-then-lstm", "ae": "ae-only", "lstm": "lstm-only"}[self.config.mode]
+
+    def raw_parts(self, values: np.ndarray, probation: int) -> list[np.ndarray]:
+        """Per-row normalised error terms the mode uses (NaN before the first full window)."""
+        import torch
+
+        from ..preprocess import sliding_windows
+        from ..train import fit
+
+        torch.set_num_threads(1)
+        columns = np.asarray(values, dtype=np.float64)[:, None]
+        fitted = fit(columns[:probation], self.config, progress=False)
+        _, rec, pred = fitted.score_parts(sliding_windows(columns, self.config.window, 1))
+        alpha, beta = self.config.score_weights
+        parts = [part / weight for part, weight in ((rec, alpha), (pred, beta)) if weight > 0]
+        padded = [np.r_[np.full(self.config.window - 1, np.nan), part] for part in parts]
+        return padded
+
+    def score_file(self, values: np.ndarray, probation: int) -> np.ndarray:
+        parts = self.raw_parts(values, probation)
+        start = max(int(probation * (1.0 - self.config.validation_fraction)), self.config.window - 1)
+        surprises = np.max([surprise(np.nan_to_num(part), start, self.likelihood) for part in parts], axis=0)
+        combined = np.maximum(surprises - np.log10(len(parts)), 0.0)
+        scores = to_unit_score(combined)
+        scores[:probation] = 0.0  # never scored by NAB; the model was fitted on these rows
+        return scores
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "train_config": self.config.to_dict(),
+            "likelihood": self.likelihood.to_dict(),
+        }
