@@ -193,7 +193,7 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
         task = progress.add_task("scoring", total=total)
         table = run(score_file(options, series, fleet_id=fleet, device_id=device_id, window=window,
                                batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)))
-    table.to_csv(output if output else click.get_text_stream("stdout"), index=False)
+    table.to_csv(output if output else sys.stdout, index=False)
     click.echo(summary(table), err=True)
 
 
@@ -286,7 +286,7 @@ def _workload_telemetry(data, read_args, devices, length, features, info, anomal
 @click.option("--data", type=click.Path(path_type=Path), help="Replay this file's readings instead of synthetic ones.")
 @data_options
 @click.option("--series-length", default=2048, show_default=True, help="Synthetic readings per device.")
-@click.option("--pool", default=2000, show_default=True, help="Prebuilt messages per gateway (cycled).")
+@click.option("--pool", default=1000, show_default=True, help="Prebuilt messages per gateway (cycled).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the whole report here as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")

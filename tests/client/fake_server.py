@@ -33,7 +33,7 @@ class FakeBehaviour:
     features: tuple[str, ...] = ("value",)
     threshold: float = 6.0
     service_time_s: float = 0.0
-    instant: bool = False  # answer OK with score 0 without reading the data (for generator throughput)
+    instant: bool = False  # answer every item OK with score 0, without reading the data (generator throughput)
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
     token: str | None = None
     requests_seen: int = 0
@@ -59,6 +59,7 @@ def _tensor(tensor: pb.Tensor) -> np.ndarray:
 class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
     def __init__(self, behaviour: FakeBehaviour):
         self.b = behaviour
+        self._instant_results: dict[int, bytes] = {}
 
     def _refused(self, context: grpc.aio.ServicerContext) -> bool:
         """True (with the status set) when a token is required and the call lacks it."""
@@ -75,8 +76,6 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
         b = self.b
         common = {"device_id": item.device_id, "timestamp_ms": item.timestamp_ms, "model_name": "fake",
                   "model_version": "1", "threshold": b.threshold}
-        if b.instant:
-            return pb.ItemResult(status=pb.ITEM_STATUS_OK, **common)
         kind = item.WhichOneof("payload")
         data = _tensor(getattr(item, kind))
         if data.ndim != 2 or data.shape[1] != len(b.features) or (kind == "window" and data.shape[0] != b.window):
@@ -93,7 +92,20 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
         return pb.ItemResult(status=pb.ITEM_STATUS_OK, score=score, rec_part=score / 2, pred_part=score / 2,
                              is_anomaly=score > b.threshold, **common)
 
+    def _instant_answer(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
+        """Answer every item OK (score 0) from a cached, serialised result list: as little server work as possible."""
+        count = len(request.items)
+        cached = self._instant_results.get(count)
+        if cached is None:
+            ok = pb.ItemResult(status=pb.ITEM_STATUS_OK, model_name="fake", model_version="1")
+            cached = self._instant_results[count] = pb.ScoreResponse(results=[ok] * count).SerializeToString()
+        response = pb.ScoreResponse.FromString(cached)
+        response.request_id, response.fleet_id = request.request_id, request.fleet_id
+        return response
+
     def _answer(self, request: pb.ScoreRequest, history: dict[str, deque]) -> pb.ScoreResponse:
+        if self.b.instant:
+            return self._instant_answer(request)
         started = time.perf_counter()
         results = [self._result(item, history) for item in request.items]
         for result in results:

@@ -1,0 +1,147 @@
+"""score, replay, watch and loadtest from the command line, against the fake scorer."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from fake_server import rule_score
+
+from aelstm.client.cli import main
+from aelstm.client.connection import ExitCode
+from aelstm.client.payloads import window_item
+from aelstm.client.replay import send_offsets
+from aelstm.training.data import load_nab
+from aelstm.training.preprocess import sliding_windows
+from aelstm.v1 import scoring_pb2 as pb
+from aelstm.v1 import scoring_pb2_grpc
+from support import EC2_LATENCY
+
+WINDOW = 16
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def expected_flags(values: np.ndarray, threshold: float) -> np.ndarray:
+    windows = sliding_windows(values.astype(np.float32), WINDOW, 1)
+    return np.array([rule_score(w) > threshold for w in windows])
+
+
+@pytest.fixture
+def short_csv(tmp_path):
+    """The first 400 readings of the EC2 fixture with its NAB labels as a column."""
+    series = load_nab(EC2_LATENCY)
+    rows = slice(2000, 2400)  # includes a labelled anomaly window
+    frame = pd.DataFrame({"timestamp": series.timestamps[rows], "value": series.values[rows, 0],
+                          "label": series.labels[rows]})
+    path = tmp_path / "short.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_score_writes_one_row_per_window_with_the_servers_answers(fake, behaviour):
+    result = invoke("--target", fake.target, "score", EC2_LATENCY, "--dataset", "nab", "--fleet", "fleet-a",
+                    "--batch-size", "500")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout))
+    series = load_nab(EC2_LATENCY)
+    assert len(table) == len(series) - WINDOW + 1
+    assert (table["row"] == np.arange(WINDOW - 1, len(series))).all()
+    assert (table["status"] == "ok").all()
+    assert (table["is_anomaly"].to_numpy() == expected_flags(series.values, behaviour.threshold)).all()
+    assert "labelled events flagged" in result.stderr
+
+
+def test_score_refuses_a_file_whose_features_do_not_match(fake, tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("a,b\n" + "\n".join(f"{i},{i}" for i in range(40)))
+    result = invoke("--target", fake.target, "score", path)
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "expects 1" in result.output
+
+
+@pytest.mark.parametrize("mode", ["readings", "windows"])
+def test_replay_prints_flags_live_and_sums_up_against_labels(fake, behaviour, short_csv, mode, tmp_path):
+    path, frame = short_csv
+    out = tmp_path / "answers.csv"
+    result = invoke("--target", fake.target, "replay", path, "--time-column", "timestamp", "--label-column", "label",
+                    "--features", "value", "--fleet", "fleet-a", "--device", "d1", "--mode", mode, "-o", out)
+    assert result.exit_code == 0, result.output
+    answers = pd.read_csv(out)
+    flags = expected_flags(frame[["value"]].to_numpy(), behaviour.threshold)
+    scored = answers[answers["status"] == "ok"]
+    assert len(scored) == len(frame) - WINDOW + 1
+    assert (answers["status"] == "warming_up").sum() == (WINDOW - 1 if mode == "readings" else 0)
+    assert (scored["is_anomaly"].to_numpy() == flags).all()
+    flagged_lines = [line for line in result.stdout.splitlines() if "score=" in line]
+    assert len(flagged_lines) == flags.sum() > 0
+    assert "point-wise precision" in result.stderr
+
+
+def test_replay_paces_by_timestamps_or_interval():
+    series = load_nab(EC2_LATENCY)
+    offsets = send_offsets(series, speed=300.0, interval_s=1.0)
+    assert offsets[1] == pytest.approx(300 / 300)  # NAB readings are 5 minutes apart
+    assert send_offsets(series, speed=0.0, interval_s=1.0) is None
+
+
+def test_watch_prints_what_the_server_flags(fake):
+    def score_a_spike() -> None:
+        time.sleep(0.5)
+        window = np.zeros((WINDOW, 1), np.float32)
+        window[:-1, 0] = np.linspace(0, 0.1, WINDOW - 1)
+        window[-1, 0] = 50.0
+        with grpc.insecure_channel(fake.target) as channel:
+            request = pb.ScoreRequest(request_id="r1", fleet_id="fleet-a", items=[window_item("spiky", window)])
+            scoring_pb2_grpc.AnomalyScorerStub(channel).Score(request, timeout=5)
+
+    sender = threading.Thread(target=score_a_spike)
+    sender.start()
+    result = invoke("--target", fake.target, "watch", "--fleet", "fleet-a", "--count", "1", "--for", "10s")
+    sender.join()
+    assert result.exit_code == 0, result.output
+    assert "device=spiky" in result.output and "fleet=fleet-a" in result.output
+
+
+def test_loadtest_writes_a_consistent_json_report(fake, tmp_path):
+    path = tmp_path / "report.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "2", "-D", "16", "-b", "4", "--rate", "100",
+                    "--warmup", "0.2s", "--duration", "1s", "--no-progress", "--json", path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(path.read_text())
+    measured = report["measured"]
+    assert measured["sent"] == measured["answered"] > 0 and measured["lost"] == 0
+    assert report["config"]["window"] == WINDOW and report["config"]["fleets"] == ["fleet-0", "fleet-1"]
+    assert set(measured["latency_ms"]) >= {"p50", "p90", "p99", "p99.9", "max"}
+    assert "LOST" in result.output
+
+
+def test_loadtest_exits_check_failed_when_an_answer_is_lost(fake, behaviour):
+    behaviour.drop_request_number = 10
+    result = invoke("--target", fake.target, "--deadline", "1s", "loadtest", "-G", "1", "-D", "8", "-b", "2",
+                    "--rate", "100", "--warmup", "0s", "--duration", "0.5s", "--no-progress")
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
+    assert "lost" in result.output
+
+
+def test_sweep_reports_the_highest_rate_within_the_slo(fake, behaviour, tmp_path):
+    """One stream answered one message per 20 ms sustains 20 msgs/s; 80 and 140 msgs/s queue up past 100 ms."""
+    behaviour.service_time_s = 0.02
+    path = tmp_path / "sweep.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "1", "-F", "1", "-D", "4", "-b", "1",
+                    "--rate", "20:140:60", "--slo-ms", "100", "--warmup", "0.2s", "--duration", "1s",
+                    "--no-progress", "--json", path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(path.read_text())
+    assert report["max_sustained"]["rate"] == 20
+    assert [run["schedule"]["rate"] for run in report["sweep"]] == [20, 80]  # stops at the first miss
+    assert report["sweep"][1]["measured"]["latency_ms"]["p99"] > 100
