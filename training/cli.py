@@ -9,6 +9,7 @@ import click
 
 from .bundle import load_bundle
 from .data import LOADERS, Series
+from .evaluation.cli import evaluate
 
 DATASETS = tuple(LOADERS)
 
@@ -162,4 +163,4 @@ def info(bundle_dir) -> None:
     click.echo(json.dumps(bundle.manifest, indent=2))
 
 
-MODEL_COMMANDS = (train, score, info)
+MODEL_COMMANDS = (train, score, info, evaluate)

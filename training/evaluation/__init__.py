@@ -1,0 +1,1 @@
+"""Detection quality: metrics, dataset protocols, the detector line-up and the `aelstm evaluate` report."""

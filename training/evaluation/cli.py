@@ -1,0 +1,102 @@
+"""`aelstm evaluate`: run detectors on a public dataset and write the quality report (JSON, markdown, PNG)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import click
+
+from ..errors import DataError
+
+DEFAULT_OUT = Path("benchmarks/results/quality")
+DEFAULT_DATA = Path("../shared/datasets")
+SENSITIVITY_HIDDEN = (16, 32, 64, 128)
+SENSITIVITY_RATES = (1e-4, 1e-3, 1e-2)
+QUICK_EPOCHS = 3
+
+
+def _detector_list(text: str | None) -> tuple[str, ...]:
+    from .lineup import DETECTORS
+
+    if not text:
+        return DETECTORS
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise DataError(f"unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
+    return names
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(["skab", "ton_iot", "nbaiot"]), required=True, help="Dataset protocol.")
+@click.option("--detectors", help="Comma-separated detectors [default: all that the dataset allows].")
+@click.option("--quick", is_flag=True, help="A small subset with few epochs (CI smoke run, ≤ 2 minutes).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True,
+              help="Folder holding skab/, ton_iot/, nbaiot_sample/.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+              help="Folder for <dataset>.json, <dataset>.md and the PNG figures.")
+@click.option("--window", default=16, show_default=True, help="Window length shared by every detector.")
+@click.option("--epochs", type=int, help="Max AE-LSTM epochs [default: 50, SKAB/N-BaIoT; 20, TON_IoT; 3 with --quick].")
+@click.option("--no-sensitivity", is_flag=True, help="Skip the hidden-units / learning-rate sweep (SKAB only).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate(dataset, detectors, quick, data_root, output, window, epochs, no_sensitivity, seed, quiet) -> None:
+    """Evaluate detectors on DATASET with its standard protocol; thresholds come from normal/training data only."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from . import plots, report
+    from .lineup import Settings
+    from .protocols import load_protocol
+    from .runner import evaluate as run_detectors
+    from .runner import sensitivity
+
+    started = time.perf_counter()
+    names = _detector_list(detectors)
+    torch.set_num_threads(1)  # one thread for every detector: fair timings, and a shared machine stays usable
+    protocol = load_protocol(dataset, data_root, quick=quick, window=window)
+    long_series = dataset == "ton_iot"
+    settings = Settings(window=window, epochs=epochs or (QUICK_EPOCHS if quick else 20 if long_series else 50),
+                        train_stride=4 if long_series else 1, seed=seed)
+    with threadpool_limits(1):
+        results, skipped = run_detectors(protocol, names, settings, progress=not quiet)
+        sweep = None
+        if dataset == "skab" and not no_sensitivity:
+            subset = protocol.cases[:1] if quick else protocol.cases[::4]
+            grid = sensitivity(replace(protocol, cases=subset), settings, SENSITIVITY_HIDDEN, SENSITIVITY_RATES,
+                               progress=not quiet)
+            sweep = {"results": grid,
+                     "cases": [c.name for c in subset],
+                     "cases_note": f"Sweep on {len(subset)} of {len(protocol.cases)} runs "
+                                   f"({', '.join(c.name for c in subset)}) to keep it cheap; reported, not used "
+                                   "to choose settings."}
+    command = " ".join(["aelstm evaluate --dataset", dataset, *(["--detectors", detectors] if detectors else []),
+                        *(["--quick"] if quick else []), *(["--epochs", str(epochs)] if epochs else []),
+                        *(["--window", str(window)] if window != 16 else [])])
+    data = report.build_json(protocol, results, skipped, {**asdict(settings), "quick": quick}, sweep, command,
+                             time.perf_counter() - started)
+    output.mkdir(parents=True, exist_ok=True)
+    figures = [plots.roc_pr(results, output / f"{dataset}_roc_pr.png", dataset)]
+    example = results.get("ae-lstm") or next(iter(results.values()), None)
+    if example is not None:
+        index = _example_case(protocol.cases)
+        figures.append(plots.detection_example(protocol.cases[index], example.cases[index],
+                                               output / f"{dataset}_detection_example.png", example.name))
+    if sweep:
+        figures.append(plots.sensitivity(sweep["results"], output / f"{dataset}_sensitivity.png", dataset))
+    data["figures"] = [str(f) for f in figures]
+    json_path, md_path = report.write(data, output)
+    click.echo(f"wrote {json_path}, {md_path} and {len(figures)} figures in {data['seconds']:.0f}s")
+    for line in report.summary_lines(data):
+        click.echo(line)
+
+
+def _example_case(cases) -> int:
+    """The first case whose test rows hold both classes (a figure needs something to find)."""
+    for index, case in enumerate(cases):
+        labels = case.test_labels
+        if labels.any() and not labels.all():
+            return index
+    return 0
