@@ -89,7 +89,7 @@ class ScoringServer:
         if not self.port:
             raise AelstmError(f"cannot listen on {c.address} (in use, or not a local address?)")
         await self._server.start()
-        if c.metrics_port is not None:
+        if c.metrics_port:
             self._metrics_http = self.metrics.serve_http(c.metrics_port, c.host)
         log.info("listening on %s, starting the %s backend", self.address, self.backend.name,
                  extra={"fields": {"address": self.address, "backend": self.backend.name}})
