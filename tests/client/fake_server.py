@@ -13,7 +13,8 @@ import asyncio
 import threading
 import time
 from collections import deque
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -181,34 +182,46 @@ async def running_fake(behaviour: FakeBehaviour, credentials: grpc.ServerCredent
         await server.stop(grace=None)
 
 
-class FakeServerThread:
-    """The fake served from its own thread and event loop, so synchronous code (the CLI) can call it."""
+class ServerThread:
+    """Runs an async context manager that serves and yields `host:port` in its own thread and event loop, so
+    synchronous code (the CLI) can call the server; leaving the `with` block stops it."""
 
-    def __init__(self, behaviour: FakeBehaviour, credentials: grpc.ServerCredentials | None = None):
-        self.behaviour, self.credentials = behaviour, credentials
+    def __init__(self, serving: Callable[[], AbstractAsyncContextManager[str]]):
+        self._serving = serving
         self.target = ""
         self._ready = threading.Event()
+        self._failure: BaseException | None = None
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        async with running_fake(self.behaviour, self.credentials) as target:
-            self.target = target
+        try:
+            async with self._serving() as target:
+                self.target = target
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._failure = exc
             self._ready.set()
-            await self._stop.wait()
 
-    def __enter__(self) -> FakeServerThread:
+    def __enter__(self) -> ServerThread:
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fake server did not start")
+        if not self._ready.wait(60) or self._failure is not None:
+            raise RuntimeError(f"server did not start: {self._failure!r}")
         return self
 
     def __exit__(self, *exc) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+        self._thread.join(30)
         self._loop.close()
+
+
+class FakeServerThread(ServerThread):
+    def __init__(self, behaviour: FakeBehaviour, credentials: grpc.ServerCredentials | None = None):
+        super().__init__(lambda: running_fake(behaviour, credentials))
+        self.behaviour = behaviour
 
 
 async def _serve_forever(behaviour: FakeBehaviour) -> None:
