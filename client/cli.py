@@ -241,7 +241,10 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
         raise ClientError(f"{lost} message(s) got no answer within the deadline", ExitCode.CHECK_FAILED)
 
 
-def _workload_telemetry(data, read_args, devices, length, features, info, anomaly_rate, kinds, seed):
+def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, length: int, features: int, info,
+                        anomaly_rate: float, kinds: tuple[str, ...], seed: int):
+    """Readings per device with injected anomalies: a recorded file's, or synthetic ones inside the model's
+    training range (from its manifest) so that normal telemetry looks normal to the model."""
     rng = np.random.default_rng(seed)
     if data is not None:
         series = read_series(data, *read_args)
@@ -324,8 +327,9 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
               "deadline_s": options.deadline_s, "slo_ms": slo_ms, "model": f"{info.model_name} v{info.model_version}"}
     show_progress = stderr.is_terminal if progress is None else progress
     runs = []
+    sweeping = mode == "open" and len(rate) > 1
     for target_rate in rate if mode == "open" else [0.0]:
-        schedule = Schedule(mode=mode, rate=target_rate or 1.0, arrival=arrival, concurrency=concurrency,
+        schedule = Schedule(mode=mode, rate=target_rate, arrival=arrival, concurrency=concurrency,
                             warmup_s=warmup, duration_s=None if messages else duration, messages=messages,
                             drain_s=options.deadline_s, max_time_s=max_time, seed=seed)
         title = f"{mode}-loop" + (f" at {target_rate:.0f} msgs/s" if mode == "open" else f" × {concurrency}")
@@ -336,12 +340,16 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
         if not answered and load.first_error is not None:
             raise rpc_failure(load.first_error, options, "StreamScore")
         runs.append(result)
-        if len(rate) > 1 and mode == "open":
-            stderr.print(sweep_table([runs[-1]], slo_ms, title=None))
-            if not sustained(runs[-1], slo_ms):
+        if sweeping:
+            m = result["measured"]
+            verdict = "sustained" if sustained(result, slo_ms) else f"not sustained (SLO {slo_ms:g} ms)"
+            stderr.print(f"{target_rate:.0f} msgs/s: {m['throughput']['items_per_s']:.0f} items/s, p99 "
+                         f"{m['latency_ms']['p99']:.2f} ms, errors {sum(m['errors'].values())}, lost {m['lost']}: "
+                         f"{verdict}")
+            if not sustained(result, slo_ms):
                 break
     console = stdout
-    if len(runs) == 1:
+    if not sweeping:
         report = {"config": config, **runs[0]}
         console.print(render(report))
         failed = not runs[0]["passed"]

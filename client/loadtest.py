@@ -52,6 +52,9 @@ class Schedule:
             raise DataError("concurrency must be ≥ 1")
         if (self.duration_s is None) == (self.messages is None):
             raise DataError("give exactly one of a duration and a message count")
+        limits = [x for x in (self.duration_s, self.messages) if x is not None]
+        if min(limits) <= 0 or self.warmup_s < 0:
+            raise DataError("duration and message count must be > 0, warm-up ≥ 0")
 
 
 @dataclass(frozen=True)

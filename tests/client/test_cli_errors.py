@@ -90,3 +90,15 @@ def test_exit_codes_are_documented():
     result = invoke("--help")
     for code in ExitCode:
         assert f"{code.value:>3}  " in result.output
+
+
+@pytest.mark.parametrize("options", [["--gateways", "0"], ["--devices", "2", "--gateways", "4"],
+                                     ["--anomaly-rate", "0.7"], ["--anomalies", "meteor"], ["--duration", "0s"],
+                                     ["--mode", "closed", "--concurrency", "0"]])
+def test_bad_loadtest_options_are_bad_input(fake, options):
+    assert_one_line_error(invoke("--target", fake.target, "loadtest", "--no-progress", *options), ExitCode.BAD_INPUT)
+
+
+def test_bad_rate_and_duration_are_usage_errors(fake):
+    assert invoke("--target", fake.target, "loadtest", "--rate", "10:5:1").exit_code == ExitCode.USAGE
+    assert invoke("--target", fake.target, "loadtest", "--duration", "soon").exit_code == ExitCode.USAGE
