@@ -59,12 +59,12 @@ def evaluate(dataset, detectors, quick, data_root, output, window, epochs, no_se
     protocol = load_protocol(dataset, data_root, quick=quick, window=window)
     long_series = dataset == "ton_iot"
     settings = Settings(window=window, epochs=epochs or (QUICK_EPOCHS if quick else 20 if long_series else 50),
-                        train_stride=4 if long_series else 1, seed=seed)
+                        train_stride=8 if long_series else 1, seed=seed)
     with threadpool_limits(1):
         results, skipped = run_detectors(protocol, names, settings, progress=not quiet)
         sweep = None
         if dataset == "skab" and not no_sensitivity:
-            subset = protocol.cases[:1] if quick else protocol.cases[::4]
+            subset = protocol.cases[:1] if quick else protocol.cases[::6]
             grid = sensitivity(replace(protocol, cases=subset), settings, SENSITIVITY_HIDDEN, SENSITIVITY_RATES,
                                progress=not quiet)
             sweep = {"results": grid,
