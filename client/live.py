@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from .loadtest import Snapshot
 
 
-def _table(snapshot: Snapshot, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("elapsed", "phase", "msgs/s", "items/s", "p50 ms", "p99 ms", "sent", "answered", "in flight",
-                   "errors"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{snapshot.elapsed_s:.1f}s", snapshot.phase, f"{snapshot.msgs_per_s:.0f}",
-                  f"{snapshot.items_per_s:.0f}", f"{snapshot.p50_ms:.2f}", f"{snapshot.p99_ms:.2f}",
-                  str(snapshot.sent), str(snapshot.answered), str(snapshot.in_flight),
-                  f"[red]{snapshot.errors}[/red]" if snapshot.errors else "0")
-    return table
+def progress_line(snapshot: Snapshot, title: str) -> Text:
+    """One line: phase, current rate, latency percentiles of the last interval, counts and errors."""
+    errors = f"[bold red]errors {snapshot.errors}[/]" if snapshot.errors else "errors 0"
+    return Text.from_markup(
+        f"[bold]{title}[/] {snapshot.elapsed_s:5.1f}s {snapshot.phase} │ {snapshot.msgs_per_s:7.0f} msgs/s "
+        f"{snapshot.items_per_s:8.0f} items/s │ p50 {snapshot.p50_ms:7.2f} ms p99 {snapshot.p99_ms:7.2f} ms │ "
+        f"sent {snapshot.sent} answered {snapshot.answered} in flight {snapshot.in_flight} │ {errors}"
+    )
 
 
 class LiveProgress:
@@ -39,4 +37,4 @@ class LiveProgress:
 
     def update(self, snapshot: Snapshot) -> None:
         if self._live is not None:
-            self._live.update(_table(snapshot, self.title))
+            self._live.update(progress_line(snapshot, self.title))

@@ -102,3 +102,14 @@ async def test_injected_spikes_are_found_and_normal_windows_mostly_pass(fake):
     assert detection["events"]["recall"] >= 0.75  # the fake's |z| rule misses a spike when another is in its window
     assert detection["windows"]["precision"] >= 0.5
     assert set(detection["events"]["by_kind"]) == {"spike"}
+
+
+async def test_progress_snapshots_cover_warm_up_and_measuring(fake):
+    snapshots = []
+    options = ConnectionOptions(target=fake.target, deadline_s=2.0)
+    run = LoadRun(options, small_workload(), Schedule(rate=100, warmup_s=0.3, duration_s=0.6),
+                  on_progress=snapshots.append, progress_every_s=0.1)
+    report = await run.run()
+    assert {s.phase for s in snapshots} == {"warm-up", "measuring"}
+    assert snapshots[-1].answered <= report["measured"]["answered"] + report["warmup"]["answered"]
+    assert max(s.msgs_per_s for s in snapshots) > 0
