@@ -114,10 +114,18 @@ async def _serve(config) -> None:
     Path(config.registry).mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+
+    def on_signals() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+
+    on_signals()
     server = ScoringServer(config)
     await server.start()
+    on_signals()  # again: starting Ray installs its own SIGTERM handler, which would skip the drain
+    if stop.is_set():
+        await server.stop()
+        return
     models = len(server.models.snapshot.entries())
     state = "SERVING" if server.serving else f"NOT_SERVING until a model is published to {config.registry}"
     click.echo(f"aelstm serving on {server.address} (backend {server.backend.name}, {models} model(s), "

@@ -1,0 +1,52 @@
+"""`aelstm serve` settings: defaults < YAML file < flags, and clear one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from aelstm.server.cli import main
+from aelstm.server.config import ServeConfig, load_config
+from aelstm.training.errors import AelstmError
+
+
+def test_flags_override_the_file_which_overrides_defaults(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("port: 6000\nmax-batch: 128\nbackend: inprocess\ntokens: [a, b]\n")
+    config = load_config(path, {"port": 7000, "replicas": None})
+    assert (config.port, config.max_batch, config.backend, config.tokens) == (7000, 128, "inprocess", ("a", "b"))
+    assert config.replicas == ServeConfig().replicas
+    settings = config.ray_settings()
+    assert (settings.max_batch, settings.batch_wait_s) == (128, 0.002)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("replicas: 0\n", "replicas must be ≥ 1"),
+    ("backend: spark\n", "backend must be one of"),
+    ("colour: blue\n", "unknown setting 'colour'"),
+    ("- a list\n", "must be a mapping"),
+    ("port: [\n", "not valid YAML"),
+    ("tls-cert: c.pem\n", "TLS needs both"),
+    ("replicas: 3\nmax-replicas: 2\n", "below replicas"),
+    ("max-batch: many\n", "invalid serve settings"),
+])
+def test_bad_settings_are_refused_with_a_clear_message(tmp_path, text, message):
+    path = tmp_path / "serve.yaml"
+    path.write_text(text)
+    with pytest.raises(AelstmError, match=message):
+        load_config(path, {})
+
+
+def test_cli_reports_bad_settings_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--config", str(tmp_path / "absent.yaml")])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: cannot read config") and "Traceback" not in result.output
+
+
+def test_publish_command(tmp_path, ec2_bundle):
+    runner = CliRunner()
+    result = runner.invoke(main, ["publish", str(ec2_bundle.path), "--fleet", "f", "--registry", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "fleet f version 1" in result.output
+    result = runner.invoke(main, ["publish", str(tmp_path / "nope"), "--fleet", "f", "--registry", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.startswith("error: bundle")

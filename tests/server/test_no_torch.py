@@ -1,0 +1,19 @@
+"""The serving path needs only the ONNX bundle: importing it must never pull in torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SERVING_MODULES = ("aelstm.server.app", "aelstm.server.cli", "aelstm.server.ray_backend", "aelstm.server.service",
+                   "aelstm.server.registry", "aelstm.server.backend", "aelstm.training.runtime")
+
+
+def test_serving_modules_do_not_import_torch():
+    code = (f"import sys\nfor name in {SERVING_MODULES!r}:\n    __import__(name)\n"
+            "from aelstm.server.cli import main\n"
+            "assert 'aelstm.server.app' in sys.modules\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

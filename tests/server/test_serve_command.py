@@ -1,0 +1,54 @@
+"""`aelstm serve` as a user runs it: a subprocess that prints its address once SERVING and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def serve(tmp_path, bundle, *flags: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+               "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--default-bundle", str(bundle),
+               *flags]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()  # blocks until ready (or the process dies)
+    match = re.search(r"serving on (\S+) .*health SERVING", line)
+    if match is None:
+        process.kill()
+        raise AssertionError(f"no ready line: {line!r} {process.communicate(timeout=30)}")
+    return process, match.group(1)
+
+
+def check_and_stop(process: subprocess.Popen, address: str) -> str:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def test_serve_in_process(tmp_path, ec2_bundle):
+    process, address = serve(tmp_path, ec2_bundle.path, "--backend", "inprocess", "--log-format", "json")
+    stderr = check_and_stop(process, address)
+    assert '"msg": "stopped"' in stderr
+
+
+@pytest.mark.integration
+def test_serve_on_embedded_ray(tmp_path, ec2_bundle):
+    started = time.monotonic()
+    process, address = serve(tmp_path, ec2_bundle.path)
+    assert time.monotonic() - started < 240
+    stderr = check_and_stop(process, address)
+    assert "ready on CPUExecutionProvider" in stderr or "ready on CUDAExecutionProvider" in stderr
