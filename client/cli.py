@@ -280,6 +280,8 @@ def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, lengt
 @click.option("--warmup", type=Duration(), default="2s", show_default=True, help="Sent, left out of the figures.")
 @click.option("--duration", type=Duration(), default="10s", show_default=True, help="Measured time (per rate).")
 @click.option("--messages", type=int, help="Measured messages to send instead of a duration.")
+@click.option("--drain", type=Duration(), default="10s", show_default=True,
+              help="After sending, wait this long for outstanding answers; still unanswered then: lost.")
 @click.option("--max-time", type=Duration(), default="10m", show_default=True, help="Hard bound on each run.")
 @click.option("--slo-ms", default=50.0, show_default=True, help="Sweep: highest rate whose p99 stays within this.")
 @click.option("--anomaly-rate", default=0.01, show_default=True,
@@ -295,9 +297,9 @@ def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, lengt
 @click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")
 @click.pass_obj
 def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, window, feature_count,
-             mode, rate, arrival, concurrency, warmup, duration, messages, max_time, slo_ms, anomaly_rate, anomalies,
-             data, dataset, time_column, label_column, features, delimiter, series_length, pool, seed, json_path,
-             progress) -> None:
+             mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms, anomaly_rate,
+             anomalies, data, dataset, time_column, label_column, features, delimiter, series_length, pool, seed,
+             json_path, progress) -> None:
     """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
 
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
@@ -331,7 +333,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
     for target_rate in rate if mode == "open" else [0.0]:
         schedule = Schedule(mode=mode, rate=target_rate, arrival=arrival, concurrency=concurrency,
                             warmup_s=warmup, duration_s=None if messages else duration, messages=messages,
-                            drain_s=options.deadline_s, max_time_s=max_time, seed=seed)
+                            drain_s=drain, max_time_s=max_time, seed=seed)
         title = f"{mode}-loop" + (f" at {target_rate:.0f} msgs/s" if mode == "open" else f" × {concurrency}")
         with LiveProgress(stderr, title, enabled=show_progress) as live:
             load = LoadRun(options, workload, schedule, on_progress=live.update)

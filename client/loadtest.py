@@ -37,7 +37,7 @@ class Schedule:
     warmup_s: float = 1.0  # sent but left out of the figures
     duration_s: float | None = 10.0  # measured sending time (or None with `messages`)
     messages: int | None = None  # measured messages to send (instead of a duration)
-    drain_s: float = 5.0  # after sending, how long to wait for outstanding answers
+    drain_s: float = 10.0  # after sending, how long to wait for outstanding answers (then: lost)
     max_time_s: float = 600.0  # hard bound on the whole run
     seed: int = 0
 

@@ -113,3 +113,12 @@ async def test_progress_snapshots_cover_warm_up_and_measuring(fake):
     assert {s.phase for s in snapshots} == {"warm-up", "measuring"}
     assert snapshots[-1].answered <= report["measured"]["answered"] + report["warmup"]["answered"]
     assert max(s.msgs_per_s for s in snapshots) > 0
+
+
+async def test_answers_later_than_the_deadline_are_errors_not_lost(fake, behaviour):
+    behaviour.service_time_s = 0.05
+    report = await load(fake.target, Schedule(rate=20, warmup_s=0.0, duration_s=0.3), deadline_s=0.02)
+    measured = report["measured"]
+    assert measured["lost"] == 0 and measured["answered"] == 0
+    assert measured["errors"] == {"DEADLINE_EXCEEDED": measured["sent"]}
+    assert not report["passed"]
