@@ -202,7 +202,7 @@ def render(report: dict) -> Group:
     parts: list = [counts, latency]
     detection = measured["detection"]
     if detection["events"]["seen"] or detection["windows"]["fp"]:
-        table = Table(title="detection of injected anomalies")
+        table = Table(title="detection (injected anomalies, or those labelled in --data)")
         for column in ("windows P", "windows R", "F1", "tp", "fp", "fn", "events caught"):
             table.add_column(column, justify="right")
         w, e = detection["windows"], detection["events"]

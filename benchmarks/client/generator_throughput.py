@@ -105,7 +105,7 @@ def main() -> None:
     server, target = start_instant_server(window=32)
     try:
         closed = [closed_loop(target, batch, 64, seconds, repeats) for batch in (1, 16, 64)]
-        sweep = open_loop_sweep(target, 16, "500:4000:500", seconds)
+        sweep = open_loop_sweep(target, 16, "250:3000:250", seconds)
     finally:
         server.terminate()
         server.wait(10)
