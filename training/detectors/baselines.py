@@ -211,8 +211,8 @@ class RandomForestDetector(SupervisedDetector):
 
     name = "random-forest"
 
-    def __init__(self, window: int = 32, seed: int = 0, **kwargs) -> None:
-        super().__init__(window, **kwargs)
+    def __init__(self, window: int = 32, seed: int = 0, max_train: int = 8_000, **kwargs) -> None:
+        super().__init__(window, max_train=max_train, **kwargs)
         self.seed = seed
 
     def learn_labelled(self, features: np.ndarray, targets: np.ndarray) -> None:
