@@ -59,7 +59,8 @@ def evaluate(dataset, detectors, quick, data_root, output, window, epochs, no_se
     protocol = load_protocol(dataset, data_root, quick=quick, window=window)
     long_series = dataset == "ton_iot"
     # TON_IoT devices have ~17,500 training rows: every 16th training window and ≤ 15 epochs keep it in budget.
-    settings = Settings(window=window, epochs=epochs if epochs is not None else QUICK_EPOCHS if quick else 15 if long_series else 50,
+    default_epochs = QUICK_EPOCHS if quick else 15 if long_series else 50
+    settings = Settings(window=window, epochs=default_epochs if epochs is None else epochs,
                         train_stride=16 if long_series else 1, seed=seed)
     with threadpool_limits(1):
         results, skipped = run_detectors(protocol, names, settings, progress=not quiet)
