@@ -262,6 +262,25 @@ def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, lengt
                             event_kinds=base.event_kinds)
 
 
+def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float) -> tuple[dict, bool]:
+    """Print the report of one run or a sweep; returns it (for --json) and whether the run failed its check."""
+    lost = sum(r["measured"]["lost"] + r["warmup"]["lost"] for r in runs)
+    if not sweeping:
+        stdout.print(render(runs[0]))
+        return {"config": config, **runs[0]}, not runs[0]["passed"]
+    verdict = sweep_verdict(runs, slo_ms)
+    stdout.print(sweep_table(runs, slo_ms, title=f"rate sweep (p99 ≤ {slo_ms:g} ms, no errors, none lost)"))
+    best = verdict["best"]
+    if best is None:
+        stdout.print("no rate met the SLO")
+    else:
+        stdout.print(render(best))
+        stdout.print(f"max sustained: {best['schedule']['rate']:.0f} msgs/s = "
+                     f"{best['measured']['throughput']['items_per_s']:.0f} items/s "
+                     f"(p99 {best['measured']['latency_ms']['p99']:.2f} ms, lost 0)")
+    return {"config": config, "sweep": runs, "max_sustained": verdict}, best is None or lost > 0
+
+
 @main.command()
 @click.option("--gateways", "-G", default=4, show_default=True, help="Simulated gateways, one stream each.")
 @click.option("--fleets", "-F", "fleet_count", default=2, show_default=True, help="Fleets (named fleet-0, ...).")
@@ -304,7 +323,8 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
 
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
     up instead of being hidden. Figures exclude the warm-up. The run fails (exit 7) when a message is lost or
-    answered with an error; a sweep fails when no rate met --slo-ms.
+    answered with an error; a sweep (--rate START:STOP:STEP, stopping at the first rate that misses) fails when no
+    rate met --slo-ms or a message was lost.
     """
     fleets = list(fleet_ids) or fleet_names(fleet_count)
     kinds = tuple(k.strip() for k in anomalies.split(",") if k.strip())
@@ -316,7 +336,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
         other_info = run(get_model(options, other))
         if (other_info.window, len(other_info.features)) != (info.window, len(info.features)) and window is None:
             raise ClientError(f"fleets {fleets[0]!r} and {other!r} expect different windows; load-test them "
-                              "separately or give --window and --features")
+                              "separately or give --window and --feature-count")
     window = window or info.window
     feature_count = feature_count or len(info.features)
     telemetry = _workload_telemetry(data, (dataset, time_column, label_column, features, delimiter), devices,
@@ -350,22 +370,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
                          f"{verdict}")
             if not sustained(result, slo_ms):
                 break
-    console = stdout
-    if not sweeping:
-        report = {"config": config, **runs[0]}
-        console.print(render(report))
-        failed = not runs[0]["passed"]
-    else:
-        verdict = sweep_verdict(runs, slo_ms)
-        report = {"config": config, "sweep": runs, "max_sustained": verdict}
-        console.print(sweep_table(runs, slo_ms, title=f"rate sweep (p99 ≤ {slo_ms:g} ms, no errors, none lost)"))
-        best = verdict["best"]
-        console.print(render({"measured": best["measured"]}) if best else "no rate met the SLO")
-        if best:
-            console.print(f"max sustained: {best['schedule']['rate']:.0f} msgs/s = "
-                          f"{best['measured']['throughput']['items_per_s']:.0f} items/s "
-                          f"(p99 {best['measured']['latency_ms']['p99']:.2f} ms, lost 0)")
-        failed = best is None
+    report, failed = _final_report(config, runs, sweeping, slo_ms)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, default=float))
