@@ -286,7 +286,9 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @click.option("--fleets", "-F", "fleet_count", default=2, show_default=True, help="Fleets (named fleet-0, ...).")
 @click.option("--fleet", "fleet_ids", multiple=True, help="Name the fleets instead (repeat the option).")
 @click.option("--devices", "-D", default=256, show_default=True, help="Simulated devices over all fleets.")
-@click.option("--batch", "-b", default=16, show_default=True, help="Device windows per message.")
+@click.option("--batch", "-b", default=16, show_default=True, help="Device items per message.")
+@click.option("--items", "item_kind", type=click.Choice(["windows", "readings"]), default="windows",
+              show_default=True, help="Send whole windows, or one new reading per device (the server keeps windows).")
 @click.option("--window", type=int, help="Window length [default: from the server's model (GetModel)].")
 @click.option("--feature-count", type=int, help="Features per reading [default: from GetModel].")
 @click.option("--mode", type=click.Choice(["open", "closed"]), default="open", show_default=True,
@@ -315,10 +317,10 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the whole report here as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")
 @click.pass_obj
-def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, window, feature_count,
-             mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms, anomaly_rate,
-             anomalies, data, dataset, time_column, label_column, features, delimiter, series_length, pool, seed,
-             json_path, progress) -> None:
+def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, item_kind, window,
+             feature_count, mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms,
+             anomaly_rate, anomalies, data, dataset, time_column, label_column, features, delimiter, series_length,
+             pool, seed, json_path, progress) -> None:
     """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
 
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
@@ -342,9 +344,9 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
     telemetry = _workload_telemetry(data, (dataset, time_column, label_column, features, delimiter), devices,
                                     series_length, feature_count, info, anomaly_rate, kinds, seed)
     workload = build_workload(telemetry, fleets=fleets, gateways=gateways, batch=batch, window=window,
-                              pool_messages=pool)
+                              pool_messages=pool, items=item_kind)
     config = {"target": options.target, "tls": options.uses_tls, "gateways": gateways, "fleets": fleets,
-              "devices": devices, "batch": batch, "window": window, "features": feature_count,
+              "devices": devices, "batch": batch, "items": item_kind, "window": window, "features": feature_count,
               "data": str(data) if data else "synthetic", "anomaly_rate": anomaly_rate, "anomalies": list(kinds),
               "deadline_s": options.deadline_s, "slo_ms": slo_ms, "model": f"{info.model_name} v{info.model_version}"}
     show_progress = stderr.is_terminal if progress is None else progress

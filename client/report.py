@@ -53,11 +53,13 @@ class Detection:
     events_caught: set = field(default_factory=set)
 
     def update(self, results, events: np.ndarray | None) -> None:
-        """`events[i]` is the event id of item i (0 = normal); None when the payload holds no anomaly."""
+        """`events[i]` is the event id of item i (0 = normal, -1 = not judged); None when all are normal."""
         for i, result in enumerate(results):
             if result.status != _OK:
                 continue
             event = 0 if events is None else int(events[i])
+            if event < 0:
+                continue
             if event:
                 self.events_seen.add(event)
                 if result.is_anomaly:

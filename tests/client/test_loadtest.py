@@ -122,3 +122,18 @@ async def test_answers_later_than_the_deadline_are_errors_not_lost(fake, behavio
     assert measured["lost"] == 0 and measured["answered"] == 0
     assert measured["errors"] == {"DEADLINE_EXCEEDED": measured["sent"]}
     assert not report["passed"]
+
+
+async def test_readings_mode_warms_up_then_scores_and_finds_spikes(fake):
+    rng = np.random.default_rng(3)
+    telemetry = inject_anomalies(normal_telemetry(8, 400, 1, rng, np.zeros(1), np.ones(1)), 0.02, rng,
+                                 kinds=("spike",))
+    workload = build_workload(telemetry, fleets=fleet_names(1), gateways=2, batch=4, window=16,
+                              pool_messages=400, items="readings")
+    report = await load(fake.target, Schedule(rate=400, warmup_s=0.0, duration_s=1.0), workload)
+    measured = report["measured"]
+    assert measured["lost"] == 0 and not measured["errors"]
+    assert measured["item_status"]["warming_up"] == 8 * 15  # each device's first window-1 readings
+    assert measured["item_status"]["ok"] == measured["items_answered"] - 8 * 15
+    assert measured["detection"]["events"]["seen"] >= 3
+    assert measured["detection"]["events"]["recall"] >= 0.75

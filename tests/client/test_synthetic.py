@@ -73,3 +73,30 @@ def test_workload_routes_devices_to_gateways_and_labels_each_window_by_its_last_
                 np.testing.assert_array_equal(window, telemetry.values[device, end - 9 : end + 1, 0])
                 expected = telemetry.events[device, end]
                 assert (0 if payload.events is None else payload.events[i]) == expected
+
+
+def test_readings_workload_sends_each_devices_readings_in_order_and_skips_unjudged_windows():
+    rng = np.random.default_rng(0)
+    telemetry = inject_anomalies(normal_telemetry(4, 200, 1, rng, np.zeros(1), np.ones(1)), 0.05, rng)
+    workload = build_workload(telemetry, fleets=["a"], gateways=1, batch=2, window=10, pool_messages=100,
+                              items="readings")
+    seen: dict[int, list[float]] = {}
+    for payload in workload.gateways[0]:
+        request = pb.ScoreRequest.FromString(with_request_id("x", payload.body))
+        for i, item in enumerate(request.items):
+            device = int(item.device_id.rsplit("-", 1)[1])
+            assert list(item.readings.shape) == [1, 1]
+            t = len(seen.setdefault(device, []))
+            seen[device].append(float(np.frombuffer(item.readings.packed, "<f4")[0]))
+            expected = -1 if t < 9 else telemetry.events[device, t]
+            assert (0 if payload.events is None else payload.events[i]) == expected
+    for device, readings in seen.items():
+        np.testing.assert_array_equal(readings, telemetry.values[device, : len(readings), 0])
+        assert len(readings) == 50  # 100 messages × 2 items over 4 devices
+
+
+def test_readings_pool_too_short_for_a_window_is_refused():
+    rng = np.random.default_rng(0)
+    telemetry = inject_anomalies(normal_telemetry(64, 200, 1, rng, np.zeros(1), np.ones(1)), 0.0, rng)
+    with pytest.raises(DataError, match="raise --pool"):
+        build_workload(telemetry, fleets=["a"], gateways=1, batch=2, window=32, pool_messages=100, items="readings")
