@@ -108,7 +108,7 @@ def markdown(report: dict) -> str:
 
     targets = _targets(report)
     if targets:
-        out += ["## Targets", "", *targets, ""]
+        out += ["## Targets and the joint model against its ablations", "", *targets, ""]
 
     out += ["## All detectors, all metrics (test rows pooled)", "",
             "| Detector | F1 | FAR % | MAR % | Precision | Recall | Accuracy | FP | FN | ROC-AUC | PR-AUC | "
