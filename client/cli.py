@@ -19,7 +19,8 @@ from aelstm.training.errors import AelstmError
 
 from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode, rpc_failure
 from .live import LiveProgress
-from .loadtest import LoadRun, Schedule
+from .loadtest import LoadRun, Schedule, run_report
+from .parallel import run_in_processes
 from .queries import get_model, list_models, training_range, watch_anomalies
 from .replay import replay as replay_series
 from .report import render
@@ -313,6 +314,8 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @data_options
 @click.option("--series-length", default=2048, show_default=True, help="Synthetic readings per device.")
 @click.option("--pool", default=1000, show_default=True, help="Prebuilt messages per gateway (cycled).")
+@click.option("--processes", default=1, show_default=True,
+              help="Worker processes sharing the gateways (one process drives a few thousand messages/s).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the whole report here as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")
@@ -320,7 +323,7 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, item_kind, window,
              feature_count, mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms,
              anomaly_rate, anomalies, data, dataset, time_column, label_column, features, delimiter, series_length,
-             pool, seed, json_path, progress) -> None:
+             pool, processes, seed, json_path, progress) -> None:
     """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
 
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
@@ -328,6 +331,8 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
     answered with an error; a sweep (--rate START:STOP:STEP, stopping at the first rate that misses) fails when no
     rate met --slo-ms or a message was lost.
     """
+    if processes < 1:
+        raise ClientError("--processes must be ≥ 1")
     fleets = list(fleet_ids) or fleet_names(fleet_count)
     kinds = tuple(k.strip() for k in anomalies.split(",") if k.strip())
     unknown = sorted(set(kinds) - set(ANOMALY_KINDS))
@@ -348,7 +353,8 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
     config = {"target": options.target, "tls": options.uses_tls, "gateways": gateways, "fleets": fleets,
               "devices": devices, "batch": batch, "items": item_kind, "window": window, "features": feature_count,
               "data": str(data) if data else "synthetic", "anomaly_rate": anomaly_rate, "anomalies": list(kinds),
-              "deadline_s": options.deadline_s, "slo_ms": slo_ms, "model": f"{info.model_name} v{info.model_version}"}
+              "deadline_s": options.deadline_s, "slo_ms": slo_ms, "processes": min(processes, gateways),
+              "model": f"{info.model_name} v{info.model_version}"}
     show_progress = stderr.is_terminal if progress is None else progress
     runs = []
     sweeping = mode == "open" and len(rate) > 1
@@ -358,11 +364,14 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
                             drain_s=drain, max_time_s=max_time, seed=seed)
         title = f"{mode}-loop" + (f" at {target_rate:.0f} msgs/s" if mode == "open" else f" × {concurrency}")
         with LiveProgress(stderr, title, enabled=show_progress) as live:
-            load = LoadRun(options, workload, schedule, on_progress=live.update)
-            result = run(load.run())
+            if processes > 1:
+                counted = run_in_processes(options, workload, schedule, processes, on_progress=live.update)
+            else:
+                counted = run(LoadRun(options, workload, schedule, on_progress=live.update).run())
+        result = run_report(counted, schedule)
         answered = result["measured"]["answered"] + result["warmup"]["answered"]
-        if not answered and load.first_error is not None:
-            raise rpc_failure(load.first_error, options, "StreamScore")
+        if not answered and counted.failure is not None:
+            raise rpc_failure(counted.failure, options, "StreamScore")
         runs.append(result)
         if sweeping:
             m = result["measured"]

@@ -73,16 +73,44 @@ class Snapshot:
     p99_ms: float
 
 
+@dataclass(frozen=True)
+class StreamFailure:
+    """How a stream failed (picklable, unlike grpc's exception); quacks like grpc.RpcError for rpc_failure."""
+
+    status: grpc.StatusCode
+    message: str
+
+    def code(self) -> grpc.StatusCode:
+        return self.status
+
+    def details(self) -> str:
+        return self.message
+
+
+@dataclass
+class RunResult:
+    """What one run (or one process's part of it) counted."""
+
+    warmup: Tally
+    measured: Tally
+    cpu_s: float
+    wall_s: float
+    failure: StreamFailure | None
+
+
 class LoadRun:
-    """One run of a workload under a schedule; `await run()` returns the report's figures as a dict."""
+    """One run of a workload under a schedule; `await run()` returns what it counted (see `run_report`)."""
 
     def __init__(self, options: ConnectionOptions, workload: Workload, schedule: Schedule,
-                 on_progress: Callable[[Snapshot], None] | None = None, progress_every_s: float = 0.5):
+                 on_progress: Callable[[Snapshot], None] | None = None, progress_every_s: float = 0.5,
+                 start_at: float | None = None):
+        """`start_at`: the run's start on the monotonic clock (shared by worker processes); default now."""
         self.options, self.workload, self.schedule = options, workload, schedule
+        self.start_at = start_at
         self.on_progress, self.progress_every_s = on_progress, progress_every_s
         self.warmup = Tally(Detection(workload.event_kinds))
         self.measured = Tally(Detection(workload.event_kinds))
-        self.first_error: grpc.RpcError | None = None
+        self.failure: StreamFailure | None = None
         self._measured_sent = 0
         self._in_flight = 0
         self._recent_latencies: list[float] = []
@@ -92,7 +120,7 @@ class LoadRun:
     def _start_clock(self) -> None:
         s = self.schedule
         self.loop = asyncio.get_running_loop()
-        self.t0 = self.loop.time()
+        self.t0 = self.loop.time() if self.start_at is None else self.start_at
         self.measure_start = self.t0 + s.warmup_s
         self.hard_end = self.t0 + s.max_time_s
         send_end = self.measure_start + s.duration_s if s.duration_s is not None else self.hard_end
@@ -158,7 +186,7 @@ class LoadRun:
                     slots.release()
             return grpc.StatusCode.OK
         except grpc.RpcError as exc:
-            self.first_error = self.first_error or exc
+            self.failure = self.failure or StreamFailure(exc.code(), exc.details() or "")
             return exc.code()
         finally:
             if slots is not None:
@@ -219,7 +247,7 @@ class LoadRun:
             self.on_progress(self._snapshot(last, now))
             last = now
 
-    async def run(self) -> dict:
+    async def run(self) -> RunResult:
         self._start_clock()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         channel = self.options.channel()
@@ -232,15 +260,32 @@ class LoadRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await progress
             await channel.close()
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        measured = self.measured.summary()
-        warmup = self.warmup.totals()
-        warmup["unmatched_answers"] = self.warmup.unmatched
-        items = measured["items_answered"] + warmup["items_answered"]
-        return {
-            "schedule": asdict(self.schedule),
-            "measured": measured,
-            "warmup": warmup,
-            "client": {"cpu_s": cpu, "wall_s": wall, "cpu_us_per_item": cpu / items * 1e6 if items else None},
-            "passed": passed(measured) and passed(warmup),
-        }
+        return RunResult(self.warmup, self.measured, time.process_time() - cpu0, time.perf_counter() - wall0,
+                         self.failure)
+
+
+def merge_results(results: list[RunResult]) -> RunResult:
+    """One result from the parts of a run split over processes (CPU time adds up; wall time is the longest)."""
+    first = results[0]
+    for other in results[1:]:
+        first.warmup.merge(other.warmup)
+        first.measured.merge(other.measured)
+    failure = next((r.failure for r in results if r.failure is not None), None)
+    return RunResult(first.warmup, first.measured, sum(r.cpu_s for r in results), max(r.wall_s for r in results),
+                     failure)
+
+
+def run_report(result: RunResult, schedule: Schedule) -> dict:
+    """The figures of one run (warm-up excluded) as plain data, for the screen report and --json."""
+    measured = result.measured.summary()
+    warmup = result.warmup.totals()
+    warmup["unmatched_answers"] = result.warmup.unmatched
+    items = measured["items_answered"] + warmup["items_answered"]
+    return {
+        "schedule": asdict(schedule),
+        "measured": measured,
+        "warmup": warmup,
+        "client": {"cpu_s": result.cpu_s, "wall_s": result.wall_s,
+                   "cpu_us_per_item": result.cpu_s / items * 1e6 if items else None},
+        "passed": passed(measured) and passed(warmup),
+    }

@@ -72,6 +72,12 @@ class Detection:
             else:
                 self.tn += 1
 
+    def merge(self, other: Detection) -> None:
+        self.tp, self.fp, self.fn, self.tn = (self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
+                                              self.tn + other.tn)
+        self.events_seen |= other.events_seen
+        self.events_caught |= other.events_caught
+
     def summary(self) -> dict:
         precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
         recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
@@ -88,6 +94,11 @@ class Detection:
             "events": {"seen": seen, "caught": len(self.events_caught),
                        "recall": len(self.events_caught) / seen if seen else 0.0, "by_kind": per_kind},
         }
+
+
+def _either(pick, a: float | None, b: float | None) -> float | None:
+    """pick(a, b) where both are known, else whichever is."""
+    return b if a is None else a if b is None else pick(a, b)
 
 
 @dataclass
@@ -130,6 +141,24 @@ class Tally:
             if result.status == _ERROR:
                 self.item_errors[result.error.code] += 1
         self.detection.update(response.results, events)
+
+    def merge(self, other: Tally) -> None:
+        """Add another process's counts of the same phase."""
+        for name, theirs in other.fleets.items():
+            mine = self.fleet(name)
+            mine.sent += theirs.sent
+            mine.items_sent += theirs.items_sent
+            mine.answered += theirs.answered
+            mine.items_answered += theirs.items_answered
+            mine.errors.update(theirs.errors)
+            mine.lost += theirs.lost
+            mine.latencies_us.extend(theirs.latencies_us)
+        self.item_status.update(other.item_status)
+        self.item_errors.update(other.item_errors)
+        self.unmatched += other.unmatched
+        self.detection.merge(other.detection)
+        self.first_send = _either(min, self.first_send, other.first_send)
+        self.last_answer = _either(max, self.last_answer, other.last_answer)
 
     def totals(self) -> dict:
         fleets = self.fleets.values()

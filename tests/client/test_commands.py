@@ -145,3 +145,18 @@ def test_sweep_reports_the_highest_rate_within_the_slo(fake, behaviour, tmp_path
     assert report["max_sustained"]["rate"] == 20
     assert [run["schedule"]["rate"] for run in report["sweep"]] == [20, 80]  # stops at the first miss
     assert report["sweep"][1]["measured"]["latency_ms"]["p99"] > 100
+
+
+def test_loadtest_over_two_processes_merges_into_one_consistent_report(fake, behaviour, tmp_path):
+    behaviour.drop_request_number = 30
+    path = tmp_path / "report.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "4", "-D", "16", "-b", "2", "--rate", "100",
+                    "--warmup", "0.2s", "--duration", "1s", "--processes", "2", "--no-progress", "--json", path)
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output  # the dropped answer
+    report = json.loads(path.read_text())
+    measured, warmup = report["measured"], report["warmup"]
+    assert report["config"]["processes"] == 2
+    assert measured["sent"] == pytest.approx(100, abs=3) and warmup["sent"] == pytest.approx(20, abs=3)
+    assert measured["lost"] + warmup["lost"] == 1
+    assert measured["sent"] == measured["answered"] + measured["lost"]
+    assert sum(f["sent"] for f in measured["fleets"].values()) == measured["sent"]

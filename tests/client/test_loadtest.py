@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aelstm.client.connection import ConnectionOptions
-from aelstm.client.loadtest import LoadRun, Schedule
+from aelstm.client.loadtest import LoadRun, Schedule, run_report
 from aelstm.client.synthetic import inject_anomalies, normal_telemetry
 from aelstm.client.workload import build_workload, fleet_names
 
@@ -22,7 +22,7 @@ def small_workload(*, gateways=2, fleets=2, devices=16, batch=4, anomaly_rate=0.
 
 async def load(target, schedule, workload=None, deadline_s=2.0, token=None):
     options = ConnectionOptions(target=target, deadline_s=deadline_s, token=token)
-    return await LoadRun(options, workload or small_workload(), schedule).run()
+    return run_report(await LoadRun(options, workload or small_workload(), schedule).run(), schedule)
 
 
 def assert_counts_add_up(phase: dict) -> None:
@@ -107,9 +107,9 @@ async def test_injected_spikes_are_found_and_normal_windows_mostly_pass(fake):
 async def test_progress_snapshots_cover_warm_up_and_measuring(fake):
     snapshots = []
     options = ConnectionOptions(target=fake.target, deadline_s=2.0)
-    run = LoadRun(options, small_workload(), Schedule(rate=100, warmup_s=0.3, duration_s=0.6),
-                  on_progress=snapshots.append, progress_every_s=0.1)
-    report = await run.run()
+    schedule = Schedule(rate=100, warmup_s=0.3, duration_s=0.6)
+    run = LoadRun(options, small_workload(), schedule, on_progress=snapshots.append, progress_every_s=0.1)
+    report = run_report(await run.run(), schedule)
     assert {s.phase for s in snapshots} == {"warm-up", "measuring"}
     assert snapshots[-1].answered <= report["measured"]["answered"] + report["warmup"]["answered"]
     assert max(s.msgs_per_s for s in snapshots) > 0

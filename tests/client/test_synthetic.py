@@ -100,3 +100,17 @@ def test_readings_pool_too_short_for_a_window_is_refused():
     telemetry = inject_anomalies(normal_telemetry(64, 200, 1, rng, np.zeros(1), np.ones(1)), 0.0, rng)
     with pytest.raises(DataError, match="raise --pool"):
         build_workload(telemetry, fleets=["a"], gateways=1, batch=2, window=32, pool_messages=100, items="readings")
+
+
+def test_splitting_a_run_over_processes_shares_gateways_rate_and_counts():
+    from aelstm.client.loadtest import Schedule
+    from aelstm.client.parallel import split
+
+    rng = np.random.default_rng(0)
+    telemetry = inject_anomalies(normal_telemetry(10, 100, 1, rng, np.zeros(1), np.ones(1)), 0.0, rng)
+    workload = build_workload(telemetry, fleets=["a"], gateways=5, batch=2, window=10, pool_messages=10)
+    parts = split(workload, Schedule(rate=1000, concurrency=10, duration_s=None, messages=101), 2)
+    assert [len(w.gateways) for w, _ in parts] == [3, 2]
+    assert sum(s.rate for _, s in parts) == pytest.approx(1000)
+    assert sum(s.messages for _, s in parts) == 101 and sum(s.concurrency for _, s in parts) == 10
+    assert len(split(workload, Schedule(rate=1000), 8)) == 5  # never more processes than gateways
