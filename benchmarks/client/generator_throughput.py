@@ -58,19 +58,20 @@ def loadtest(target: str, args: list[str]) -> dict:
         return json.loads(path.read_text())
 
 
-def closed_loop(target: str, batch: int, concurrency: int, seconds: float, repeats: int) -> dict:
+def closed_loop(target: str, batch: int, concurrency: int, seconds: float, repeats: int, processes: int = 1) -> dict:
     """Closed loop, many in flight: the most the generator and the client's gRPC stack push through."""
     runs = []
     for _ in range(repeats):
         report = loadtest(target, ["--mode", "closed", "--concurrency", str(concurrency), "-G", "4", "-b",
-                                   str(batch), "--warmup", "1s", "--duration", f"{seconds}s", "--pool", "300"])
+                                   str(batch), "--warmup", "1s", "--duration", f"{seconds}s", "--pool", "300",
+                                   "--processes", str(processes)])
         m = report["measured"]
         assert m["lost"] == 0 and not m["errors"], m
         answered = m["answered"] + report["warmup"]["answered"]
         runs.append({"items_per_s": m["throughput"]["items_per_s"], "msgs_per_s": m["throughput"]["msgs_per_s"],
                      "p50_ms": m["latency_ms"]["p50"], "p99_ms": m["latency_ms"]["p99"],
                      "client_cpu_us_per_msg": report["client"]["cpu_s"] / answered * 1e6})
-    return {"batch": batch, "concurrency": concurrency, "runs": runs,
+    return {"batch": batch, "concurrency": concurrency, "processes": processes, "runs": runs,
             "median": {k: statistics.median(r[k] for r in runs) for k in runs[0]}}
 
 
@@ -136,12 +137,13 @@ def markdown(result: dict) -> str:
              f"and {result['machine']['load_after']} after (other work shares the CPUs). Server: the instant fake "
              "scorer in its own process. Medians of "
              f"{result['repeats']} runs of {result['seconds']} s (warm-up 1 s excluded).", "",
-             "| batch | concurrency | items/s | msgs/s | p50 ms | p99 ms | client CPU µs/msg |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in result["closed_loop"]:
+             "| batch | concurrency | processes | items/s | msgs/s | p50 ms | p99 ms | client CPU µs/msg |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["closed_loop"] + result["closed_loop_processes"]:
         m = row["median"]
-        lines.append(f"| {row['batch']} | {row['concurrency']} | {m['items_per_s']:.0f} | {m['msgs_per_s']:.0f} | "
-                     f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['client_cpu_us_per_msg']:.0f} |")
+        lines.append(f"| {row['batch']} | {row['concurrency']} | {row['processes']} | {m['items_per_s']:.0f} | "
+                     f"{m['msgs_per_s']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                     f"{m['client_cpu_us_per_msg']:.0f} |")
     lines += ["", "Same closed loop (4 streams × 16 in flight) with bare gRPC streams and no bookkeeping, in the "
               "same run: the part of the client's cost that is gRPC's own.", "",
               "| batch | items/s | msgs/s | client CPU µs/msg | loadtest CPU / bare CPU |",
@@ -175,6 +177,7 @@ def main() -> None:
     server, target = start_instant_server(window=32)
     try:
         closed = [closed_loop(target, batch, 64, seconds, repeats) for batch in BATCHES]
+        parallel = [closed_loop(target, batch, 64, seconds, repeats, processes=2) for batch in (16, 64)]
         bare = [bare_grpc_baseline(target, batch, repeats) for batch in BATCHES]
         sweep = open_loop_sweeps(target, 16, "250:3000:250", seconds, repeats)
     finally:
@@ -184,7 +187,7 @@ def main() -> None:
                           "load_before": [round(x, 2) for x in load_before],
                           "load_after": [round(x, 2) for x in os.getloadavg()]},
               "repeats": repeats, "seconds": seconds, "window": 32, "features": 1, "gateways": 4,
-              "closed_loop": closed, "bare_grpc": bare, "open_loop": sweep}
+              "closed_loop": closed, "closed_loop_processes": parallel, "bare_grpc": bare, "open_loop": sweep}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "generator_throughput.json").write_text(json.dumps(result, indent=2))
     (RESULTS / "generator_throughput.md").write_text(markdown(result))

@@ -82,7 +82,7 @@ async def test_open_loop_latency_shows_a_slow_servers_queue(fake, behaviour):
                         workload, deadline_s=5)
     open_ms, closed_ms = open_loop["measured"]["latency_ms"], closed["measured"]["latency_ms"]
     assert open_loop["measured"]["lost"] == 0 and closed["measured"]["lost"] == 0
-    assert closed_ms["p50"] < 3 * 20
+    assert closed_ms["p50"] < 5 * 20
     assert open_ms["p99"] > 10 * 20
     assert open_ms["p50"] > 5 * closed_ms["p50"]
 
