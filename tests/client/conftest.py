@@ -8,10 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 # The fake scorer lives next to these tests (also run standalone by the generator benchmark).
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,7 +27,15 @@ def fake(behaviour: FakeBehaviour):
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 / localhost that is its own CA; returns (cert, key) PEM paths."""
+    """A certificate for 127.0.0.1 / localhost that is its own CA; returns (cert, key) PEM paths.
+
+    Needs the `cryptography` package (installed with grpc's and Ray's dependencies); skips the test without it.
+    """
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
