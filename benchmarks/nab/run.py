@@ -56,13 +56,13 @@ REFERENCES = [  # the published NAB v1.1 scoreboard: standard / reward-low-FP / 
 ]
 
 
-def make_detector(name: str) -> StreamingDetector:
+def make_detector(name: str, cache: Path | None = None) -> StreamingDetector:
     if name == "zscore":
         return ZScoreDetector()
     if name in MODES:
         from aelstm.training.train import TrainConfig  # torch loads only when a model is trained
 
-        return AELSTMStreamDetector(TrainConfig(**NAB_TRAIN, mode=MODES[name]))
+        return AELSTMStreamDetector(TrainConfig(**NAB_TRAIN, mode=MODES[name]), cache=cache)
     raise AelstmError(f"unknown detector {name!r}; choose from {['zscore', *MODES]}")
 
 
@@ -156,7 +156,15 @@ def markdown(summary: dict) -> str:
     lines += [
         "",
         f"Files: {summary['files']}, windows: {summary['windows']}. Command: `{summary['command']}`. "
-        f"Machine: {summary['machine']}.",
+        f"Machine: {summary['machine']}. Wall times are for the whole corpus with {summary.get('jobs', 2)} processes "
+        "on a machine shared with other work.",
+        "",
+        "AE-LSTM detectors (joint and ablations share everything but the training mode): one model per file "
+        "trained on the probationary period only, then scored in segments of one probation length, fine-tuned "
+        "after each segment on the rows just seen; each error term the mode uses is turned into an anomaly "
+        "likelihood against its own past, and the row's score maps the smaller tail probability (Bonferroni "
+        "corrected) onto [0, 1]. Own threshold: tail probability 1e-5 for the AE-LSTM family, |z| ≥ 3 for the "
+        "z-score. Settings are in summary.json.",
         "",
     ]
     return "\n".join(lines)
@@ -168,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"only {len(QUICK_FILES)} files, written to {QUICK_OUT}")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NAB root (data/ and labels/)")
     parser.add_argument("--out", type=Path, default=None, help=f"results folder (default {DEFAULT_OUT})")
+    parser.add_argument("--cache", type=Path, default=None, help="keep models' raw errors here to rescore fast")
     parser.add_argument("--jobs", type=int, default=2, choices=(1, 2), help="worker processes")
     args = parser.parse_args(argv)
     try:
-        detectors = [make_detector(name.strip()) for name in args.detectors.split(",") if name.strip()]
+        detectors = [make_detector(name.strip(), args.cache) for name in args.detectors.split(",") if name.strip()]
         corpus = load_corpus(args.data, QUICK_FILES if args.quick else None)
     except AelstmError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         windows=sum(len(nab.windows) for nab in corpus),
         command="python -m benchmarks.nab.run " + " ".join(sys.argv[1:] if argv is None else argv),
         machine=f"{platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} cores",
+        jobs=args.jobs,
     )
     for detector in detectors:
         entry = run_detector(detector, corpus, args.jobs, out)

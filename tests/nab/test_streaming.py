@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aelstm.training.nab.likelihood import LikelihoodConfig, surprise, to_unit_score
+from aelstm.training.nab.likelihood import LikelihoodConfig, keep_new_highs, surprise, to_unit_score
 from aelstm.training.nab.streaming import AELSTMStreamDetector, ZScoreDetector
 from aelstm.training.train import TrainConfig
 
@@ -31,6 +31,13 @@ def test_surprise_needs_history_and_handles_constant_scores() -> None:
     assert not surprise(np.ones(30), start=15, config=config).any()  # too few rows after `start`
     flat = surprise(np.ones(200), start=0, config=config)
     assert np.isfinite(flat).all() and flat.max() < 1  # σ floor: a constant error is never a surprise
+
+
+def test_keep_new_highs_leaves_one_alarm_per_burst() -> None:
+    scores = np.array([0.1, 0.9, 0.8, 0.95, 0.2, 0.0, 0.0, 0.3, 0.0])
+    kept = keep_new_highs(scores, refractory=3)
+    np.testing.assert_array_equal(kept, [0.1, 0.9, 0.0, 0.95, 0.0, 0.0, 0.0, 0.3, 0.0])
+    np.testing.assert_array_equal(keep_new_highs(scores, 0), scores)
 
 
 def test_unit_score_is_monotone_in_zero_one() -> None:
@@ -71,3 +78,25 @@ def test_ablations_use_their_own_error_terms(tiny: AELSTMStreamDetector, mode: s
     raw = detector.raw_parts(_series(300), probation=150)
     assert len(raw) == parts
     assert all(np.isnan(part[:7]).all() and np.isfinite(part[7:]).all() for part in raw)
+
+
+def test_online_fine_tuning_changes_only_rows_after_the_first_segment(tiny: AELSTMStreamDetector) -> None:
+    import torch
+
+    from aelstm.training.nab.online import OnlineConfig, score_online
+    from aelstm.training.train import fit
+
+    torch.manual_seed(0)
+    values = _series(400)[:, None]
+
+    def parts(epochs: int) -> tuple[np.ndarray, np.ndarray]:
+        fitted = fit(values[:120], tiny.config, progress=False)
+        return score_online(fitted, values, 120, OnlineConfig(every=60, epochs=epochs))
+
+    frozen, tuned = parts(0), parts(1)
+    window = tiny.config.window
+    assert frozen[0].shape == (400 - window + 1,)
+    first_update = 180 - (window - 1)  # rows 120..179 are scored before the first update
+    for still, moved in zip(frozen, tuned, strict=True):
+        np.testing.assert_allclose(still[:first_update], moved[:first_update], rtol=1e-6)
+        assert not np.allclose(still[first_update:], moved[first_update:])

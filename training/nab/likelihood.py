@@ -1,10 +1,9 @@
-"""Anomaly likelihood: how surprising a short-term mean of raw scores is against their long-term distribution.
+"""Anomaly likelihood: how surprising the current raw score is against the distribution of the scores before it.
 
-Raw model errors drift in scale from file to file and over time; a fixed threshold on them cannot serve 58 files.
-Following the idea of Numenta's anomaly likelihood (Ahmad et al. 2017), the raw score is smoothed over a short
-window, and its Gaussian tail probability is taken against the mean and spread of the smoothed scores seen over a
-long past window. Everything is causal: row t uses scores of rows ≤ t only, and the long-term statistics use rows
-< t.
+Raw model errors differ in scale from file to file and over time; a fixed threshold on them cannot serve 58 files.
+Following the idea of Numenta's anomaly likelihood (Ahmad et al. 2017), the raw score (optionally averaged over a
+short window) gets its Gaussian tail probability against the mean and spread of the past scores. Everything is
+causal: row t uses scores of rows ≤ t only, and the reference statistics use rows < t.
 """
 
 from __future__ import annotations
@@ -19,14 +18,17 @@ LOG10 = np.log(10.0)
 
 @dataclass(frozen=True)
 class LikelihoodConfig:
-    """`short`: rows averaged into the current value; `long`: most past rows in the reference distribution;
-    `min_history`: rows of reference needed before any row is judged; `min_std`: floor on the reference spread,
-    in units of the raw score (model errors are normalised to ≈ 1 on normal training data)."""
+    """`short`: rows averaged into the current value; `long`: most past rows in the reference distribution
+    (None: all of them); `min_history`: rows of reference needed before any row is judged; `min_std`: floor on
+    the reference spread, in units of the raw score (model errors are normalised to ≈ 1 on normal training data);
+    `refractory`: a row keeps its score only if it beats every score of this many rows before it, so one
+    episode raises one alarm instead of a burst (0 turns this off)."""
 
-    short: int = 10
-    long: int = 8640
+    short: int = 1
+    long: int | None = None
     min_history: int = 20
     min_std: float = 0.01
+    refractory: int = 100
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +57,7 @@ def surprise(raw: np.ndarray, start: int, config: LikelihoodConfig = LikelihoodC
     sums = np.cumsum(np.r_[0.0, centred])
     squares = np.cumsum(np.r_[0.0, centred**2])
     rows = np.arange(config.min_history, len(smoothed))
-    first = np.maximum(rows - config.long, 0)
+    first = np.maximum(rows - config.long, 0) if config.long else np.zeros_like(rows)
     count = rows - first
     mean = (sums[rows] - sums[first]) / count
     variance = np.maximum((squares[rows] - squares[first]) / count - mean**2, 0.0)
@@ -67,3 +69,12 @@ def surprise(raw: np.ndarray, start: int, config: LikelihoodConfig = LikelihoodC
 def to_unit_score(surprise_values: np.ndarray, scale: float = 5.0) -> np.ndarray:
     """Map −log10(tail) ∈ [0, ∞) monotonically onto [0, 1): s / (s + scale); 0.5 ⇔ tail probability 10^−scale."""
     return surprise_values / (surprise_values + scale)
+
+
+def keep_new_highs(scores: np.ndarray, refractory: int) -> np.ndarray:
+    """Zero every score that does not exceed all of the previous `refractory` scores (causal)."""
+    if refractory < 1:
+        return scores
+    padded = np.r_[np.full(refractory, -np.inf), scores]
+    previous = np.lib.stride_tricks.sliding_window_view(padded[:-1], refractory).max(axis=1)
+    return np.where(scores > previous, scores, 0.0)

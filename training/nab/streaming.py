@@ -5,12 +5,16 @@ One object, one set of hyper-parameters, is used for every file of the corpus.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .likelihood import LikelihoodConfig, surprise, to_unit_score
+from .likelihood import LikelihoodConfig, keep_new_highs, surprise, to_unit_score
+from .online import OnlineConfig
 from .zscore import THREE_SIGMA, rolling_zscore
 
 LIKELIHOOD_THRESHOLD = 0.5  # to_unit_score(5): tail probability 1e-5, Numenta's 0.99999 likelihood
@@ -56,27 +60,42 @@ class AELSTMStreamDetector(StreamingDetector):
 
     config: object  # aelstm.training.train.TrainConfig (imported lazily: torch loads only in workers that fit)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     threshold: float = LIKELIHOOD_THRESHOLD
+    cache: Path | None = None  # keeps each file's raw error terms, keyed by training config and data
 
     @property
     def name(self) -> str:
         return {"joint": "ae-lstm", "separate": "ae-then-lstm", "ae": "ae-only", "lstm": "lstm-only"}[self.config.mode]
 
     def raw_parts(self, values: np.ndarray, probation: int) -> list[np.ndarray]:
-        """Per-row normalised error terms the mode uses (NaN before the first full window)."""
+        """Per-row normalised error terms the mode uses (NaN before the first full window), cached if asked."""
+        if self.cache is None:
+            return self._fit_and_score(values, probation)
+        setup = {"train": self.config.to_dict(), "online": self.online.to_dict()}
+        digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode())
+        digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes() + str(probation).encode())
+        path = Path(self.cache) / f"{self.name}-{digest.hexdigest()[:24]}.npy"
+        if path.is_file():
+            return list(np.load(path))
+        parts = self._fit_and_score(values, probation)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.array(parts))
+        return parts
+
+    def _fit_and_score(self, values: np.ndarray, probation: int) -> list[np.ndarray]:
         import torch
 
-        from ..preprocess import sliding_windows
         from ..train import fit
+        from .online import score_online
 
         torch.set_num_threads(1)
         columns = np.asarray(values, dtype=np.float64)[:, None]
         fitted = fit(columns[:probation], self.config, progress=False)
-        _, rec, pred = fitted.score_parts(sliding_windows(columns, self.config.window, 1))
+        rec, pred = score_online(fitted, columns, probation, self.online)
         alpha, beta = self.config.score_weights
         parts = [part / weight for part, weight in ((rec, alpha), (pred, beta)) if weight > 0]
-        padded = [np.r_[np.full(self.config.window - 1, np.nan), part] for part in parts]
-        return padded
+        return [np.r_[np.full(self.config.window - 1, np.nan), part] for part in parts]
 
     def score_file(self, values: np.ndarray, probation: int) -> np.ndarray:
         parts = self.raw_parts(values, probation)
@@ -85,11 +104,12 @@ class AELSTMStreamDetector(StreamingDetector):
         combined = np.maximum(surprises - np.log10(len(parts)), 0.0)
         scores = to_unit_score(combined)
         scores[:probation] = 0.0  # never scored by NAB; the model was fitted on these rows
-        return scores
+        return keep_new_highs(scores, self.likelihood.refractory)
 
     def describe(self) -> dict:
         return {
             **super().describe(),
             "train_config": self.config.to_dict(),
             "likelihood": self.likelihood.to_dict(),
+            "online": self.online.to_dict(),
         }
