@@ -52,22 +52,26 @@ class Detection:
     events_seen: set = field(default_factory=set)
     events_caught: set = field(default_factory=set)
 
-    def update(self, results, events: np.ndarray | None) -> None:
-        """`events[i]` is the event id of item i (0 = normal, -1 = not judged); None when all are normal."""
-        for i, result in enumerate(results):
-            if result.status != _OK:
-                continue
-            event = 0 if events is None else int(events[i])
-            if event < 0:
+    def update(self, statuses: list[int], flags: list[bool], events: np.ndarray | None) -> None:
+        """Item i: its status, its flag, and `events[i]` its event id (0 = normal, -1 = not judged); `events` is
+        None when every item is normal (the common case, counted without a per-item loop)."""
+        if events is None:
+            ok_flags = [flag for status, flag in zip(statuses, flags, strict=True) if status == _OK]
+            flagged = sum(ok_flags)
+            self.fp += flagged
+            self.tn += len(ok_flags) - flagged
+            return
+        for status, flag, event in zip(statuses, flags, events.tolist(), strict=True):
+            if status != _OK or event < 0:
                 continue
             if event:
                 self.events_seen.add(event)
-                if result.is_anomaly:
+                if flag:
                     self.tp += 1
                     self.events_caught.add(event)
                 else:
                     self.fn += 1
-            elif result.is_anomaly:
+            elif flag:
                 self.fp += 1
             else:
                 self.tn += 1
@@ -135,12 +139,13 @@ class Tally:
             tally.errors["DEADLINE_EXCEEDED"] += 1
             return
         tally.answered += 1
-        tally.items_answered += len(response.results)
-        for result in response.results:
-            self.item_status[result.status] += 1
-            if result.status == _ERROR:
-                self.item_errors[result.error.code] += 1
-        self.detection.update(response.results, events)
+        results = response.results
+        tally.items_answered += len(results)
+        statuses = [result.status for result in results]
+        self.item_status.update(statuses)
+        if _ERROR in statuses:
+            self.item_errors.update(result.error.code for result in results if result.status == _ERROR)
+        self.detection.update(statuses, [result.is_anomaly for result in results], events)
 
     def merge(self, other: Tally) -> None:
         """Add another process's counts of the same phase."""
