@@ -51,7 +51,7 @@ class ScoringServer:
         self.models = ModelBook(RegistryScanner(config.registry, config.default_bundle), self.backend,
                                 poll_s=config.poll_s, on_change=self._models_changed)
         self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_ms / 1000,
-                                   on_call=self.metrics.backend_call)
+                                   config.backend_calls(), on_call=self.metrics.backend_call)
         self.service = AnomalyScorerService(self.models, self.coalescer, DeviceWindows(config.max_devices),
                                             AnomalyHub(config.watcher_queue), self.metrics, config.limits())
         self.health = health_aio.HealthServicer()

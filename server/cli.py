@@ -75,7 +75,12 @@ def _option(name: str, help: str, **kwargs):
 @_option("--replicas", "Scorer replicas (the minimum when autoscaling) [default: 1].", type=int)
 @_option("--max-replicas", "Autoscale the Scorer up to this many replicas.", type=int)
 @_option("--max-batch", "Most windows per scoring call [default: 256].", type=int)
-@_option("--batch-wait-ms", "Longest wait to fill a scoring call [default: 2].", type=float)
+@_option("--batch-wait-ms", "Longest wait to fill a scoring call while others are busy [default: 2].",
+         type=float)
+@_option("--calls-in-flight", "Scoring calls under way per model before new windows wait to join the next "
+         "[default: 2 per replica; in-process: one per thread].", type=int)
+@_option("--replica-batch-wait-ms", "Ray: how long a replica waits to merge calls (@serve.batch) [default: 0].",
+         type=float)
 @_option("--threads-per-replica", "onnxruntime threads per replica (in-process: scoring threads) [default: 1].",
          type=int)
 @_option("--cpus-per-replica", "CPUs Ray reserves per replica [default: 1].", type=float)

@@ -1,9 +1,10 @@
 """Coalesce windows from every stream into large backend calls.
 
 One window per backend call tops out near a thousand windows/s (the per-call overhead dominates), while calls of
-64–256 windows go an order of magnitude faster. Requests for the same model are therefore queued together and sent
-as one call when `max_batch` windows are waiting or `max_wait_s` after the first one arrived, whichever comes
-first: under load calls fill up, and a lone request waits at most `max_wait_s`.
+64–256 windows go an order of magnitude faster. Requests for the same model therefore share a queue. The queue is
+sent at once while fewer than `max_calls` calls of that model are under way (so a lone request never waits);
+otherwise it fills up until `max_batch` windows are waiting, a call finishes, or `max_wait_s` has passed since its
+first window arrived, whichever comes first. Under load calls fill up by themselves; when idle nothing waits.
 """
 
 from __future__ import annotations
@@ -29,16 +30,18 @@ class _Queue:
 class Coalescer:
     """`await score(key, windows)` returns exactly the scores of `windows`, computed in a shared call."""
 
-    def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002,
+    def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002, max_calls: int = 2,
                  on_call: Callable[[int, float], None] | None = None) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max batch must be ≥ 1, got {max_batch}")
+        if max_batch < 1 or max_calls < 1:
+            raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
         self.backend = backend
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.max_calls = max_calls
         self._on_call = on_call
         self._queues: dict[str, _Queue] = {}
         self._calls: set[asyncio.Task] = set()
+        self._busy: dict[str, int] = {}  # calls under way per model
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
         loop = asyncio.get_running_loop()
@@ -49,7 +52,7 @@ class Coalescer:
             queue = self._queues.setdefault(key, _Queue())
         queue.parts.append((windows, future))
         queue.windows += len(windows)
-        if queue.windows >= self.max_batch or self.max_wait_s <= 0:
+        if queue.windows >= self.max_batch or self.max_wait_s <= 0 or self._busy.get(key, 0) < self.max_calls:
             self._flush(key)
         elif queue.timer is None:
             queue.timer = loop.call_later(self.max_wait_s, self._flush, key)
@@ -61,9 +64,19 @@ class Coalescer:
             return
         if queue.timer is not None:
             queue.timer.cancel()
+        self._busy[key] = self._busy.get(key, 0) + 1
         task = asyncio.get_running_loop().create_task(self._call(key, queue.parts))
         self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    def _finished(self, key: str, task: asyncio.Task) -> None:
+        """A call ended: what queued up meanwhile goes out now."""
+        self._calls.discard(task)
+        self._busy[key] -= 1
+        if not self._busy[key]:
+            del self._busy[key]
+        if key in self._queues:
+            self._flush(key)
 
     async def _call(self, key: str, parts: list[tuple[np.ndarray, asyncio.Future]]) -> None:
         windows = parts[0][0] if len(parts) == 1 else np.concatenate([w for w, _ in parts])

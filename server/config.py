@@ -29,6 +29,8 @@ class ServeConfig:
     max_replicas: int | None = None
     max_batch: int = 256
     batch_wait_ms: float = 2.0
+    calls_in_flight: int | None = None
+    replica_batch_wait_ms: float = 0.0
     threads_per_replica: int = 1
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
@@ -59,8 +61,11 @@ class ServeConfig:
                      "max_message_mb", "watcher_queue"):
             if getattr(self, name) < 1:
                 problems.append(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        if self.batch_wait_ms < 0 or self.poll_s <= 0 or self.gpus_per_replica < 0 or self.cpus_per_replica < 0:
-            problems.append("batch-wait-ms, cpus/gpus-per-replica must be ≥ 0 and poll-s > 0")
+        if self.calls_in_flight is not None and self.calls_in_flight < 1:
+            problems.append(f"calls-in-flight must be ≥ 1, got {self.calls_in_flight}")
+        if min(self.batch_wait_ms, self.replica_batch_wait_ms, self.gpus_per_replica, self.cpus_per_replica) < 0 \
+                or self.poll_s <= 0:
+            problems.append("batch waits and cpus/gpus-per-replica must be ≥ 0, poll-s > 0")
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             problems.append(f"max-replicas ({self.max_replicas}) is below replicas ({self.replicas})")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -79,9 +84,17 @@ class ServeConfig:
     def ray_settings(self) -> RaySettings:
         return RaySettings(address=self.ray_address, num_cpus=self.ray_cpus, replicas=self.replicas,
                            max_replicas=self.max_replicas, max_batch=self.max_batch,
-                           batch_wait_s=self.batch_wait_ms / 1000, threads_per_replica=self.threads_per_replica,
+                           batch_wait_s=self.replica_batch_wait_ms / 1000, threads_per_replica=self.threads_per_replica,
                            cpus_per_replica=self.cpus_per_replica, gpus_per_replica=self.gpus_per_replica,
                            models_per_replica=self.models_per_replica, device=self.device)
+
+    def backend_calls(self) -> int:
+        """Coalesced calls under way per model: enough to keep every replica (or scoring thread) busy."""
+        if self.calls_in_flight is not None:
+            return self.calls_in_flight
+        if self.backend == "inprocess":
+            return self.threads_per_replica
+        return 2 * max(self.replicas, self.max_replicas or 0)
 
     def limits(self) -> Limits:
         return Limits(max_items=self.max_items, max_readings_per_item=self.max_readings_per_item,

@@ -33,7 +33,7 @@ class RaySettings:
     replicas: int = 1
     max_replicas: int | None = None
     max_batch: int = 256
-    batch_wait_s: float = 0.002
+    batch_wait_s: float = 0.0  # the ingress already coalesced; replicas merge only calls already queued
     threads_per_replica: int = 1
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0

@@ -1,4 +1,4 @@
-"""Coalescer: items of concurrent requests share backend calls; a lone request still goes out promptly."""
+"""Coalescer: items of concurrent requests share backend calls; a lone request goes out at once."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ class RecordingBackend:
 
     name = "recording"
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None) -> None:
         self.calls: list[tuple[str, int]] = []
         self.fail = fail
+        self.gate = gate  # calls wait for it: a slow backend
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
         self.calls.append((key, len(windows)))
         await asyncio.sleep(0)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail:
             raise RuntimeError("replica died")
         total = windows.sum(axis=(1, 2))
@@ -33,34 +36,61 @@ def windows(values: list[float]) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
 
 
-async def test_concurrent_requests_share_one_call_and_get_their_own_scores():
-    backend = RecordingBackend()
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.05)
-    results = await asyncio.gather(*(coalescer.score("m", windows([i, i + 0.5])) for i in range(10)))
-    assert backend.calls == [("m", 20)]
+async def test_requests_arriving_during_a_call_share_the_next_one():
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=60.0, max_calls=1)
+    pending = [asyncio.ensure_future(coalescer.score("m", windows([i, i + 0.5]))) for i in range(10)]
+    await asyncio.sleep(0.01)
+    assert backend.calls == [("m", 2)]  # the first went out alone, at once; the others wait for it
+    gate.set()
+    results = await asyncio.gather(*pending)
+    assert backend.calls == [("m", 2), ("m", 18)]
     for i, scores in enumerate(results):
         np.testing.assert_allclose(scores.score, [i, i + 0.5])
         assert scores.threshold == 10.0
 
 
+async def test_queued_windows_wait_at_most_max_wait_while_calls_are_busy():
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.01, max_calls=1)
+    first = asyncio.ensure_future(coalescer.score("m", windows([1])))
+    second = asyncio.ensure_future(coalescer.score("m", windows([2])))
+    await asyncio.sleep(0.1)
+    assert backend.calls == [("m", 1), ("m", 1)]  # the second did not wait for the first call to end
+    gate.set()
+    assert [(await f).score.tolist() for f in (first, second)] == [[1], [2]]
+
+
 async def test_models_are_never_mixed_in_one_call():
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=60.0, max_calls=1)
+    pending = [asyncio.ensure_future(coalescer.score(key, windows([value])))
+               for key, value in (("a", 1), ("b", 2), ("a", 3), ("a", 4))]
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert [(await p).score.tolist() for p in pending] == [[1], [2], [3], [4]]
+    assert backend.calls == [("a", 1), ("b", 1), ("a", 2)]
+
+
+async def test_a_full_batch_goes_out_even_while_calls_are_busy():
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
+    coalescer = Coalescer(backend, max_batch=4, max_wait_s=60.0, max_calls=1)
+    busy = asyncio.ensure_future(coalescer.score("m", windows([0])))
+    full = asyncio.ensure_future(coalescer.score("m", windows([1, 2, 3, 4])))
+    await asyncio.sleep(0.01)
+    assert backend.calls == [("m", 1), ("m", 4)]
+    gate.set()
+    np.testing.assert_allclose((await full).score, [1, 2, 3, 4])
+    await busy
+
+
+async def test_a_lone_request_does_not_wait():
     backend = RecordingBackend()
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.01)
-    await asyncio.gather(coalescer.score("a", windows([1])), coalescer.score("b", windows([2])),
-                         coalescer.score("a", windows([3])))
-    assert sorted(backend.calls) == [("a", 2), ("b", 1)]
-
-
-async def test_a_full_batch_goes_out_without_waiting():
-    backend = RecordingBackend()
-    coalescer = Coalescer(backend, max_batch=4, max_wait_s=60.0)
-    scores = await asyncio.wait_for(coalescer.score("m", windows([1, 2, 3, 4])), timeout=5)
-    np.testing.assert_allclose(scores.score, [1, 2, 3, 4])
-
-
-async def test_a_lone_request_is_sent_after_the_wait():
-    backend = RecordingBackend()
-    coalescer = Coalescer(backend, max_batch=256, max_wait_s=0.001)
+    coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0)
     scores = await asyncio.wait_for(coalescer.score("m", windows([7])), timeout=5)
     assert scores.score.tolist() == [7] and backend.calls == [("m", 1)]
 
@@ -84,13 +114,16 @@ async def test_a_failed_call_fails_every_request_in_it():
 
 async def test_drain_sends_what_is_queued():
     backend = RecordingBackend()
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=60.0)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=60.0, max_calls=1)
+    busy = asyncio.ensure_future(coalescer.score("m", windows([4])))
     pending = asyncio.ensure_future(coalescer.score("m", windows([5])))
     await asyncio.sleep(0)
     await coalescer.drain()
     assert (await pending).score.tolist() == [5]
+    assert (await busy).score.tolist() == [4]
 
 
-def test_max_batch_must_be_positive():
-    with pytest.raises(ValueError, match="max batch"):
-        Coalescer(RecordingBackend(), max_batch=0)
+@pytest.mark.parametrize("sizes", [{"max_batch": 0}, {"max_calls": 0}])
+def test_sizes_must_be_positive(sizes):
+    with pytest.raises(ValueError, match="must be ≥ 1"):
+        Coalescer(RecordingBackend(), **sizes)

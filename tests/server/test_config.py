@@ -17,7 +17,7 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
     assert (config.port, config.max_batch, config.backend, config.tokens) == (7000, 128, "inprocess", ("a", "b"))
     assert config.replicas == ServeConfig().replicas
     settings = config.ray_settings()
-    assert (settings.max_batch, settings.batch_wait_s) == (128, 0.002)
+    assert (settings.max_batch, settings.batch_wait_s, config.backend_calls()) == (128, 0.0, 1)
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -13,6 +13,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aelstm.server.app import ScoringServer
+from aelstm.server.backend import InProcessBackend
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
 from aelstm.training.bundle import load_bundle
@@ -221,21 +222,42 @@ async def test_bearer_tokens(registry):
         await server.stop(0)
 
 
+class GatedBackend(InProcessBackend):
+    """Scores only once `gate` opens: requests stay in flight as long as a test needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.received = 0
+
+    async def score(self, key, windows):
+        self.received += len(windows)
+        await self.gate.wait()
+        return await super().score(key, windows)
+
+
 async def test_stop_answers_what_was_received_then_ends_streams_with_unavailable(registry, wire, ec2_bundle):
-    server = ScoringServer(config(registry, batch_wait_ms=300.0))  # requests wait in the coalescer at stop
+    backend = GatedBackend()
+    server = ScoringServer(config(registry), backend=backend)
     await server.start()
     windows = ec2_windows(ec2_bundle, 4)
     async with grpc.aio.insecure_channel(server.address) as channel:
         call = pb_grpc.AnomalyScorerStub(channel).StreamScore()
         for i in range(4):
             await call.write(pb.ScoreRequest(request_id=str(i), fleet_id="ec2", items=[wire.window("d", windows[i])]))
-        while sum(queue.windows for queue in server.coalescer._queues.values()) < 4:  # all received, none answered
-            await asyncio.sleep(0.005)
+
+        async def received() -> None:  # all four read by the server, none answered
+            while backend.received + sum(q.windows for q in server.coalescer._queues.values()) < 4:
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(received(), timeout=30)
         stopping = asyncio.ensure_future(server.stop(5))
+        await asyncio.sleep(0.1)
+        backend.gate.set()
         answered = []
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             while True:
-                answered.append((await call.read()).request_id)
+                answered.append((await asyncio.wait_for(call.read(), timeout=30)).request_id)
         await stopping
     assert sorted(answered) == ["0", "1", "2", "3"]
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

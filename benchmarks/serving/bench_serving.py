@@ -1,0 +1,164 @@
+"""Serving latency and throughput: one stream vs several, in-process backend vs Ray Serve, in one run.
+
+Each backend runs as a real `aelstm serve` subprocess on 127.0.0.1; this script is the gateway, streaming real
+windows of the NAB EC2 latency fixture over StreamScore. Every scenario is repeated and the medians are reported.
+
+    python benchmarks/serving/bench_serving.py            # writes benchmarks/results/serving/serving.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from aelstm.training.data import load_nab
+from aelstm.training.preprocess import sliding_windows
+from aelstm.v1 import scoring_pb2 as pb
+from aelstm.v1 import scoring_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / "ec2_request_latency_system_failure.csv"
+RESULTS = REPO / "benchmarks" / "results" / "serving"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    streams: int
+    items_per_request: int
+    in_flight: int  # requests outstanding per stream (1 = closed loop: send, wait, send)
+    requests_per_stream: int
+
+
+SCENARIOS = (
+    Scenario("1 stream, 1 window/request, closed loop", 1, 1, 1, 300),
+    Scenario("1 stream, 64 windows/request, 8 in flight", 1, 64, 8, 150),
+    Scenario("4 streams, 64 windows/request, 8 in flight each", 4, 64, 8, 80),
+    Scenario("16 streams, 1 window/request, 4 in flight each", 16, 1, 4, 150),
+)
+
+
+def train_bundle(directory: Path) -> Path:
+    bundle = directory / "bundle"
+    subprocess.run([sys.executable, "-c", "from aelstm.server.cli import main; main()", "train", str(FIXTURE),
+                    "--dataset", "nab", "--window", "16", "--epochs", "5", "-o", str(bundle), "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return bundle
+
+
+def start_server(bundle: Path, registry: Path, backend: str, max_batch: int, wait_ms: float):
+    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+               "--metrics-port", "0", "--backend", backend, "--registry", str(registry), "--default-bundle",
+               str(bundle), "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"serving on (\S+)", line)
+    if match is None:
+        process.kill()
+        raise SystemExit(f"aelstm serve --backend {backend} did not start: {line!r}")
+    return process, match.group(1)
+
+
+async def run_stream(stub, windows: np.ndarray, scenario: Scenario, stream: int) -> list[float]:
+    """Latencies (s) of every request of one stream; checks each request is answered once, items all OK."""
+    slots = asyncio.Semaphore(scenario.in_flight)
+    sent: dict[str, float] = {}
+    rng = np.random.default_rng(stream)
+
+    async def requests():
+        for i in range(scenario.requests_per_stream):
+            await slots.acquire()
+            rows = rng.integers(0, len(windows), scenario.items_per_request)
+            request = pb.ScoreRequest(request_id=f"{stream}-{i}", fleet_id="bench", items=[
+                pb.Item(device_id=f"d{r}", window=pb.Tensor(shape=[16, 1], packed=windows[r].tobytes()))
+                for r in rows])
+            sent[request.request_id] = time.perf_counter()
+            yield request
+
+    latencies = []
+    async for response in stub.StreamScore(requests()):
+        latencies.append(time.perf_counter() - sent.pop(response.request_id))
+        if any(r.status != pb.ITEM_STATUS_OK for r in response.results):
+            raise SystemExit(f"item error: {response.results[0].error.message}")
+        slots.release()
+    if sent:
+        raise SystemExit(f"{len(sent)} requests got no answer")
+    return latencies
+
+
+async def run_scenario(address: str, windows: np.ndarray, scenario: Scenario) -> dict:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AnomalyScorerStub(channel)
+        await run_stream(stub, windows, Scenario("warm-up", 1, 8, 2, 20), 99)
+        started = time.perf_counter()
+        per_stream = await asyncio.gather(*(run_stream(stub, windows, scenario, s) for s in range(scenario.streams)))
+        elapsed = time.perf_counter() - started
+    latencies = np.concatenate(per_stream)
+    items = len(latencies) * scenario.items_per_request
+    return {"items_per_s": items / elapsed, "requests_per_s": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(latencies, 50) * 1e3), "p99_ms": float(np.percentile(latencies, 99) * 1e3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each scenario (medians are reported)")
+    parser.add_argument("--backends", default="inprocess,ray", help="comma-separated: inprocess, ray")
+    parser.add_argument("--max-batch", type=int, default=256)
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--bundle", type=Path, help="bundle to serve [default: train a small one on the fixture]")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    windows = sliding_windows(load_nab(FIXTURE).values.astype(np.float32), 16)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or train_bundle(Path(tmp))
+        for backend in args.backends.split(","):
+            process, address = start_server(bundle, Path(tmp) / f"registry-{backend}", backend, args.max_batch,
+                                            args.batch_wait_ms)
+            try:
+                for scenario in SCENARIOS:
+                    runs = [asyncio.run(run_scenario(address, windows, scenario)) for _ in range(args.repeats)]
+                    row = {"backend": backend, "scenario": scenario.name, "streams": scenario.streams,
+                           "items_per_request": scenario.items_per_request, "in_flight": scenario.in_flight,
+                           "runs": runs, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
+                    rows.append(row)
+                    print(f"{backend:9s} {scenario.name:50s} {row['items_per_s']:9.0f} items/s  "
+                          f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms", flush=True)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=120)
+    write_results(args, rows)
+
+
+def write_results(args, rows: list[dict]) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "python": platform.python_version(),
+            "repeats": args.repeats, "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
+            "command": "python benchmarks/serving/bench_serving.py " + " ".join(sys.argv[1:])}
+    (args.out / "serving.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    lines = ["# Serving latency and throughput", "",
+             f"`{meta['command'].strip()}` — medians of {args.repeats} runs; client and server on one machine "
+             f"({meta['machine']}); max batch {args.max_batch}, batch wait {args.batch_wait_ms} ms.", "",
+             "| backend | scenario | items/s | requests/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['backend']} | {r['scenario']} | {r['items_per_s']:.0f} | {r['requests_per_s']:.0f} | "
+              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in rows]
+    (args.out / "serving.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
