@@ -91,6 +91,12 @@ def read_series(path: Path, dataset: str, time_column, label_column, features, d
     help="Readings outside the training range: score as-is, or clip to it.",
 )
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    help="torch threads; the default model is small enough that extra threads mostly add contention.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(
     data,
@@ -104,6 +110,7 @@ def train(
     until_first_anomaly,
     name,
     model_version,
+    threads,
     quiet,
     wavelet,
     wavelet_level,
@@ -121,7 +128,7 @@ def train(
     if series.labels is not None and series.labels[:rows].any():
         click.echo(f"warning: {int(series.labels[:rows].sum())} training rows are labelled anomalous", err=True)
     fitted, bundle = train_series(
-        series, output, config, rows=rows, name=name, version=model_version, progress=not quiet
+        series, output, config, rows=rows, name=name, version=model_version, progress=not quiet, threads=threads
     )
     m = bundle.manifest
     click.echo(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -159,9 +161,30 @@ def _fit_phase(
     return history
 
 
-def fit(normal: np.ndarray, config: TrainConfig = TrainConfig(), progress: bool = True) -> FittedModel:
-    """Train on normal readings `[time, features]` (gaps allowed); the last `validation_fraction` of the time
-    range is held out for early stopping and threshold calibration."""
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run with `threads` intra-op torch threads, then restore the previous setting.
+
+    The default model is small: on a busy machine two threads were ~10× slower than one (spinning threads
+    contending for cores), so training uses one thread unless asked otherwise."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fit(
+    normal: np.ndarray, config: TrainConfig = TrainConfig(), progress: bool = True, threads: int = 1
+) -> FittedModel:
+    """Train on normal readings `[time, features]` (gaps allowed) with `threads` torch threads; the last
+    `validation_fraction` of the time range is held out for early stopping and threshold calibration."""
+    with torch_threads(threads):
+        return _fit(normal, config, progress)
+
+
+def _fit(normal: np.ndarray, config: TrainConfig, progress: bool) -> FittedModel:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -321,10 +344,11 @@ def train_series(
     name: str | None = None,
     version: str = "1",
     progress: bool = True,
+    threads: int = 1,
 ):
     """Train on `series[:rows]` and write a bundle: the whole `aelstm train` job."""
     normal = series.values[:rows]
-    fitted = fit(normal, config, progress=progress)
+    fitted = fit(normal, config, progress=progress, threads=threads)
     source = {"data": series.name, "rows": rows, "data_fingerprint": fingerprint(normal), "seed": config.seed}
     bundle = write_bundle(
         fitted, out_dir, feature_names=series.feature_names, name=name or series.name, version=version, source=source
