@@ -316,7 +316,8 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @click.option("--pool", default=1000, show_default=True, help="Prebuilt messages per gateway (cycled).")
 @click.option("--processes", default=1, show_default=True,
               help="Worker processes sharing the gateways (one process drives a few thousand messages/s).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the synthetic telemetry, the injected anomalies and Poisson arrivals.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the whole report here as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")
 @click.pass_obj
