@@ -34,10 +34,10 @@ class ModelEntry:
     fleet: str
     version: str
     bundle: Bundle
+    key: str = field(init=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return str(self.bundle.path.resolve())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", str(self.bundle.path.resolve()))  # once: resolving stats every parent
 
     @property
     def is_default(self) -> bool:
