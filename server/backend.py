@@ -60,6 +60,8 @@ class InProcessBackend:
         self._intra_op_threads = intra_op_threads
         self._device = device
         self._scorers: dict[str, BundleScorer] = {}
+        # Models replaced by the last swap: calls queued just before it still find their model.
+        self._retired: dict[str, BundleScorer] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -78,19 +80,19 @@ class InProcessBackend:
         return scorer
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
-        scorer = self._scorers.get(key)
+        scorer = self._scorers.get(key) or self._retired.get(key)
         if scorer is None:
             raise LookupError(f"model {key} is not loaded")
         return await self._run(scorer.score, windows)
 
     async def retain(self, keys: set[str]) -> None:
-        for key in set(self._scorers) - keys:
-            del self._scorers[key]
+        self._retired = {key: self._scorers.pop(key) for key in set(self._scorers) - keys}
 
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._scorers.clear()
+        self._retired.clear()
 
     async def _run(self, function, *args):
         if self._pool is None:

@@ -53,21 +53,14 @@ def scorer_deployment(settings: RaySettings):
     class Scorer:
         """Scores windows of whichever model the caller names through `multiplexed_model_id`."""
 
-        def __init__(self) -> None:
-            self.replica = serve.get_replica_context().replica_id.unique_id
-
         @serve.multiplexed(max_num_models_per_replica=settings.models_per_replica)
         async def model(self, model_id: str):
             from aelstm.training.bundle import load_bundle
             from aelstm.training.runtime import BundleScorer
 
-            scorer = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 BundleScorer, load_bundle(model_id), settings.device, settings.threads_per_replica
             )
-            logging.getLogger("aelstm.server.scorer").info(
-                "replica %s loaded %s v%s on %s", self.replica, scorer.bundle.name, scorer.bundle.version,
-                scorer.provider)
-            return scorer
 
         @serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.batch_wait_s,
                      batch_size_fn=lambda calls: sum(len(windows) for windows in calls))
@@ -160,7 +153,10 @@ class RayServeBackend:
         from ray import serve
 
         if self._handle is not None:
-            await serve.shutdown_async()
+            if self._started_ray:
+                await serve.shutdown_async()
+            else:  # a shared cluster: remove only what this ingress deployed
+                await asyncio.to_thread(serve.delete, APP_NAME)
             self._handle = None
         if self._started_ray and ray.is_initialized():
             ray.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import signal
@@ -113,6 +114,21 @@ async def run_scenario(address: str, windows: np.ndarray, scenario: Scenario) ->
             "p50_ms": float(np.percentile(latencies, 50) * 1e3), "p99_ms": float(np.percentile(latencies, 99) * 1e3)}
 
 
+def raw_scorer(bundle: Path, windows: np.ndarray, batch: int, seconds: float = 2.0) -> dict:
+    """Baseline: onnxruntime alone (one thread, no gRPC) on calls of `batch` windows."""
+    from aelstm.training.bundle import load_bundle
+    from aelstm.training.runtime import BundleScorer
+
+    scorer = BundleScorer(load_bundle(bundle), device="cpu")
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        scorer.score(windows[calls * batch % (len(windows) - batch):][:batch])
+        calls += 1
+    elapsed = time.perf_counter() - started
+    return {"items_per_s": calls * batch / elapsed, "requests_per_s": calls / elapsed,
+            "p50_ms": elapsed / calls * 1e3, "p99_ms": float("nan")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each scenario (medians are reported)")
@@ -127,6 +143,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or train_bundle(Path(tmp))
+        for batch in (1, args.max_batch):
+            runs = [raw_scorer(bundle, windows, batch) for _ in range(args.repeats)]
+            rows.append({"backend": "onnxruntime alone", "scenario": f"{batch} windows/call, no gRPC, one thread",
+                         "runs": runs, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}})
+            print(f"baseline  {batch} windows/call: {rows[-1]['items_per_s']:.0f} windows/s", flush=True)
         for backend in args.backends.split(","):
             process, address = start_server(bundle, Path(tmp) / f"registry-{backend}", backend, args.max_batch,
                                             args.batch_wait_ms)
@@ -147,13 +168,16 @@ def main() -> None:
 
 def write_results(args, rows: list[dict]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "python": platform.python_version(),
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
+            "load_average_at_end": round(os.getloadavg()[0], 2),
             "repeats": args.repeats, "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
             "command": "python benchmarks/serving/bench_serving.py " + " ".join(sys.argv[1:])}
     (args.out / "serving.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     lines = ["# Serving latency and throughput", "",
              f"`{meta['command'].strip()}` — medians of {args.repeats} runs; client and server on one machine "
-             f"({meta['machine']}); max batch {args.max_batch}, batch wait {args.batch_wait_ms} ms.", "",
+             f"({meta['machine']}, load average {meta['load_average_at_end']} at the end); max batch "
+             f"{args.max_batch}, batch wait {args.batch_wait_ms} ms. Latency is per request, sent to answered; "
+             "for the onnxruntime baseline, p50 is the time of one call.", "",
              "| backend | scenario | items/s | requests/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['backend']} | {r['scenario']} | {r['items_per_s']:.0f} | {r['requests_per_s']:.0f} | "
               f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in rows]
