@@ -205,6 +205,11 @@ class ServerThread:
         except BaseException as exc:
             self._failure = exc
             self._ready.set()
+        finally:  # tasks a server left behind (e.g. a cancelled watcher's read) end before the loop closes
+            leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
 
     def __enter__(self) -> ServerThread:
         self._thread.start()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from contextlib import asynccontextmanager
 
+import grpc
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +16,11 @@ from click.testing import CliRunner
 from fake_server import ServerThread
 
 from aelstm.client.cli import main
+from aelstm.client.payloads import window_item
+from aelstm.training.preprocess import sliding_windows
 from aelstm.training.scoring import score_series
+from aelstm.v1 import scoring_pb2 as pb
+from aelstm.v1 import scoring_pb2_grpc
 from support import EC2_LATENCY
 
 app = pytest.importorskip("aelstm.server.app", reason="the server package is not available")
@@ -66,3 +73,25 @@ def test_remote_scores_match_local_scoring(real_server):
     assert (remote["row"].to_numpy() == local["row"].to_numpy()).all()
     assert (remote["is_anomaly"].to_numpy() == local["is_anomaly"].to_numpy()).all()
     np.testing.assert_allclose(remote["score"].to_numpy(), local["score"].to_numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_watch_prints_what_the_real_server_flags(real_server):
+    target, bundle, series = real_server
+    windows = sliding_windows(series.values, bundle.window, 1)
+
+    def score_the_series() -> None:
+        time.sleep(1.0)  # let the watcher subscribe first
+        with grpc.insecure_channel(target) as channel:
+            stub = scoring_pb2_grpc.AnomalyScorerStub(channel)
+            for start in range(0, len(windows), 500):
+                items = [window_item("watched", w) for w in windows[start : start + 500]]
+                stub.Score(pb.ScoreRequest(request_id=str(start), fleet_id="fleet-w", items=items), timeout=30)
+
+    sender = threading.Thread(target=score_the_series)
+    sender.start()
+    result = CliRunner().invoke(main, ["--target", target, "watch", "--fleet", "fleet-w", "--count", "3",
+                                       "--for", "60s"])
+    sender.join()
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "device=watched" in line]
+    assert len(lines) == 3 and all("fleet=fleet-w" in line for line in lines)
