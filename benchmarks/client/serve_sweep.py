@@ -69,12 +69,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--port", type=int, default=50071)
+    parser.add_argument("--bundle", type=Path, help="serve this bundle instead of training the fixture's model")
     args = parser.parse_args()
     loadtest_args = ["-G", "4", "-F", "2", "-D", "256", "-b", str(args.batch), "--rate", args.rate, "--slo-ms", "50",
                      "--warmup", "2s", "--duration", "5s"]
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, registry = Path(tmp) / "bundle", Path(tmp) / "registry"
-        train(bundle)
+        bundle, registry = args.bundle or Path(tmp) / "bundle", Path(tmp) / "registry"
+        if args.bundle is None:
+            train(bundle)
         server = start_server(bundle, registry, args.backend, args.port, Path(tmp) / "serve.log")
         try:
             runs = [sweep(f"127.0.0.1:{args.port}", loadtest_args) for _ in range(args.repeats)]
