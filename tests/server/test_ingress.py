@@ -273,3 +273,21 @@ async def test_metrics_count_requests_items_and_batches(server, stub, wire, ec2_
     assert sample("aelstm_items_total", {"fleet": "ec2", "status": "invalid_argument"}) == 1
     assert sample("aelstm_backend_batch_windows_count") >= 1
     assert sample("aelstm_models_loaded") == 2
+
+
+async def test_messages_over_the_size_limit_are_refused(registry, wire):
+    server = ScoringServer(config(registry, max_message_mb=1))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.AnomalyScorerStub(channel)
+            huge = pb.ScoreRequest(request_id="huge", fleet_id="ec2",
+                                   items=[wire.readings("d", np.zeros((300_000, 1)))])  # 1.2 MB
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Score(huge)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            small = await stub.Score(pb.ScoreRequest(request_id="ok", fleet_id="ec2",
+                                                     items=[wire.readings("d", np.zeros((2, 1)))]))
+            assert small.results[0].status == WARMING
+    finally:
+        await server.stop(0)
