@@ -126,7 +126,7 @@ def raw_scorer(bundle: Path, windows: np.ndarray, batch: int, seconds: float = 2
         calls += 1
     elapsed = time.perf_counter() - started
     return {"items_per_s": calls * batch / elapsed, "requests_per_s": calls / elapsed,
-            "p50_ms": elapsed / calls * 1e3, "p99_ms": float("nan")}
+            "p50_ms": elapsed / calls * 1e3, "p99_ms": None}
 
 
 def main() -> None:
@@ -146,7 +146,8 @@ def main() -> None:
         for batch in (1, args.max_batch):
             runs = [raw_scorer(bundle, windows, batch) for _ in range(args.repeats)]
             rows.append({"backend": "onnxruntime alone", "scenario": f"{batch} windows/call, no gRPC, one thread",
-                         "runs": runs, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}})
+                         "runs": runs, **{k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "p99_ms"},
+                         "p99_ms": None})
             print(f"baseline  {batch} windows/call: {rows[-1]['items_per_s']:.0f} windows/s", flush=True)
         for backend in args.backends.split(","):
             process, address = start_server(bundle, Path(tmp) / f"registry-{backend}", backend, args.max_batch,
@@ -180,8 +181,34 @@ def write_results(args, rows: list[dict]) -> None:
              "for the onnxruntime baseline, p50 is the time of one call.", "",
              "| backend | scenario | items/s | requests/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['backend']} | {r['scenario']} | {r['items_per_s']:.0f} | {r['requests_per_s']:.0f} | "
-              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in rows]
+              f"{r['p50_ms']:.2f} | {'–' if r['p99_ms'] is None else format(r['p99_ms'], '.2f')} |" for r in rows]
     (args.out / "serving.md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.out / "serving.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Items/s and p50 latency per scenario, the two backends side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    served = [r for r in rows if r["backend"] in ("inprocess", "ray")]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in served))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for offset, backend in ((-0.2, "inprocess"), (0.2, "ray")):
+        mine = {r["scenario"]: r for r in served if r["backend"] == backend}
+        x = [i + offset for i in range(len(scenarios))]
+        axes[0].bar(x, [mine[s]["items_per_s"] for s in scenarios], width=0.4, label=backend)
+        axes[1].bar(x, [mine[s]["p50_ms"] for s in scenarios], width=0.4, label=backend)
+    for axis, title in zip(axes, ("items/s (higher is better)", "p50 latency, ms (log scale)"), strict=True):
+        axis.set_xticks(range(len(scenarios)), [s.replace(", ", "\n") for s in scenarios], fontsize=7)
+        axis.set_title(title)
+        axis.legend()
+    axes[1].set_yscale("log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":
