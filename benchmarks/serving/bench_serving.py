@@ -187,7 +187,7 @@ def write_results(args, rows: list[dict]) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Items/s and p50 latency per scenario, the two backends side by side."""
+    """Items/s and p50 latency per scenario, the backends side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,7 +196,9 @@ def plot(rows: list[dict], path: Path) -> None:
     served = [r for r in rows if r["backend"] in ("inprocess", "ray")]
     scenarios = list(dict.fromkeys(r["scenario"] for r in served))
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for offset, backend in ((-0.2, "inprocess"), (0.2, "ray")):
+    backends = list(dict.fromkeys(r["backend"] for r in served))
+    for index, backend in enumerate(backends):
+        offset = (index - (len(backends) - 1) / 2) * 0.4
         mine = {r["scenario"]: r for r in served if r["backend"] == backend}
         x = [i + offset for i in range(len(scenarios))]
         axes[0].bar(x, [mine[s]["items_per_s"] for s in scenarios], width=0.4, label=backend)
