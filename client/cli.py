@@ -21,10 +21,10 @@ from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode,
 from .live import LiveProgress
 from .loadtest import LoadRun, Schedule, run_report
 from .parallel import run_in_processes
-from .queries import get_model, list_models, training_range, watch_anomalies
+from .queries import get_model, list_models, training_range, wait_until_serving, watch_anomalies
 from .replay import replay as replay_series
 from .report import render
-from .results import summary
+from .results import flag_episodes, summary
 from .scorefile import score_file
 from .sweep import sustained, sweep_table, sweep_verdict
 from .synthetic import ANOMALY_KINDS, inject_anomalies, normal_telemetry, telemetry_from_series
@@ -125,6 +125,21 @@ def main(ctx: click.Context, target, tls, ca, cert, key, token, deadline) -> Non
 
 
 @main.command()
+@click.option("--wait", "wait_s", type=Duration(), default="0s", show_default=True,
+              help="Keep checking until the server is SERVING or this much time has passed.")
+@click.pass_obj
+def health(options: ConnectionOptions, wait_s: float) -> None:
+    """Check the server's standard gRPC health status; exit 0 only when it is SERVING.
+
+    With --wait, keep checking (a server still starting is not an error until the wait is over).
+    """
+    status = run(wait_until_serving(options, wait_s))
+    click.echo(f"{options.target}: {status}")
+    if status != "SERVING":
+        raise ClientError(f"server at {options.target} is {status}", ExitCode.CHECK_FAILED)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 def models(options: ConnectionOptions, as_json: bool) -> None:
@@ -198,6 +213,16 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
     click.echo(summary(table), err=True)
 
 
+def episodes_table(episodes) -> Table:
+    """Anomaly episodes as a table (with a `labelled` column when the series has labels)."""
+    table = Table(title=f"{len(episodes)} anomaly episode(s)")
+    for column in episodes.columns:
+        table.add_column(column.replace("_", " "), justify="left" if column in ("start", "end") else "right")
+    for episode in episodes.itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in episode))
+    return table
+
+
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @data_options
@@ -212,20 +237,30 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
               help="Time between readings when the file has no timestamps.")
 @click.option("--max-in-flight", default=64, show_default=True, help="Messages sent but not yet answered, at most.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write every answer to this CSV.")
+@click.option("--every-flag", is_flag=True,
+              help="Print every flagged reading, not only the first of each episode.")
 @click.pass_obj
 def replay(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
-           device_id, mode, speed, interval, max_in_flight, output) -> None:
-    """Stream DATA over StreamScore as a gateway would and print flagged anomalies as they arrive.
+           device_id, mode, speed, interval, max_in_flight, output, every_flag) -> None:
+    """Stream DATA over StreamScore as a gateway would and print anomalies as they arrive.
 
-    With labels (NAB, SKAB, ... or --label-column) it ends with flags against the labelled windows.
+    Flags less than one window apart form one episode; each episode is printed when it starts (every flag with
+    --every-flag) and all of them are listed at the end, with the latency per message. With labels (NAB, SKAB, ...
+    or --label-column) the episodes are checked against the labelled anomalies.
     """
     if speed < 0 or max_in_flight < 1:
         raise ClientError("--speed must be ≥ 0 and --max-in-flight ≥ 1")
     series = read_series(data, dataset, time_column, label_column, features, delimiter)
     window = _model_window(options, fleet, series.values.shape[1])
 
+    last_flag = [-window - 1]
+
     def show(row: int, result) -> None:
         if not result.is_anomaly:
+            return
+        starts_episode = abs(row - last_flag[0]) > window
+        last_flag[0] = max(last_flag[0], row)
+        if not (every_flag or starts_episode):
             return
         when = np.datetime_as_string(series.timestamps[row], "s") if series.timestamps is not None else "-"
         label = f" label={int(series.labels[row])}" if series.labels is not None else ""
@@ -236,6 +271,9 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
                               speed=speed, interval_s=interval, max_in_flight=max_in_flight, on_result=show))
     if output:
         table.to_csv(output, index=False)
+    episodes = flag_episodes(table, gap=window)
+    if len(episodes):
+        stdout.print(episodes_table(episodes))
     click.echo(summary(table), err=True)
     lost = int((table["status"] == "lost").sum())
     if lost:

@@ -67,3 +67,26 @@ async def watch_anomalies(options: ConnectionOptions, fleet_id: str, *, count: i
             raise rpc_failure(exc, options, "WatchAnomalies") from None
         finally:
             call.cancel()
+
+
+async def wait_until_serving(options: ConnectionOptions, wait_s: float, poll_s: float = 0.5) -> str:
+    """Poll the standard grpc.health.v1 service until it reports SERVING or `wait_s` has passed; returns the last
+    status name (SERVING, NOT_SERVING, ...)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait_s
+    async with options.channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                response = await health.Check(health_pb2.HealthCheckRequest(), metadata=options.metadata,
+                                              timeout=options.deadline_s)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+            except grpc.RpcError as exc:
+                if loop.time() >= end:
+                    raise rpc_failure(exc, options, "health check") from None
+                status = "UNREACHABLE"
+            if status == "SERVING" or loop.time() >= end:
+                return status
+            await asyncio.sleep(poll_s)

@@ -2,7 +2,7 @@
 
 Readings mode sends one new reading per message and lets the server keep the device's window (the first window-1
 answers are WARMING_UP); windows mode sends the whole window ending at each reading. Answers are matched by request id
-and every flagged one is reported as it arrives.
+and every flagged one is reported as it arrives. Latency is measured per message, from its write to its answer.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
     rows = np.arange(len(series)) if mode == "readings" else np.arange(window - 1, len(series))
     offsets = send_offsets(series, speed, interval_s)
     results: dict[int, pb.ItemResult] = {}
+    sent_at: dict[int, float] = {}
+    latency_ms: dict[int, float] = {}
     slots = asyncio.Semaphore(max_in_flight)
+    loop = asyncio.get_running_loop()
     async with options.channel() as channel:
         call = stub(channel).StreamScore(metadata=options.metadata)
 
@@ -50,6 +53,7 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
             try:
                 async for response in call:
                     row = int(response.request_id)
+                    latency_ms[row] = (loop.time() - sent_at[row]) * 1e3
                     if response.results:
                         results[row] = response.results[0]
                         if on_result is not None:
@@ -60,7 +64,6 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
                     slots.release()
 
         reader = asyncio.create_task(read())
-        loop = asyncio.get_running_loop()
         start = loop.time()
         try:
             with contextlib.suppress(asyncio.InvalidStateError):
@@ -76,6 +79,7 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
                         item = readings_item(device_id, series.values[row], int(stamps[row]))
                     else:
                         item = window_item(device_id, series.values[row - window + 1 : row + 1], int(stamps[row]))
+                    sent_at[int(row)] = loop.time()
                     await call.write(pb.ScoreRequest(request_id=str(row), fleet_id=fleet_id, items=[item]))
                 await call.done_writing()
             await asyncio.wait_for(asyncio.shield(reader), options.deadline_s)
@@ -88,4 +92,6 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
                 await reader
-    return results_table(series, rows, [results.get(int(r)) for r in rows])
+    table = results_table(series, rows, [results.get(int(r)) for r in rows])
+    table["latency_ms"] = [latency_ms.get(int(r), np.nan) for r in rows]
+    return table

@@ -38,11 +38,38 @@ def results_table(series: Series, rows: np.ndarray, results: list[pb.ItemResult 
 
 
 def summary(table: pd.DataFrame) -> str:
-    """Counts by status, flags, and (with labels) point-wise figures over the scored rows."""
+    """Counts by status, flags, latency (when measured) and (with labels) point-wise figures over scored rows."""
     counts = table["status"].value_counts().to_dict()
     line = f"{len(table)} rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     line += f"; flagged {int(table['is_anomaly'].sum())}"
+    if "latency_ms" in table and table["latency_ms"].notna().any():
+        p50, p90, p99 = np.nanpercentile(table["latency_ms"], [50, 90, 99])
+        line += f"\nlatency per message: p50 {p50:.2f} ms, p90 {p90:.2f} ms, p99 {p99:.2f} ms, "
+        line += f"max {np.nanmax(table['latency_ms']):.2f} ms"
     scored = table[table["status"] == "ok"]
     if "label" in table and len(scored):
         line += "\n" + pointwise_report(scored)
     return line
+
+
+def flag_episodes(table: pd.DataFrame, gap: int) -> pd.DataFrame:
+    """Flagged rows grouped into episodes: flags at most `gap` rows apart belong to one episode. With labels,
+    `labelled` says whether the episode overlaps a labelled anomaly."""
+    flagged = table[table["is_anomaly"]]
+    columns = ["first_row", "last_row", "flags", "peak_score", *(["labelled"] if "label" in table else [])]
+    if flagged.empty:
+        return pd.DataFrame(columns=columns)
+    episode = (flagged["row"].diff() > gap).cumsum()
+    grouped = flagged.groupby(episode)
+    episodes = pd.DataFrame({
+        "first_row": grouped["row"].min(), "last_row": grouped["row"].max(),
+        "flags": grouped.size(), "peak_score": grouped["score"].max(),
+    })
+    if "timestamp" in table:
+        episodes.insert(0, "start", grouped["timestamp"].min())
+        episodes.insert(1, "end", grouped["timestamp"].max())
+    if "label" in table:
+        labels = table.set_index("row")["label"]
+        episodes["labelled"] = [bool(labels.loc[a:b].any()) for a, b in zip(episodes.first_row, episodes.last_row,
+                                                                             strict=True)]
+    return episodes.reset_index(drop=True)

@@ -1,15 +1,49 @@
 #!/usr/bin/env bash
-# The main job on the bundled NAB machine-temperature series: train a model on its normal start (if none is there
-# yet), then score the whole series and report the flagged anomalies against the labelled failures.
+# The main job, end to end on one machine: train a model on the normal start of the bundled NAB machine-temperature
+# series (once), publish it to a local registry, start `aelstm serve` on an embedded Ray, stream the whole labelled
+# series through `aelstm-client replay` as a gateway would, print the flagged anomalies against the labelled
+# failures and the latency seen, then stop the server cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export RAY_USAGE_STATS_ENABLED=0
 
+PORT=${AELSTM_DEMO_PORT:-50051}
+TARGET=127.0.0.1:$PORT
 DATA=tests/fixtures/nab/data/realKnownCause/machine_temperature_system_failure.csv
-BUNDLE=runs/demo/machine-temperature
-if [ ! -f "$BUNDLE/manifest.json" ]; then
-  aelstm train "$DATA" --dataset nab --until-first-anomaly --name machine-temperature -o "$BUNDLE"
+RUN=runs/demo
+REGISTRY=$RUN/registry
+mkdir -p "$RUN"
+
+if [ ! -d "$REGISTRY/machines" ]; then
+  echo "== training on the normal start of $(basename "$DATA")"
+  aelstm train "$DATA" --dataset nab --until-first-anomaly --name machine-temperature -o "$RUN/machine-temperature"
+  aelstm publish "$RUN/machine-temperature" --fleet machines --registry "$REGISTRY"
 fi
-aelstm score "$BUNDLE" "$DATA" --dataset nab -o runs/demo/scores.csv
+
+echo "== starting aelstm serve on $TARGET (embedded Ray; log: $RUN/serve.log)"
+aelstm serve --registry "$REGISTRY" --port "$PORT" --metrics-port 0 --log-format text > "$RUN/serve.log" 2>&1 &
+SERVER=$!
+stop_server() {
+  if kill -0 "$SERVER" 2>/dev/null; then
+    kill -TERM "$SERVER" && wait "$SERVER" || true
+  fi
+}
+trap stop_server EXIT
+
+for _ in $(seq 180); do
+  if aelstm-client --target "$TARGET" --deadline 2s health > /dev/null 2>&1; then break; fi
+  if ! kill -0 "$SERVER" 2>/dev/null; then echo "the server exited; see $RUN/serve.log" >&2; exit 1; fi
+  sleep 1
+done
+aelstm-client --target "$TARGET" models
+
+echo "== replaying $(basename "$DATA") reading by reading as device machine-1 of fleet machines"
+aelstm-client --target "$TARGET" replay "$DATA" --dataset nab --fleet machines --device machine-1 \
+  -o "$RUN/replay.csv"
+
+echo "== stopping the server"
+stop_server
+trap - EXIT
+echo "answers written to $RUN/replay.csv"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import grpc
 import pytest
@@ -42,6 +43,13 @@ def test_server_down_exits_unreachable(command):
     result = invoke("--target", f"127.0.0.1:{free_port()}", *command)
     assert_one_line_error(result, ExitCode.UNREACHABLE)
     assert "cannot reach" in result.output
+
+
+def test_health_of_a_server_that_never_comes_up_is_unreachable_after_the_wait():
+    started = time.monotonic()
+    result = invoke("--target", f"127.0.0.1:{free_port()}", "--deadline", "0.2s", "health", "--wait", "1s")
+    assert result.exit_code == ExitCode.UNREACHABLE, result.output
+    assert 1.0 <= time.monotonic() - started < 10
 
 
 def test_unresolvable_target_exits_unreachable():

@@ -18,6 +18,7 @@ from aelstm.client.cli import main
 from aelstm.client.connection import ExitCode
 from aelstm.client.payloads import window_item
 from aelstm.client.replay import send_offsets
+from aelstm.client.results import flag_episodes
 from aelstm.training.data import load_nab
 from aelstm.training.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
@@ -69,12 +70,13 @@ def test_score_refuses_a_file_whose_features_do_not_match(fake, tmp_path):
     assert "expects 1" in result.output
 
 
-@pytest.mark.parametrize("mode", ["readings", "windows"])
-def test_replay_prints_flags_live_and_sums_up_against_labels(fake, behaviour, short_csv, mode, tmp_path):
+@pytest.mark.parametrize(("mode", "every_flag"), [("readings", False), ("windows", True)])
+def test_replay_prints_flags_live_and_sums_up_against_labels(fake, behaviour, short_csv, mode, every_flag, tmp_path):
     path, frame = short_csv
     out = tmp_path / "answers.csv"
     result = invoke("--target", fake.target, "replay", path, "--time-column", "timestamp", "--label-column", "label",
-                    "--features", "value", "--fleet", "fleet-a", "--device", "d1", "--mode", mode, "-o", out)
+                    "--features", "value", "--fleet", "fleet-a", "--device", "d1", "--mode", mode, "-o", out,
+                    *(["--every-flag"] if every_flag else []))
     assert result.exit_code == 0, result.output
     answers = pd.read_csv(out)
     flags = expected_flags(frame[["value"]].to_numpy(), behaviour.threshold)
@@ -83,8 +85,11 @@ def test_replay_prints_flags_live_and_sums_up_against_labels(fake, behaviour, sh
     assert (answers["status"] == "warming_up").sum() == (WINDOW - 1 if mode == "readings" else 0)
     assert (scored["is_anomaly"].to_numpy() == flags).all()
     flagged_lines = [line for line in result.stdout.splitlines() if "score=" in line]
-    assert len(flagged_lines) == flags.sum() > 0
-    assert "point-wise precision" in result.stderr
+    episodes = flag_episodes(answers.assign(is_anomaly=answers["is_anomaly"].astype(bool)), gap=WINDOW)
+    assert len(flagged_lines) == (flags.sum() if every_flag else len(episodes)) > 0
+    assert f"{len(episodes)} anomaly episode(s)" in result.stdout
+    assert "point-wise precision" in result.stderr and "latency per message: p50" in result.stderr
+    assert answers.loc[answers["status"] != "lost", "latency_ms"].gt(0).all()
 
 
 def test_replay_paces_by_timestamps_or_interval():

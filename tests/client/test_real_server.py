@@ -95,3 +95,10 @@ def test_watch_prints_what_the_real_server_flags(real_server):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "device=watched" in line]
     assert len(lines) == 3 and all("fleet=fleet-w" in line for line in lines)
+
+
+def test_health_reports_serving(real_server):
+    target, _, _ = real_server
+    result = CliRunner().invoke(main, ["--target", target, "health", "--wait", "10s"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("SERVING")
