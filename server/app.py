@@ -74,23 +74,31 @@ class ScoringServer:
         limit = c.max_message_mb * 1024 * 1024
         interceptors = [BearerTokenInterceptor(list(c.tokens))] if c.tokens else []
         self._server = grpc.aio.server(interceptors=interceptors, options=[
-            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0)])  # a second server on a busy port must fail, not share it
         scoring_pb2_grpc.add_AnomalyScorerServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server)
         await self._set_health(False)
-        if c.tls_cert:
-            credentials = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
-            self.port = self._server.add_secure_port(c.address, credentials)
-        else:
-            self.port = self._server.add_insecure_port(c.address)
+        try:
+            if c.tls_cert:
+                credentials = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
+                self.port = self._server.add_secure_port(c.address, credentials)
+            else:
+                self.port = self._server.add_insecure_port(c.address)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise AelstmError(f"cannot listen on {c.address} (in use, or not a local address?)")
+            raise AelstmError(f"cannot listen on {c.address} (port in use, or not a local address?)")
         await self._server.start()
         if c.metrics_port:
-            self._metrics_http = self.metrics.serve_http(c.metrics_port, c.host)
+            try:
+                self._metrics_http = self.metrics.serve_http(c.metrics_port, c.host)
+            except OSError as exc:
+                await self._server.stop(0)
+                raise AelstmError(f"cannot serve metrics on {c.host}:{c.metrics_port}: {exc.strerror}") from exc
         log.info("listening on %s, starting the %s backend", self.address, self.backend.name,
                  extra={"fields": {"address": self.address, "backend": self.backend.name}})
         try:
