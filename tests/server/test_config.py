@@ -50,3 +50,12 @@ def test_publish_command(tmp_path, ec2_bundle):
     assert "fleet f version 1" in result.output
     result = runner.invoke(main, ["publish", str(tmp_path / "nope"), "--fleet", "f", "--registry", str(tmp_path)])
     assert result.exit_code == 1 and result.output.startswith("error: bundle")
+
+
+def test_the_example_config_holds_the_defaults():
+    from pathlib import Path
+
+    import aelstm.server
+
+    example = Path(aelstm.server.__file__).parent / "serve.example.yaml"
+    assert load_config(example, {}) == ServeConfig()
