@@ -36,3 +36,16 @@ def test_unknown_detector_is_rejected(tmp_path):
     result = CliRunner().invoke(main, ["evaluate", "--dataset", "skab", "--detectors", "ae-lstm,magic",
                                        "--data-root", str(tmp_path)])
     assert result.exit_code == 1 and "unknown detector(s) ['magic']" in result.output
+
+
+def test_quick_skab_run_includes_leaderboard_and_sensitivity(shared_datasets, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--dataset", "skab", "--quick", "--quiet", "--detectors",
+                                       "ae-lstm,zscore", "--data-root", str(shared_datasets), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "skab.json").read_text())
+    assert set(report["detectors"]) == {"ae-lstm", "zscore"}
+    assert [r["value"] for r in report["sensitivity"]["results"]["hidden"]] == [16, 32, 64, 128]
+    assert [r["value"] for r in report["sensitivity"]["results"]["learning_rate"]] == [1e-4, 1e-3, 1e-2]
+    markdown = (tmp_path / "skab.md").read_text()
+    assert "SKAB target (F1 > 0.78 with FAR ≤ 13.6%)" in markdown and "Conv-AE (leaderboard best)" in markdown
+    assert (tmp_path / "skab_sensitivity.png").stat().st_size > 10_000
