@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..preprocess import prepare_windows, sliding_windows
-from ..train import FittedModel
+
+if TYPE_CHECKING:  # torch loads only where a model is fine-tuned
+    import torch
+
+    from ..train import FittedModel
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ def _phases(fitted: FittedModel) -> list[tuple[list[torch.nn.Parameter], tuple[f
 
 def fine_tune(fitted: FittedModel, windows: np.ndarray, epochs: int, generator: torch.Generator) -> None:
     """A few Adam epochs on raw windows `[n, window, features]`; score scales and threshold stay as calibrated."""
+    import torch
+
     if epochs < 1 or len(windows) == 0:
         return
     batch = torch.from_numpy(prepare_windows(windows, fitted.config.denoise))
@@ -66,6 +72,8 @@ def score_online(
     fitted: FittedModel, values: np.ndarray, probation: int, online: OnlineConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rec_part, pred_part) per window ending at rows window−1 … T−1, with fine-tuning after every segment."""
+    import torch
+
     window = fitted.config.window
     windows = sliding_windows(values, window, 1)  # windows[k] ends at row k + window − 1
     every = online.every or probation

@@ -53,7 +53,7 @@ class AELSTMStreamDetector(StreamingDetector):
     """A joint AE-LSTM (or one of its ablations) trained on the probationary period, scored through likelihoods.
 
     Each error term the mode uses (reconstruction, prediction, or both) gets its own anomaly likelihood against
-    its own recent history, so the two terms are weighed adaptively per file and over time rather than by fixed
+    its own past, so the two terms are weighed adaptively per file and over time rather than by fixed
     α and β; the row's tail probability is the smaller one, Bonferroni-corrected for the number of terms.
     The reference history starts at the model's validation split: rows the model never trained on.
     """
