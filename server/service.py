@@ -226,15 +226,18 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         watcher = self.hub.subscribe(request.fleet_id)
         self.metrics.watchers.set(len(self.hub))
         drain = asyncio.ensure_future(self.draining.wait())
+        following: asyncio.Future | None = None
         try:
             while True:
                 following = asyncio.ensure_future(watcher.queue.get())
                 await asyncio.wait({following, drain}, return_when=asyncio.FIRST_COMPLETED)
                 if not following.done():
-                    following.cancel()
                     return
                 yield following.result()
         finally:
+            # Also reached when the client cancels mid-wait: no pending task may outlive the call.
+            if following is not None:
+                following.cancel()
             drain.cancel()
             self.hub.unsubscribe(watcher)
             self.metrics.watchers.set(len(self.hub))
