@@ -41,7 +41,7 @@ aelstm-client --target "$TARGET" models
 
 echo "== replaying $(basename "$DATA") reading by reading as device machine-1 of fleet machines"
 aelstm-client --target "$TARGET" replay "$DATA" --dataset nab --fleet machines --device machine-1 \
-  -o "$RUN/replay.csv"
+  --max-in-flight 8 -o "$RUN/replay.csv"
 
 echo "== stopping the server"
 stop_server
