@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from aelstm.training.cli import data_options, read_series
-from aelstm.training.errors import AelstmError
+from aelstm.training.cli import OneLineErrorGroup, data_options, read_series
 
 from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode, rpc_failure
 from .live import LiveProgress
@@ -35,23 +34,6 @@ EXIT_CODES = "\n".join(f"  {code.value:>3}  {EXIT_MEANINGS[code]}" for code in E
 stderr = Console(stderr=True)
 # Reports are wide tables: keep them readable when written to a file or pipe.
 stdout = Console() if Console().is_terminal else Console(width=140)
-
-
-class ClientGroup(click.Group):
-    """Turns every known failure into one line on stderr and its documented exit code."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ClientError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except AelstmError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(ExitCode.BAD_INPUT)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
 
 
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
@@ -98,7 +80,7 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-@click.group(cls=ClientGroup, context_settings={"help_option_names": ["-h", "--help"],
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                 "auto_envvar_prefix": "AELSTM_CLIENT"},
              epilog=f"Exit codes:\n\n\b\n{EXIT_CODES}\n  130  interrupted\n\n"
                     "Every option can also come from the environment: AELSTM_CLIENT_TARGET, AELSTM_CLIENT_TOKEN, ...")

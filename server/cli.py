@@ -9,26 +9,14 @@ from pathlib import Path
 
 import click
 
-from aelstm.training.cli import MODEL_COMMANDS
-from aelstm.training.errors import AelstmError
+from aelstm.training.cli import MODEL_COMMANDS, OneLineErrorGroup
 
 from .config import BACKENDS, load_config
 from .registry import DEFAULT_FLEET
 from .registry import publish as publish_bundle
 
 
-class FriendlyGroup(click.Group):
-    """Turns known errors into a one-line message and exit status 1 (no traceback)."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except AelstmError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aelstm")
 def main() -> None:
     """aelstm: anomaly detection for IoT fleets with a joint autoencoder + LSTM.

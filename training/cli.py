@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from .bundle import load_bundle
 from .data import LOADERS, Series
+from .errors import AelstmError
 from .evaluation.cli import evaluate
 
 DATASETS = tuple(LOADERS)
+
+
+class OneLineErrorGroup(click.Group):
+    """A click group that prints a known failure as one `error:` line and exits with its code (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AelstmError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
 
 
 def data_options(function):

@@ -2,7 +2,9 @@
 
 
 class AelstmError(Exception):
-    """Base class for errors the CLI reports without a traceback."""
+    """Base class for errors the CLIs report as one line, exiting with `exit_code` (no traceback)."""
+
+    exit_code: int = 1
 
 
 class DataError(AelstmError, ValueError):
