@@ -176,34 +176,74 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 def fit(
-    normal: np.ndarray, config: TrainConfig = TrainConfig(), progress: bool = True, threads: int = 1
+    normal: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    progress: bool = True,
+    threads: int = 1,
+    *,
+    init: FittedModel | None = None,
+    reference: np.ndarray | None = None,
 ) -> FittedModel:
     """Train on normal readings `[time, features]` (gaps allowed) with `threads` torch threads; the last
-    `validation_fraction` of the time range is held out for early stopping and threshold calibration."""
+    `validation_fraction` of the time range is held out for early stopping and threshold calibration.
+
+    `init` fine-tunes instead of starting from random weights: a copy of its model (same architecture and mode as
+    `config`) trains `config.epochs` more epochs on `normal`, with a new scaler, score scales and threshold; `init`
+    itself is left as it was. `reference` is a further normal recording (e.g. a long anomaly-free run): the
+    scaler also covers the range of its first part and the threshold is calibrated on its held-out part together
+    with `normal`'s, so a short `normal` need not carry all of the normal variation alone. It is not trained on here
+    (pre-train on it with a plain `fit` and pass that as `init`)."""
     with torch_threads(threads):
-        return _fit(normal, config, progress)
+        return _fit(normal, config, progress, init, reference)
 
 
-def _fit(normal: np.ndarray, config: TrainConfig, progress: bool) -> FittedModel:
+def _split(values: np.ndarray, config: TrainConfig, what: str) -> int:
+    """Index of the first held-out reading; a clear error when either part is shorter than a window."""
+    split = int(len(values) * (1.0 - config.validation_fraction))
+    if split < config.window + 1 or len(values) - split < config.window:
+        raise DataError(
+            f"{len(values)} {what} readings are too few for window {config.window} with a "
+            f"{config.validation_fraction:.0%} validation split (need ≥ {2 * config.window + 1} readings per part)"
+        )
+    return split
+
+
+def _initial_model(n_features: int, config: TrainConfig, init: FittedModel | None) -> JointAELSTM:
+    """Fresh random weights, or a copy of `init`'s when its architecture and training mode match `config`."""
+    lstm_input = "reading" if config.mode == "lstm" else "latent"
+    wanted = ModelConfig(n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input)
+    if init is None:
+        return JointAELSTM(wanted)
+    if init.model.config != wanted or init.config.mode != config.mode:
+        raise DataError(
+            f"cannot fine-tune a {init.config.mode} model of {init.model.config} as a {config.mode} model of {wanted}"
+        )
+    return copy.deepcopy(init.model)
+
+
+def _fit(
+    normal: np.ndarray, config: TrainConfig, progress: bool, init: FittedModel | None, reference: np.ndarray | None
+) -> FittedModel:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     values = interpolate_gaps(np.asarray(normal, dtype=np.float64))
-    split = int(len(values) * (1.0 - config.validation_fraction))
-    if split < config.window + 1 or len(values) - split < config.window:
-        raise DataError(
-            f"{len(values)} normal readings are too few for window {config.window} with a "
-            f"{config.validation_fraction:.0%} validation split (need ≥ {2 * config.window + 1} readings per part)"
-        )
+    split = _split(values, config, "normal")
     train_windows = prepare_windows(sliding_windows(values[:split], config.window, config.stride), config.denoise)
     val_windows = prepare_windows(sliding_windows(values[split:], config.window, 1), config.denoise)
+    calibration = [sliding_windows(values[split:], config.window, 1)]
     scaler = MinMaxScaler.fit(train_windows)
+    if reference is not None:
+        extra = interpolate_gaps(np.asarray(reference, dtype=np.float64))
+        if extra.ndim != 2 or extra.shape[1] != values.shape[1]:
+            raise DataError(f"reference readings of shape {extra.shape} do not match {values.shape[1]} features")
+        extra_split = _split(extra, config, "reference")
+        covered = prepare_windows(sliding_windows(extra[:extra_split], config.window, config.window), config.denoise)
+        scaler = MinMaxScaler.fit(np.concatenate([train_windows.reshape(-1, values.shape[1]),
+                                                  covered.reshape(-1, values.shape[1])]))
+        calibration.append(sliding_windows(extra[extra_split:], config.window, 1))
 
-    n_features = values.shape[1]
-    lstm_input = "reading" if config.mode == "lstm" else "latent"
-    model = JointAELSTM(
-        ModelConfig(n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input)
-    )
+    model = _initial_model(values.shape[1], config, init)
     model.set_scaling(scaler.minimum, scaler.span, clip=config.out_of_range == "clip")
     train_t, val_t = torch.from_numpy(train_windows), torch.from_numpy(val_windows)
     phase = lambda params, weights, label: _fit_phase(  # noqa: E731 - binds the shared arguments
@@ -223,7 +263,7 @@ def _fit(normal: np.ndarray, config: TrainConfig, progress: bool) -> FittedModel
     scales = (max(rec[:, -1].mean().item(), 1e-12), max(pred[:, -1].mean().item(), 1e-12))
     model.set_score_weights(*config.score_weights, *scales)
     fitted = FittedModel(model, config, scaler, Threshold(0.0, "pending"), scales, history, {}, 0.0)
-    val_scores = fitted.score(sliding_windows(values[split:], config.window, 1))
+    val_scores = np.concatenate([fitted.score(windows) for windows in calibration])
     fitted.threshold = calibrate(val_scores, config.threshold_method, quantile=config.quantile, risk=config.pot_risk)
     fitted.validation = {
         "windows": len(val_scores),

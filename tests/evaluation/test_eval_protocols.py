@@ -16,18 +16,26 @@ from aelstm.training.evaluation.protocols import SKAB_TRAIN_ROWS, TON_IOT_DEVICE
 WINDOW = 16
 
 
+ANOMALY_FREE_OFFSET = 10_000
+
+
 def write_skab(root: Path) -> None:
-    for folder, count in (("valve1", 2), ("valve2", 1), ("other", 1)):
-        for number in range(count):
-            path = root / "skab" / "data" / folder / f"{number}.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows = 700
-            frame = pd.DataFrame({"datetime": pd.date_range("2020-03-09", periods=rows, freq="s").astype(str)})
-            for feature in SKAB_FEATURES:
-                frame[feature] = np.arange(rows, dtype=float)  # the reading is its own row index
+    """Labelled runs whose readings are their own row index; the anomaly-free run's readings are offset by
+    ANOMALY_FREE_OFFSET so they can be told apart."""
+    runs = [(folder, str(number)) for folder, count in (("valve1", 2), ("valve2", 1), ("other", 1))
+            for number in range(count)]
+    for folder, stem in [*runs, ("anomaly-free", "anomaly-free")]:
+        path = root / "skab" / "data" / folder / f"{stem}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = 700
+        frame = pd.DataFrame({"datetime": pd.date_range("2020-03-09", periods=rows, freq="s").astype(str)})
+        offset = ANOMALY_FREE_OFFSET if folder == "anomaly-free" else 0
+        for feature in SKAB_FEATURES:
+            frame[feature] = np.arange(rows, dtype=float) + offset
+        if folder != "anomaly-free":
             frame["anomaly"] = (np.arange(rows) >= 500).astype(float)
             frame["changepoint"] = 0.0
-            frame.to_csv(path, sep=";", index=False)
+        frame.to_csv(path, sep=";", index=False)
 
 
 def write_ton_iot(root: Path, normal: int = 300, attack: int = 200) -> None:
@@ -62,6 +70,14 @@ def test_skab_trains_on_the_first_400_rows_and_judges_the_rest(tmp_path):
         assert time_index(case.normal) == set(range(SKAB_TRAIN_ROWS))
         assert not time_index(case.normal) & time_index(case.values[case.test_from :])
         assert case.test_labels.sum() == 200 and not case.labelled
+    assert time_index(protocol.reference) == set(range(ANOMALY_FREE_OFFSET, ANOMALY_FREE_OFFSET + 700))
+
+
+def test_skab_without_the_anomaly_free_run_is_a_clear_error(tmp_path):
+    write_skab(tmp_path)
+    (tmp_path / "skab" / "data" / "anomaly-free" / "anomaly-free.csv").unlink()
+    with pytest.raises(DataError, match="anomaly-free"):
+        load_protocol("skab", tmp_path)
 
 
 def test_ton_iot_training_rows_precede_and_never_overlap_test_rows(tmp_path):
@@ -94,6 +110,7 @@ def test_real_skab_protocol(shared_datasets):
     assert dirty == {"other/2"}  # the caveat SOURCE.md documents, and the only one
     assert sum(len(c.test_labels) for c in protocol.cases) == 23_801
     assert sum(int(c.test_labels.sum()) for c in protocol.cases) == 12_771
+    assert protocol.reference.shape == (9_405, len(SKAB_FEATURES)) and np.isfinite(protocol.reference).all()
 
 
 def test_real_ton_iot_quick_protocol(shared_datasets):

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,37 @@ def test_bad_hyper_parameters_are_named():
         TrainConfig(mode="both")
     with pytest.raises(DataError, match="alpha, beta"):
         TrainConfig(alpha=0, beta=0)
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_leaves_them_unchanged():
+    config = TrainConfig(window=12, hidden=8, latent=2, epochs=20, patience=3, seed=1)
+    pretrained = fit(_sine(1500), config, progress=False)
+    before = {k: v.clone() for k, v in pretrained.model.state_dict().items()}
+    short = _sine(200, seed=4)
+    one_epoch = replace(config, epochs=1)
+    tuned = fit(short, one_epoch, progress=False, init=pretrained)
+    scratch = fit(short, one_epoch, progress=False)
+    assert tuned.history[0]["val_loss"] < scratch.history[0]["val_loss"] / 2
+    assert tuned.model is not pretrained.model
+    assert all(torch.equal(before[k], v) for k, v in pretrained.model.state_dict().items())
+
+
+def test_fine_tuning_refuses_another_architecture_or_mode():
+    pretrained = fit(_sine(300), TrainConfig(window=12, hidden=8, latent=2, epochs=1), progress=False)
+    for config in (TrainConfig(window=12, hidden=16, latent=2, epochs=1),
+                   TrainConfig(window=12, hidden=8, latent=2, epochs=1, mode="ae")):
+        with pytest.raises(DataError, match="cannot fine-tune"):
+            fit(_sine(300), config, progress=False, init=pretrained)
+
+
+def test_reference_widens_the_scaler_and_joins_the_calibration():
+    config = TrainConfig(window=12, hidden=8, latent=2, epochs=1, validation_fraction=0.25)
+    normal, reference = _sine(400), 5.0 + 3.0 * _sine(800, seed=2)
+    alone = fit(normal, config, progress=False)
+    both = fit(normal, config, progress=False, reference=reference)
+    assert both.scaler.maximum[0] == pytest.approx(reference[:600].max(), rel=1e-6)
+    assert both.scaler.minimum[0] == pytest.approx(min(normal[:300].min(), reference[:600].min()), rel=1e-6)
+    assert alone.validation["windows"] == 100 - 11
+    assert both.validation["windows"] == (100 - 11) + (200 - 11)
+    with pytest.raises(DataError, match="features"):
+        fit(normal, config, progress=False, reference=np.zeros((800, 2)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..preprocess import sliding_windows
@@ -10,15 +12,31 @@ from .base import Detector
 
 
 class AELSTMDetector(Detector):
-    """Wraps `training.train.fit`; `config.mode` picks joint / separate / ae / lstm."""
+    """Wraps `training.train.fit`; `config.mode` picks joint / separate / ae / lstm.
 
-    def __init__(self, config: TrainConfig | None = None, progress: bool = False) -> None:
+    After `pretrain(reference)` every `fit` fine-tunes a copy of the pre-trained model for `fine_tune_epochs` on
+    its own normal rows instead of training from random weights; `pretrain_stride` thins the (long) reference's
+    training windows."""
+
+    def __init__(self, config: TrainConfig | None = None, progress: bool = False, fine_tune_epochs: int = 10,
+                 pretrain_stride: int = 1) -> None:
         self.config = config = config or TrainConfig()
         self.progress = progress
+        self.fine_tune_epochs = fine_tune_epochs
+        self.pretrain_stride = pretrain_stride
+        self.pretrained_: FittedModel | None = None
         self.name = {"joint": "ae-lstm", "separate": "ae-then-lstm", "ae": "ae-only", "lstm": "lstm-only"}[config.mode]
 
-    def fit(self, normal: np.ndarray) -> AELSTMDetector:
-        self.fitted_: FittedModel = fit(normal, self.config, progress=self.progress)
+    def pretrain(self, reference: np.ndarray) -> AELSTMDetector:
+        if self.config.epochs > 0:
+            config = replace(self.config, stride=self.pretrain_stride)
+            self.pretrained_ = fit(reference, config, progress=self.progress)
+        return self
+
+    def fit(self, normal: np.ndarray, reference: np.ndarray | None = None) -> AELSTMDetector:
+        config = self.config if self.pretrained_ is None else replace(self.config, epochs=self.fine_tune_epochs)
+        self.fitted_: FittedModel = fit(normal, config, progress=self.progress, init=self.pretrained_,
+                                        reference=reference)
         self.threshold_ = self.fitted_.threshold.value
         return self
 

@@ -17,9 +17,15 @@ class Detector(ABC):
     name: str = "detector"
     threshold_: float
 
+    def pretrain(self, reference: np.ndarray) -> Detector:
+        """Learn once from a long normal recording shared by many `fit` calls (which then start from it).
+        Most detectors have nothing to carry over and ignore this."""
+        return self
+
     @abstractmethod
-    def fit(self, normal: np.ndarray) -> Detector:
-        """Learn from normal readings only and calibrate `threshold_`."""
+    def fit(self, normal: np.ndarray, reference: np.ndarray | None = None) -> Detector:
+        """Learn from normal readings only and calibrate `threshold_`; `reference`, when given, is a further normal
+        recording (another run) to learn and calibrate from as well, never joined to `normal` inside a window."""
 
     @abstractmethod
     def score(self, values: np.ndarray) -> np.ndarray:

@@ -71,14 +71,18 @@ class NormalWindowDetector(WindowedDetector):
     """Learns from normal windows only: fit on the first (1 − validation_fraction) of the normal rows, threshold
     from the scores of the rest (peaks-over-threshold by default, as the AE-LSTM)."""
 
-    def fit(self, normal: np.ndarray) -> NormalWindowDetector:
-        normal = np.asarray(normal, dtype=np.float64)
-        split = int(len(normal) * (1.0 - self.validation_fraction))
-        if split < self.window + 1 or len(normal) - split < 2:
-            raise DataError(f"{len(normal)} normal readings are too few for window {self.window}")
-        self.scaler_ = MinMaxScaler.fit(interpolate_gaps(normal[:split]))
-        self.learn(_evenly(self.features(sliding_windows(normal[:split], self.window, 1)), self.max_train))
-        validation = self.score(normal)[split:]  # windows ending in the held-out part (earlier rows as context)
+    def fit(self, normal: np.ndarray, reference: np.ndarray | None = None) -> NormalWindowDetector:
+        parts = [np.asarray(p, dtype=np.float64) for p in (reference, normal) if p is not None]
+        splits = [int(len(p) * (1.0 - self.validation_fraction)) for p in parts]
+        for part, split in zip(parts, splits, strict=True):
+            if split < self.window + 1 or len(part) - split < 2:
+                raise DataError(f"{len(part)} normal readings are too few for window {self.window}")
+        training = [part[:split] for part, split in zip(parts, splits, strict=True)]
+        self.scaler_ = MinMaxScaler.fit(np.concatenate([interpolate_gaps(t) for t in training]))
+        features = np.concatenate([self.features(sliding_windows(t, self.window, 1)) for t in training])
+        self.learn(_evenly(features, self.max_train))
+        # windows ending in each held-out part (that part's earlier rows as context)
+        validation = np.concatenate([self.score(p)[s:] for p, s in zip(parts, splits, strict=True)])
         self.threshold_ = calibrate(validation, self.threshold_method).value
         return self
 
@@ -173,8 +177,10 @@ class SupervisedDetector(WindowedDetector):
     labelled training rows with balanced class weights; no test data is involved.
     """
 
-    def fit(self, normal: np.ndarray, labelled: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> SupervisedDetector:
-        segments = [(np.asarray(normal, dtype=np.float64), np.zeros(len(normal), dtype=np.int8)), *labelled]
+    def fit(self, normal: np.ndarray, labelled: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+            reference: np.ndarray | None = None) -> SupervisedDetector:
+        normals = [np.asarray(p, dtype=np.float64) for p in (reference, normal) if p is not None]
+        segments = [*((p, np.zeros(len(p), dtype=np.int8)) for p in normals), *labelled]
         segments = [(v, np.asarray(y)) for v, y in segments if len(v) >= self.window]
         self.scaler_ = MinMaxScaler.fit(interpolate_gaps(np.concatenate([v for v, _ in segments])))
         features = np.concatenate([self.features(sliding_windows(v, self.window, 1)) for v, _ in segments])
@@ -230,5 +236,5 @@ class UntrainedAELSTMDetector(AELSTMDetector):
     trained one: what the architecture and the scoring pipeline give without learning."""
 
     def __init__(self, config: TrainConfig | None = None, progress: bool = False) -> None:
-        super().__init__(replace(config or TrainConfig(), mode="joint", epochs=0), progress)
+        super().__init__(replace(config or TrainConfig(), mode="joint", epochs=0), progress)  # pretrain: a no-op
         self.name = "ae-lstm-untrained"

@@ -14,23 +14,32 @@ from ..train import TrainConfig
 
 @dataclass(frozen=True)
 class Settings:
-    """What all detectors of one run share. `train_stride` thins the AE-LSTM's training windows on long series."""
+    """What all detectors of one run share. `train_stride` thins the AE-LSTM's training windows on long series;
+    with a reference run, AE-LSTMs pre-train on every `pretrain_stride`-th of its windows, then fine-tune
+    `fine_tune_epochs` per case."""
 
     window: int = 16
     epochs: int = 50
     train_stride: int = 1
     seed: int = 0
+    pretrain_stride: int = 4
+    fine_tune_epochs: int = 10
 
     def train_config(self, **changes) -> TrainConfig:
         return replace(TrainConfig(window=self.window, epochs=self.epochs, stride=self.train_stride, seed=self.seed),
                        **changes)
 
 
-FACTORIES: dict[str, Callable[[Settings], Detector]] = {
-    "ae-lstm": lambda s: AELSTMDetector(s.train_config(mode="joint")),
-    "ae-then-lstm": lambda s: AELSTMDetector(s.train_config(mode="separate")),
-    "ae-only": lambda s: AELSTMDetector(s.train_config(mode="ae")),
-    "lstm-only": lambda s: AELSTMDetector(s.train_config(mode="lstm")),
+    def aelstm(self, mode: str, **changes) -> AELSTMDetector:
+        return AELSTMDetector(self.train_config(mode=mode, **changes), fine_tune_epochs=self.fine_tune_epochs,
+                              pretrain_stride=self.pretrain_stride)
+
+
+FACTORIES: dict[str, Callable[..., Detector]] = {
+    "ae-lstm": lambda s, **c: s.aelstm("joint", **c),
+    "ae-then-lstm": lambda s, **c: s.aelstm("separate", **c),
+    "ae-only": lambda s, **c: s.aelstm("ae", **c),
+    "lstm-only": lambda s, **c: s.aelstm("lstm", **c),
     "ae-lstm-untrained": lambda s: baselines.UntrainedAELSTMDetector(s.train_config()),
     "ocsvm": lambda s: baselines.OneClassSVMDetector(s.window),
     "svc": lambda s: baselines.SVCDetector(s.window),
@@ -44,7 +53,8 @@ DETECTORS = tuple(FACTORIES)
 SUPERVISED = ("svc", "random-forest")
 
 
-def build(name: str, settings: Settings) -> Detector:
+def build(name: str, settings: Settings, **changes) -> Detector:
+    """A fresh detector; `changes` override AE-LSTM training settings (the sensitivity sweep)."""
     if name not in FACTORIES:
         raise DataError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
-    return FACTORIES[name](settings)
+    return FACTORIES[name](settings, **changes)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..detectors.aelstm import AELSTMDetector
 from ..detectors.base import Detector
 from .lineup import SUPERVISED, Settings, build
 from .metrics import all_metrics
@@ -42,6 +41,7 @@ class DetectorResult:
     name: str
     cases: list[CaseScores] = field(default_factory=list)
     fit_seconds: list[float] = field(default_factory=list)
+    pretrain_seconds: float = 0.0
     timing: dict | None = None
 
     def pooled(self) -> dict:
@@ -56,11 +56,11 @@ class DetectorResult:
         return {c.case: all_metrics(c.scores, c.flags, c.labels) for c in self.cases}
 
 
-def fit_detector(detector: Detector, name: str, case: Case) -> Detector:
+def fit_detector(detector: Detector, name: str, case: Case, reference: np.ndarray | None) -> Detector:
     """Supervised detectors also get the case's labelled training segments."""
     if name in SUPERVISED:
-        return detector.fit(case.normal, case.labelled)
-    return detector.fit(case.normal)
+        return detector.fit(case.normal, case.labelled, reference=reference)
+    return detector.fit(case.normal, reference=reference)
 
 
 def time_scoring(detector: Detector, values: np.ndarray, window: int, repeats: int = 15) -> dict:
@@ -86,17 +86,24 @@ def skip_reason(name: str, protocol: Protocol) -> str | None:
 
 def evaluate(protocol: Protocol, names: Sequence[str], settings: Settings, progress: bool = True,
              ) -> tuple[dict[str, DetectorResult], dict[str, str]]:
-    """Fit and score every runnable detector on every case (fresh model per case); returns results and skips."""
+    """Fit and score every runnable detector on every case (a model per case, pre-trained once on the protocol's
+    reference run where it has one); returns results and skips."""
     skipped = {n: reason for n in names if (reason := skip_reason(n, protocol))}
     runnable = [n for n in names if n not in skipped]
     results = {n: DetectorResult(n) for n in runnable}
     bar = tqdm(total=len(runnable) * len(protocol.cases), desc=f"evaluate {protocol.dataset}", unit="fit",
                disable=not progress)
     for name in runnable:
+        detector = build(name, settings)
+        if protocol.reference is not None:
+            bar.set_postfix_str(f"{name} · pre-training")
+            started = time.perf_counter()
+            detector.pretrain(protocol.reference)
+            results[name].pretrain_seconds = time.perf_counter() - started
         for index, case in enumerate(protocol.cases):
             bar.set_postfix_str(f"{name} · {case.name}")
             started = time.perf_counter()
-            detector = fit_detector(build(name, settings), name, case)
+            fit_detector(detector, name, case, protocol.reference)
             results[name].fit_seconds.append(time.perf_counter() - started)
             scores = detector.score(case.values)[case.test_from :]
             results[name].cases.append(CaseScores(case.name, scores, float(detector.threshold_), case.test_labels))
@@ -115,8 +122,11 @@ def sensitivity(protocol: Protocol, settings: Settings, hidden: Sequence[int], r
     bar = tqdm(total=len(grid) * len(protocol.cases), desc="sensitivity", unit="fit", disable=not progress)
     for parameter, value, change in grid:
         result = DetectorResult("ae-lstm")
+        detector = build("ae-lstm", settings, **change)
+        if protocol.reference is not None:
+            detector.pretrain(protocol.reference)
         for case in protocol.cases:
-            detector = AELSTMDetector(settings.train_config(mode="joint", **change)).fit(case.normal)
+            detector.fit(case.normal, reference=protocol.reference)
             scores = detector.score(case.values)[case.test_from :]
             result.cases.append(CaseScores(case.name, scores, float(detector.threshold_), case.test_labels))
             bar.update()
