@@ -61,23 +61,28 @@ def time_index(values: np.ndarray) -> set[int]:
     return set(values[:, 0].astype(int).tolist())
 
 
-def test_skab_trains_on_the_first_400_rows_and_judges_the_rest(tmp_path):
+@pytest.mark.parametrize("dataset", ["skab", "skab-anomaly-free"])
+def test_skab_trains_on_the_first_400_rows_and_judges_the_rest(tmp_path, dataset):
     write_skab(tmp_path)
-    protocol = load_protocol("skab", tmp_path)
+    protocol = load_protocol(dataset, tmp_path)
     assert [c.name for c in protocol.cases] == ["other/0", "valve1/0", "valve1/1", "valve2/0"]
     for case in protocol.cases:
         assert case.test_from == SKAB_TRAIN_ROWS
         assert time_index(case.normal) == set(range(SKAB_TRAIN_ROWS))
         assert not time_index(case.normal) & time_index(case.values[case.test_from :])
         assert case.test_labels.sum() == 200 and not case.labelled
-    assert time_index(protocol.reference) == set(range(ANOMALY_FREE_OFFSET, ANOMALY_FREE_OFFSET + 700))
+    if dataset == "skab":
+        assert protocol.reference is None
+    else:
+        assert time_index(protocol.reference) == set(range(ANOMALY_FREE_OFFSET, ANOMALY_FREE_OFFSET + 700))
 
 
 def test_skab_without_the_anomaly_free_run_is_a_clear_error(tmp_path):
     write_skab(tmp_path)
     (tmp_path / "skab" / "data" / "anomaly-free" / "anomaly-free.csv").unlink()
     with pytest.raises(DataError, match="anomaly-free"):
-        load_protocol("skab", tmp_path)
+        load_protocol("skab-anomaly-free", tmp_path)
+    assert load_protocol("skab", tmp_path).reference is None
 
 
 def test_ton_iot_training_rows_precede_and_never_overlap_test_rows(tmp_path):
@@ -104,7 +109,7 @@ def test_missing_datasets_folder_is_a_clear_error(tmp_path):
 
 
 def test_real_skab_protocol(shared_datasets):
-    protocol = load_protocol("skab", shared_datasets)
+    protocol = load_protocol("skab-anomaly-free", shared_datasets)
     assert len(protocol.cases) == 34
     dirty = {c.name for c in protocol.cases if c.labels[:SKAB_TRAIN_ROWS].any()}
     assert dirty == {"other/2"}  # the caveat SOURCE.md documents, and the only one

@@ -30,7 +30,9 @@ def _detector_list(text: str | None) -> tuple[str, ...]:
 
 
 @click.command()
-@click.option("--dataset", type=click.Choice(["skab", "ton_iot", "nbaiot"]), required=True, help="Dataset protocol.")
+@click.option("--dataset", type=click.Choice(["skab", "skab-anomaly-free", "ton_iot", "nbaiot"]), required=True,
+              help="Dataset protocol (skab: SKAB's leaderboard protocol; skab-anomaly-free: also learn from its "
+                   "anomaly-free run).")
 @click.option("--detectors", help="Comma-separated detectors [default: all that the dataset allows].")
 @click.option("--quick", is_flag=True, help="A small subset with few epochs (CI smoke run, ≤ 2 minutes).")
 @click.option("--data-root", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True,
@@ -65,7 +67,7 @@ def evaluate(dataset, detectors, quick, data_root, output, window, epochs, no_se
     with threadpool_limits(1):
         results, skipped = run_detectors(protocol, names, settings, progress=not quiet)
         sweep = None
-        if dataset == "skab" and not no_sensitivity:
+        if dataset.startswith("skab") and not no_sensitivity:
             subset = protocol.cases[:1] if quick else protocol.cases[::6]
             grid = sensitivity(replace(protocol, cases=subset), settings, SENSITIVITY_HIDDEN, SENSITIVITY_RATES,
                                progress=not quiet)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from ..data import load_nbaiot, load_skab, load_ton_iot
 from ..errors import DataError
 
-DATASETS = ("skab", "ton_iot", "nbaiot")
+DATASETS = ("skab", "skab-anomaly-free", "ton_iot", "nbaiot")
 
 
 @dataclass(frozen=True)
@@ -51,42 +52,45 @@ SKAB_TRAIN_ROWS = 400
 SKAB_QUICK_REFERENCE_ROWS = 2_000
 
 
-def skab(root: Path, quick: bool = False, window: int = 16) -> Protocol:
-    """SKAB's protocol: every detector learns from the anomaly-free run and, per labelled run, from that run's
-    first 400 rows; judged on the rest of the run."""
+def skab(root: Path, quick: bool = False, window: int = 16, anomaly_free: bool = False) -> Protocol:
+    """SKAB's leaderboard protocol: per labelled run, learn from its first 400 rows and judge the rest. With
+    `anomaly_free`, every detector also learns from the anomaly-free run (AE-LSTMs pre-train on it once)."""
     folder = root / "skab" / "data"
     files = sorted(p for sub in ("valve1", "valve2", "other") for p in (folder / sub).glob("*.csv"))
     files.sort(key=lambda p: (p.parent.name, int(p.stem)) if p.stem.isdigit() else (p.parent.name, 0))
     reference_path = folder / "anomaly-free" / "anomaly-free.csv"
-    if not files or not reference_path.is_file():
-        raise DataError(f"no SKAB runs or no anomaly-free/anomaly-free.csv under {folder}")
+    if not files or (anomaly_free and not reference_path.is_file()):
+        raise DataError(f"no SKAB runs{' or no anomaly-free/anomaly-free.csv' if anomaly_free else ''} under {folder}")
     if quick:
         files = files[::12]
-    reference = load_skab(reference_path).values
-    if quick:
-        reference = reference[:SKAB_QUICK_REFERENCE_ROWS]
+    reference = None
+    if anomaly_free:
+        reference = load_skab(reference_path).values
+        if quick:
+            reference = reference[:SKAB_QUICK_REFERENCE_ROWS]
     cases = []
     for path in files:
         series = load_skab(path)
         cases.append(Case(series.name, series.values[:SKAB_TRAIN_ROWS], series.values, series.labels,
                           SKAB_TRAIN_ROWS, series.feature_names))
-    return Protocol(
-        "skab",
-        cases,
-        f"SKAB protocol: every detector learns from the anomaly-free run ({len(reference):,} rows) and from each "
-        f"labelled run's first {SKAB_TRAIN_ROWS} rows (assumed normal); one model per labelled run "
-        f"({len(cases)} runs), scored causally over the whole run, judged on the rows after {SKAB_TRAIN_ROWS} "
-        "(pooled over runs). The AE-LSTM family is pre-trained once on the anomaly-free run and fine-tuned per run "
-        f"on the run's first {SKAB_TRAIN_ROWS} rows; classic detectors fit on both together. Scalers cover the "
-        "training rows of both; thresholds come from the held-out (last 20 %) normal rows of both. F1 / FAR / MAR "
-        "are point-wise over the pooled test rows, as SKAB's leaderboard reports them.",
-        [
-            "other/2: 296 of its first 400 rows are labelled anomalous; the protocol trains on them anyway "
-            "(kept for comparability with the leaderboard; its per-run figures are in the JSON).",
-            "The anomaly-free run was recorded on another day; windows never join it to a labelled run.",
-        ] + ([f"--quick: only the first {SKAB_QUICK_REFERENCE_ROWS:,} anomaly-free rows."] if quick else []),
-        reference,
-    )
+    judged = (f"one model per labelled run ({len(cases)} runs), scored causally over the whole run, judged on the "
+              f"rows after {SKAB_TRAIN_ROWS} (pooled over runs). F1 / FAR / MAR are point-wise over the pooled test "
+              "rows, as SKAB's leaderboard reports them.")
+    notes = ["other/2: 296 of its first 400 rows are labelled anomalous; the protocol trains on them anyway "
+             "(kept for comparability with the leaderboard; its per-run figures are in the JSON)."]
+    if reference is None:
+        description = (f"SKAB leaderboard protocol: every detector learns from each labelled run's first "
+                       f"{SKAB_TRAIN_ROWS} rows (assumed normal; the last 20 % of them calibrate thresholds); {judged}")
+    else:
+        description = (
+            f"SKAB protocol with the anomaly-free run: every detector learns from the anomaly-free run "
+            f"({len(reference):,} rows) and from each labelled run's first {SKAB_TRAIN_ROWS} rows (assumed normal); "
+            f"{judged} The AE-LSTM family is pre-trained once on the anomaly-free run and fine-tuned per run on the "
+            f"run's first {SKAB_TRAIN_ROWS} rows; classic detectors fit on both together. Scalers cover the training "
+            "rows of both; thresholds come from the held-out (last 20 %) normal rows of both.")
+        notes += ["The anomaly-free run was recorded on another day; windows never join it to a labelled run."]
+        notes += [f"--quick: only the first {SKAB_QUICK_REFERENCE_ROWS:,} anomaly-free rows."] if quick else []
+    return Protocol("skab-anomaly-free" if anomaly_free else "skab", cases, description, notes, reference)
 
 
 TON_IOT_DEVICES = ("Fridge", "GPS_Tracker", "Garage_Door", "Modbus", "Motion_Light", "Thermostat")
@@ -154,7 +158,12 @@ def nbaiot(root: Path, quick: bool = False, window: int = 16) -> Protocol:
     )
 
 
-PROTOCOLS: dict[str, Callable[..., Protocol]] = {"skab": skab, "ton_iot": ton_iot, "nbaiot": nbaiot}
+PROTOCOLS: dict[str, Callable[..., Protocol]] = {
+    "skab": skab,
+    "skab-anomaly-free": partial(skab, anomaly_free=True),
+    "ton_iot": ton_iot,
+    "nbaiot": nbaiot,
+}
 
 
 def load_protocol(dataset: str, root: Path, quick: bool = False, window: int = 16) -> Protocol:

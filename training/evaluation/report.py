@@ -78,7 +78,7 @@ def _targets(report: dict) -> list[str]:
                 verdict = "beats" if gap > F1_TIE else "ties with" if gap >= -F1_TIE else "does NOT beat"
                 lines.append(f"- Joint AE-LSTM {verdict} {name} on F1 ({joint['f1']:.3f} vs {other['f1']:.3f}; "
                              f"ROC-AUC {_num(joint['roc_auc'])} vs {_num(other['roc_auc'])}).")
-        if report["dataset"] == "skab":
+        if report["dataset"].startswith("skab"):
             ok = joint["f1"] > SKAB_TARGET["f1"] and 100 * joint["fpr"] <= SKAB_TARGET["far_percent"]
             lines.insert(0, f"- SKAB target (F1 > {SKAB_TARGET['f1']} with FAR ≤ {SKAB_TARGET['far_percent']}%): "
                             f"{'MET' if ok else 'NOT met'} — joint AE-LSTM F1 {joint['f1']:.3f}, "
@@ -126,7 +126,7 @@ def markdown(report: dict) -> str:
                    f"{m['point_adjusted_f1']:.3f} |")
     out.append("")
 
-    if report["dataset"] == "skab":
+    if report["dataset"].startswith("skab"):
         out += ["## Against SKAB's published leaderboard (test rows: each run after its first 400)", "",
                 "| Algorithm | F1 | FAR % | MAR % |", "|---|---|---|---|"]
         out += [f"| {name} (published) | {f1} | {far} | {mar} |" for name, f1, far, mar in SKAB_LEADERBOARD]
@@ -134,7 +134,7 @@ def markdown(report: dict) -> str:
                 f"{_pct(pooled[name]['fnr'])} |" for name in order if name in pooled]
         out += ["", "Published rows use SKAB's own detectors and settings; our rows score every test row causally.", ""]
 
-    if len(report["cases"]) > 1 and report["dataset"] != "skab":
+    if len(report["cases"]) > 1 and not report["dataset"].startswith("skab"):
         names = [n for n in order if n in pooled]
         out += ["## F1 per case", "", "| Case | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for case in report["cases"]:
