@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aelstm.training.errors import AelstmError
 from aelstm.training.runtime import Scores
 
 from .backend import probe_windows
@@ -111,12 +112,17 @@ class RayServeBackend:
 
         s = self.settings
         if not ray.is_initialized():
-            if s.address:
-                ray.init(address=s.address, logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=s.num_cpus, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-                self._started_ray = True
+            try:
+                if s.address:
+                    ray.init(address=s.address, logging_level=logging.WARNING)
+                else:
+                    ray.init(num_cpus=s.num_cpus, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+                    self._started_ray = True
+            except (RuntimeError, ConnectionError, ValueError) as exc:
+                where = f"the Ray cluster at {s.address}" if s.address else "an embedded local Ray"
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise AelstmError(f"could not start {where}: {message}") from exc
         serve.start(proxy_location="Disabled", logging_config=LoggingConfig(log_level="WARNING"))
         deployment = scorer_deployment(s)
         if s.max_replicas and s.max_replicas > s.replicas:
