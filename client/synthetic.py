@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aelstm.training.errors import DataError
+from aelstm.training.scoring import labelled_events
 
 ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst")
 
@@ -115,10 +116,8 @@ def telemetry_from_series(values: np.ndarray, labels: np.ndarray | None, devices
     events = np.zeros(length, np.int32)
     kinds: dict[int, str] = {}
     if labels is not None:
-        edges = np.diff(np.concatenate([[0], np.asarray(labels, np.int8), [0]]))
-        for event, (start, stop) in enumerate(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1),
-                                                  strict=True), start=1):
-            events[start:stop] = event
+        for event, (first, last) in enumerate(labelled_events(labels), start=1):
+            events[first : last + 1] = event
     offsets = rng.integers(0, length, size=devices)
     per_device = np.stack([np.roll(values, -o, axis=0) for o in offsets]).astype(np.float32)
     per_events = np.stack([np.roll(events, -o) for o in offsets])

@@ -138,14 +138,6 @@ def load_nab(path: str | Path, windows_file: str | Path | None = None) -> Series
     return Series(series.name, series.values, series.feature_names, series.timestamps, labels)
 
 
-def nab_anomaly_windows(series: Series) -> list[tuple[int, int]]:
-    """Index ranges [start, end] (inclusive) of consecutive label-1 runs."""
-    if series.labels is None:
-        return []
-    edges = np.diff(np.concatenate([[0], series.labels.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
-
-
 SKAB_FEATURES = (
     "Accelerometer1RMS",
     "Accelerometer2RMS",

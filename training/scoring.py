@@ -7,6 +7,7 @@ import pandas as pd
 
 from .bundle import Bundle
 from .data import Series
+from .errors import DataError
 from .preprocess import sliding_windows
 from .runtime import BundleScorer
 
@@ -14,8 +15,6 @@ from .runtime import BundleScorer
 def score_series(bundle: Bundle, series: Series, *, device: str = "auto", batch_size: int = 4096) -> pd.DataFrame:
     """One row per full window, keyed by the row index of the window's last reading."""
     if tuple(series.feature_names) != bundle.features:
-        from .errors import DataError
-
         raise DataError(
             f"{series.name} has features {list(series.feature_names)}, the model expects {list(bundle.features)}"
         )
