@@ -112,17 +112,8 @@ class RayServeBackend:
 
         s = self.settings
         if not ray.is_initialized():
-            try:
-                if s.address:
-                    ray.init(address=s.address, logging_level=logging.WARNING)
-                else:
-                    ray.init(num_cpus=s.num_cpus, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.WARNING)
-                    self._started_ray = True
-            except (RuntimeError, ConnectionError, ValueError) as exc:
-                where = f"the Ray cluster at {s.address}" if s.address else "an embedded local Ray"
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise AelstmError(f"could not start {where}: {message}") from exc
+            self._init_ray(ray, s)
+            self._started_ray = not s.address
         serve.start(proxy_location="Disabled", logging_config=LoggingConfig(log_level="WARNING"))
         deployment = scorer_deployment(s)
         if s.max_replicas and s.max_replicas > s.replicas:
@@ -136,6 +127,26 @@ class RayServeBackend:
         log.info("Ray Serve scorer deployed", extra={"fields": {
             "replicas": s.replicas, "max_replicas": s.max_replicas, "max_batch": s.max_batch,
             "gpus_per_replica": s.gpus_per_replica, "ray_address": s.address or "embedded"}})
+
+    @staticmethod
+    def _init_ray(ray, s: RaySettings, attempts: int = 2) -> None:
+        """Start (or join) Ray. A start on a loaded machine occasionally times out waiting for its own GCS or raylet;
+        one clean retry gets past that, and a second failure is a one-line error."""
+        where = f"the Ray cluster at {s.address}" if s.address else "an embedded local Ray"
+        for attempt in range(1, attempts + 1):
+            try:
+                if s.address:
+                    ray.init(address=s.address, logging_level=logging.WARNING)
+                else:
+                    ray.init(num_cpus=s.num_cpus, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+                return
+            except Exception as exc:  # Ray raises bare Exception, RuntimeError or ConnectionError here
+                ray.shutdown()
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if attempt == attempts:
+                    raise AelstmError(f"could not start {where}: {message}") from exc
+                log.warning("starting %s failed (%s); retrying once", where, message)
 
     def _for(self, key: str):
         if self._handle is None:

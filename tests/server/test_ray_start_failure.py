@@ -7,11 +7,16 @@ from aelstm.server.ray_backend import RayServeBackend, RaySettings
 from aelstm.training.errors import AelstmError
 
 
-async def test_a_ray_that_cannot_start_is_a_clear_error(monkeypatch):
+async def test_a_ray_that_cannot_start_is_retried_once_then_a_clear_error(monkeypatch):
+    calls = []
+
     def refuse(*args, **kwargs):
-        raise RuntimeError("Timed out waiting for file gcs_server_port\nmore detail")
+        calls.append(kwargs)
+        raise Exception("The current node timed out during startup.\nmore detail")
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
-    with pytest.raises(AelstmError, match=r"^could not start an embedded local Ray: Timed out waiting for file"):
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    with pytest.raises(AelstmError, match=r"^could not start an embedded local Ray: The current node timed out"):
         await RayServeBackend(RaySettings()).start()
+    assert len(calls) == 2
