@@ -19,7 +19,7 @@ from aelstm.training.errors import AelstmError
 from aelstm.v1 import scoring_pb2, scoring_pb2_grpc
 
 from .anomalies import AnomalyHub
-from .backend import InProcessBackend, ScoringBackend
+from .backend import BackendUnavailable, InProcessBackend, ScoringBackend
 from .coalescer import Coalescer
 from .config import ServeConfig
 from .devices import DeviceWindows
@@ -38,7 +38,7 @@ SERVICE_NAME = scoring_pb2.DESCRIPTOR.services_by_name["AnomalyScorer"].full_nam
 def make_backend(config: ServeConfig) -> ScoringBackend:
     if config.backend == "inprocess":
         return InProcessBackend(threads=config.threads_per_replica, intra_op_threads=1, device=config.device)
-    return RayServeBackend(config.ray_settings())
+    return RayServeBackend(config.scorer(), config.ray_address, config.ray_cpus)
 
 
 class ScoringServer:
@@ -50,14 +50,15 @@ class ScoringServer:
         self.metrics = Metrics()
         self.models = ModelBook(RegistryScanner(config.registry, config.default_bundle), self.backend,
                                 poll_s=config.poll_s, on_change=self._models_changed)
-        self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_ms / 1000,
-                                   config.backend_calls(), on_call=self.metrics.backend_call)
+        self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_s(),
+                                   config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
         self.service = AnomalyScorerService(self.models, self.coalescer, DeviceWindows(config.max_devices),
                                             AnomalyHub(config.watcher_queue), self.metrics, config.limits())
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._watch: asyncio.Task | None = None
+        self._monitor: asyncio.Task | None = None
         self._metrics_http = None
         self._backend_ready = False
 
@@ -103,19 +104,44 @@ class ScoringServer:
                  extra={"fields": {"address": self.address, "backend": self.backend.name}})
         try:
             await self.backend.start()
-            self._backend_ready = True
-            await self.models.refresh()
+            await self.check_backend()
         except BaseException:
             await self.stop(0)
             raise
-        await self._set_health(self.serving)
         self._watch = asyncio.create_task(self.models.watch())
+        self._monitor = asyncio.create_task(self._follow_backend())
 
-    def _models_changed(self, snapshot: RegistrySnapshot) -> None:
+    async def check_backend(self) -> bool:
+        """Health follows the backend's real ability to score. When it comes (back), every model is loaded into
+        it again first: a redeployed scoring application starts with an empty model store."""
+        was_ready = self._backend_ready
+        ready = await self.backend.healthy()
+        if ready and not was_ready:
+            self._backend_ready = True  # so that the models loaded now count as served
+            try:
+                await self.models.reload()
+            except BackendUnavailable:
+                ready = False
+        if ready != was_ready:
+            log.log(logging.INFO if ready else logging.WARNING, "scoring backend %s",
+                    "ready" if ready else "unavailable: health is NOT_SERVING until it returns")
+        self._backend_ready = ready
+        await self._set_health(self.serving)
+        return ready
+
+    async def _follow_backend(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_s)
+            try:
+                await self.check_backend()
+            except Exception:
+                log.exception("backend health check failed")
+
+    async def _models_changed(self, snapshot: RegistrySnapshot) -> None:
         self.metrics.models_loaded.set(len(snapshot.entries()))
         self.metrics.models_refused.set(self.models.scanner.refusals)
         if self._server is not None:
-            asyncio.get_running_loop().create_task(self._set_health(self.serving))
+            await self._set_health(self.serving)
 
     async def _set_health(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -125,8 +151,10 @@ class ScoringServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and release everything; safe to call once the server started (or failed to)."""
         grace_s = self.config.drain_grace_s if grace_s is None else grace_s
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._monitor):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._server is not None:
             await self._set_health(False)
             self.service.draining.set()

@@ -14,11 +14,17 @@ from typing import Protocol
 import numpy as np
 
 from aelstm.training.bundle import load_bundle
+from aelstm.training.errors import AelstmError
 from aelstm.training.runtime import BundleScorer, Scores
 
 from .registry import ModelEntry
 
 log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(AelstmError):
+    """The backend cannot score right now (its Ray application is gone or not yet deployed): nothing is wrong
+    with the model, so the registry must not refuse it."""
 
 
 class ScoringBackend(Protocol):
@@ -40,6 +46,9 @@ class ScoringBackend(Protocol):
 
     async def retain(self, keys: set[str]) -> None:
         """Models outside `keys` are no longer served and may be unloaded."""
+
+    async def healthy(self) -> bool:
+        """Whether the backend can score now."""
 
     async def close(self) -> None:
         """Release every resource (threads, Ray)."""
@@ -87,6 +96,9 @@ class InProcessBackend:
 
     async def retain(self, keys: set[str]) -> None:
         self._retired = {key: self._scorers.pop(key) for key in set(self._scorers) - keys}
+
+    async def healthy(self) -> bool:
+        return self._pool is not None
 
     async def close(self) -> None:
         if self._pool is not None:

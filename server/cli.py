@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
 from aelstm.training.cli import MODEL_COMMANDS, OneLineErrorGroup
 
-from .config import BACKENDS, load_config
+from .config import ScorerSettings, ServeConfig, load_config, shown_default
 from .registry import DEFAULT_FLEET
 from .registry import publish as publish_bundle
 
@@ -43,51 +44,34 @@ def publish(bundle_dir: Path, fleet: str, registry: Path) -> None:
     click.echo(f"published {entry.bundle.name} as fleet {fleet} version {entry.version} ({entry.bundle.path})")
 
 
-def _option(name: str, help: str, **kwargs):
-    return click.option(name, default=None, help=help, **kwargs)
+_CLICK_TYPES = {"int": int, "float": float, "str": str}
+
+
+def settings_options(kind: type[ScorerSettings]):
+    """Click options for every setting `kind` declares: flag, type, choices, help and shown default all come
+    from the declaration in `config.py`. Options default to None so that a YAML file can fill what is not given."""
+
+    def decorate(command):
+        for spec in reversed(fields(kind)):
+            meta = spec.metadata
+            help_text = f"{meta['help']} [default: {shown_default(spec)}]"
+            if meta.get("envvar"):
+                command = click.option(meta["flag"], spec.name, multiple=True, envvar=meta["envvar"],
+                                       help=help_text)(command)
+                continue
+            base = str(spec.type).split("|")[0].strip()
+            kind_of_value = click.Choice(meta["choices"]) if meta["choices"] else _CLICK_TYPES[base]
+            command = click.option(f"--{spec.name.replace('_', '-')}", default=None, type=kind_of_value,
+                                   help=help_text)(command)
+        return command
+
+    return decorate
 
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML file of settings (same names as the flags); flags override it.")
-@_option("--host", "Address to listen on [default: 127.0.0.1].")
-@_option("--port", "gRPC port [default: 50051; 0 picks a free one].", type=int)
-@_option("--backend", "Where scoring runs: Ray Serve replicas, or onnxruntime in this process [default: ray].",
-         type=click.Choice(BACKENDS))
-@_option("--registry", "Model registry directory: <fleet>/<version>/ bundles [default: ./registry].")
-@_option("--default-bundle", "Bundle serving fleets without a model of their own (when the registry has no "
-         f"{DEFAULT_FLEET} fleet).")
-@_option("--poll-s", "Seconds between registry scans for new versions [default: 2].", type=float)
-@_option("--ray-address", "Join this Ray cluster instead of starting an embedded one.")
-@_option("--ray-cpus", "CPUs of the embedded Ray [default: 2].", type=int)
-@_option("--replicas", "Scorer replicas (the minimum when autoscaling) [default: 1].", type=int)
-@_option("--max-replicas", "Autoscale the Scorer up to this many replicas.", type=int)
-@_option("--max-batch", "Most windows per scoring call [default: 256].", type=int)
-@_option("--batch-wait-ms", "Longest wait to fill a scoring call while others are busy [default: 2].",
-         type=float)
-@_option("--calls-in-flight", "Scoring calls under way per model before new windows wait to join the next "
-         "[default: 2 per replica; in-process: one per thread].", type=int)
-@_option("--replica-batch-wait-ms", "Ray: how long a replica waits to merge calls (@serve.batch) [default: 0].",
-         type=float)
-@_option("--threads-per-replica", "onnxruntime threads per replica (in-process: scoring threads) [default: 1].",
-         type=int)
-@_option("--cpus-per-replica", "CPUs Ray reserves per replica [default: 1].", type=float)
-@_option("--gpus-per-replica", "GPUs per replica; CUDA is used when onnxruntime-gpu finds one [default: 0].",
-         type=float)
-@_option("--models-per-replica", "Models a replica keeps loaded (LRU) [default: 4].", type=int)
-@_option("--device", "onnxruntime device [default: auto].", type=click.Choice(["auto", "cpu", "cuda"]))
-@_option("--metrics-port", "Prometheus /metrics port; 0 turns it off [default: 9464].", type=int)
-@_option("--max-devices", "Device windows held for `readings` items (least recent evicted) [default: 100000].",
-         type=int)
-@_option("--max-items", "Items per request [default: 4096].", type=int)
-@_option("--max-message-mb", "Largest gRPC message in MiB [default: 16].", type=int)
-@_option("--tls-cert", "PEM server certificate (with --tls-key) to serve TLS.")
-@_option("--tls-key", "PEM private key of --tls-cert.")
-@_option("--tls-client-ca", "PEM CA: require client certificates it signed (mutual TLS).")
-@click.option("--token", "tokens", multiple=True, envvar="AELSTM_TOKENS",
-              help="Accepted bearer token (repeatable; env AELSTM_TOKENS, space-separated). None: no auth.")
-@_option("--drain-grace-s", "Seconds to finish in-flight calls on shutdown [default: 10].", type=float)
-@_option("--log-format", "Log lines as JSON or text [default: json].", type=click.Choice(["json", "text"]))
+@settings_options(ServeConfig)
 def serve(config_file: Path | None, **flags) -> None:
     """Serve the registry's models over gRPC (aelstm.v1.AnomalyScorer, health, reflection).
 
@@ -127,3 +111,31 @@ async def _serve(config) -> None:
     await stop.wait()
     click.echo("stopping: answering requests in flight", err=True)
     await server.stop()
+
+
+@main.command()
+@click.option("--ray-address", required=True, envvar="RAY_ADDRESS",
+              help="The Ray cluster to deploy on, e.g. auto or 10.0.0.1:6379 (env RAY_ADDRESS).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="YAML file of scorer settings (same names as the flags); flags override it.")
+@settings_options(ScorerSettings)
+def deploy(ray_address: str, config_file: Path | None, **flags) -> None:
+    """Deploy (or update in place) the scoring application on a Ray cluster, then exit.
+
+    The application outlives this command: `aelstm serve --ray-address ...` ingresses on any node attach to it,
+    and none of them ever deletes it. Remove it with `serve delete aelstm`.
+    """
+    from . import ray_backend
+
+    settings = load_config(config_file, flags, kind=ScorerSettings)
+    ray_backend.configure_ray_environment()
+    import ray
+
+    ray_backend.init_ray(ray_address, num_cpus=0)
+    try:
+        ray_backend.deploy(settings)
+        replicas = ray_backend.replica_placement()
+    finally:
+        ray.shutdown()
+    click.echo(f"scoring application deployed on {ray_address}: {len(replicas)} Scorer replica(s) on node(s) "
+               f"{', '.join(sorted({node[:12] for node in replicas.values()}))}")

@@ -2,14 +2,20 @@
 
 One window per backend call tops out near a thousand windows/s (the per-call overhead dominates), while calls of
 64–256 windows go an order of magnitude faster. Requests for the same model therefore share a queue. The queue is
-sent at once while fewer than `max_calls` calls of that model are under way (so a lone request never waits);
-otherwise it fills up until `max_batch` windows are waiting, a call finishes, or `max_wait_s` has passed since its
-first window arrived, whichever comes first. Under load calls fill up by themselves; when idle nothing waits.
+sent at once while fewer than `max_calls` calls of that model are under way and the last call went out at least
+`min_gap_s` ago (so a lone request never waits); otherwise it fills up until `max_batch` windows are waiting, both
+conditions hold again, or `max_wait_s` has passed since its first window arrived, whichever comes first. Under load
+calls fill up by themselves; when idle nothing waits.
+
+`min_gap_s` is for backends whose calls cost far more than their windows (a Ray Serve call costs about a
+millisecond of CPU on each side): spacing calls a few milliseconds apart under load turns many small calls into
+few full ones, for a bounded wait well inside any latency objective.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +28,7 @@ from .backend import ScoringBackend
 
 @dataclass
 class _Queue:
+    opened: float
     parts: list[tuple[np.ndarray, asyncio.Future]] = field(default_factory=list)
     windows: int = 0
     timer: asyncio.TimerHandle | None = None
@@ -31,13 +38,15 @@ class Coalescer:
     """`await score(key, windows)` returns exactly the scores of `windows`, computed in a shared call."""
 
     def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002, max_calls: int = 2,
-                 on_call: Callable[[int, float], None] | None = None) -> None:
+                 min_gap_s: float = 0.0, on_call: Callable[[int, float], None] | None = None) -> None:
         if max_batch < 1 or max_calls < 1:
             raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
         self.backend = backend
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_calls = max_calls
+        self.min_gap_s = min_gap_s
+        self._last_call: dict[str, float] = {}  # when each model's last call went out
         self._on_call = on_call
         self._queues: dict[str, _Queue] = {}
         self._calls: set[asyncio.Task] = set()
@@ -46,17 +55,35 @@ class Coalescer:
     async def score(self, key: str, windows: np.ndarray) -> Scores:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        queue = self._queues.setdefault(key, _Queue())
-        if queue.windows and queue.windows + len(windows) > self.max_batch:
+        queue = self._queues.get(key)
+        if queue is not None and queue.windows + len(windows) > self.max_batch:
             self._flush(key)
-            queue = self._queues.setdefault(key, _Queue())
+            queue = None
+        if queue is None:
+            queue = self._queues[key] = _Queue(opened=loop.time())
         queue.parts.append((windows, future))
         queue.windows += len(windows)
-        if queue.windows >= self.max_batch or self.max_wait_s <= 0 or self._busy.get(key, 0) < self.max_calls:
-            self._flush(key)
-        elif queue.timer is None:
-            queue.timer = loop.call_later(self.max_wait_s, self._flush, key)
+        self._schedule(key)
         return await future
+
+    def _schedule(self, key: str) -> None:
+        """Send the model's queue now if it may go, else (re)arm its timer for the moment it may."""
+        queue = self._queues.get(key)
+        if queue is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = queue.opened + self.max_wait_s
+        if self._busy.get(key, 0) < self.max_calls:
+            due = min(due, self._last_call.get(key, -math.inf) + self.min_gap_s)
+        if queue.windows >= self.max_batch or due <= now:
+            self._flush(key)
+            return
+        if queue.timer is not None:
+            if queue.timer.when() <= due:
+                return
+            queue.timer.cancel()
+        queue.timer = loop.call_at(due, self._flush, key)
 
     def _flush(self, key: str) -> None:
         queue = self._queues.pop(key, None)
@@ -64,8 +91,10 @@ class Coalescer:
             return
         if queue.timer is not None:
             queue.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._last_call[key] = loop.time()
         self._busy[key] = self._busy.get(key, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._call(key, queue.parts))
+        task = loop.create_task(self._call(key, queue.parts))
         self._calls.add(task)
         task.add_done_callback(lambda done: self._finished(key, done))
 
@@ -75,8 +104,7 @@ class Coalescer:
         self._busy[key] -= 1
         if not self._busy[key]:
             del self._busy[key]
-        if key in self._queues:
-            self._flush(key)
+        self._schedule(key)
 
     async def _call(self, key: str, parts: list[tuple[np.ndarray, asyncio.Future]]) -> None:
         windows = parts[0][0] if len(parts) == 1 else np.concatenate([w for w, _ in parts])

@@ -1,92 +1,175 @@
-"""`aelstm serve` settings: defaults, one YAML file, then command-line flags, each overriding the one before."""
+"""Every serving setting, declared once: name, type, default, limits and help text.
+
+`ScorerSettings` is what the Ray Serve scoring application needs (replicas, batching, devices); `ServeConfig` adds
+what an ingress needs. The `aelstm serve` and `aelstm deploy` flags, the YAML file, the `serve deploy` arguments and
+the Ray deployment options are all derived from these declarations, so a default or a limit lives in one place.
+Precedence: defaults, then one YAML file, then command-line flags.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from aelstm.training.errors import AelstmError
 
-from .ray_backend import RaySettings
 from .service import Limits
 
 BACKENDS = ("ray", "inprocess")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def setting(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] | None = None,
+            default_text: str | None = None, **extra: Any):
+    """A declared setting: `minimum`/`choices` are checked on every config; `default_text` replaces the shown
+    default where it depends on other settings."""
+    metadata = {"help": help, "minimum": minimum, "choices": choices, "default_text": default_text, **extra}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def shown_default(spec) -> str:
+    """The default as `--help` and the example file show it."""
+    if spec.metadata.get("default_text"):
+        return spec.metadata["default_text"]
+    default = spec.default if spec.default is not MISSING else spec.default_factory()
+    return "none" if default is None or default == () else str(default)
+
+
+class _Settings:
+    """Shared behaviour of the settings dataclasses: building from a mapping, checking declared limits."""
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {spec.name for spec in fields(cls)}
+
+    @classmethod
+    def from_mapping(cls, values: dict, base=None):
+        """`base` (or the defaults) with every value that is not None; keys may use dashes or underscores."""
+        known = cls.names()
+        chosen = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise AelstmError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
+            if value is not None:
+                chosen[name] = tuple(value) if isinstance(value, list) else value
+        try:
+            return replace(base, **chosen) if base is not None else cls(**chosen)
+        except TypeError as exc:
+            raise AelstmError(f"invalid serve settings: {exc}") from exc
+
+    def declared_problems(self) -> list[str]:
+        problems = []
+        for spec in fields(self):
+            value, minimum, choices = getattr(self, spec.name), spec.metadata["minimum"], spec.metadata["choices"]
+            flag = spec.name.replace("_", "-")
+            if choices and value not in choices:
+                problems.append(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+            elif minimum is not None and value is not None:
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    problems.append(f"{flag} must be a number, got {value!r}")
+                elif value < minimum:
+                    problems.append(f"{flag} must be ≥ {minimum:g}, got {value}")
+        return problems
+
+    def raise_problems(self, problems: list[str]) -> None:
+        if problems:
+            raise AelstmError("invalid serve settings: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051
-    backend: str = "ray"
-    registry: str = "registry"
-    default_bundle: str | None = None
-    poll_s: float = 2.0
-    ray_address: str | None = None
-    ray_cpus: int = 2
-    replicas: int = 1
-    max_replicas: int | None = None
-    max_batch: int = 256
-    batch_wait_ms: float = 2.0
-    calls_in_flight: int | None = None
-    replica_batch_wait_ms: float = 0.0
-    threads_per_replica: int = 1
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
-    models_per_replica: int = 4
-    device: str = "auto"
-    metrics_port: int | None = 9464
-    max_devices: int = 100_000
-    max_items: int = 4096
-    max_readings_per_item: int = 4096
-    max_in_flight_per_stream: int = 256
-    max_message_mb: int = 16
-    watcher_queue: int = 1024
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None
-    tokens: tuple[str, ...] = field(default_factory=tuple)
-    drain_grace_s: float = 10.0
-    log_format: str = "json"
+class ScorerSettings(_Settings):
+    """The scoring application's shape: what `aelstm deploy` and `serve deploy` take."""
+
+    replicas: int = setting(1, "Scorer replicas (the minimum when autoscaling).", minimum=1)
+    max_replicas: int | None = setting(None, "Autoscale the Scorer between --replicas and this many replicas.",
+                                       minimum=1)
+    target_ongoing_requests: float = setting(
+        2.0, "Autoscaling: scoring calls under way per replica that Ray Serve aims for.", minimum=0.1)
+    max_batch: int = setting(256, "Most windows per scoring call.", minimum=1)
+    replica_batch_wait_ms: float = setting(
+        0.0, "How long a replica waits to merge calls from several ingresses (@serve.batch).", minimum=0)
+    threads_per_replica: int = setting(1, "onnxruntime threads per replica (in-process: scoring threads).",
+                                       minimum=1)
+    cpus_per_replica: float = setting(1.0, "CPUs Ray reserves per replica.", minimum=0)
+    gpus_per_replica: float = setting(0.0, "GPUs per replica; CUDA is used when onnxruntime-gpu finds one.",
+                                      minimum=0)
+    models_per_replica: int = setting(4, "Models a replica keeps loaded (LRU).", minimum=1)
+    device: str = setting("auto", "onnxruntime device.", choices=DEVICES)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.backend not in BACKENDS:
-            problems.append(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if not 0 <= self.port < 65536:
-            problems.append(f"port must be in 0..65535, got {self.port}")
-        for name in ("replicas", "max_batch", "threads_per_replica", "models_per_replica", "ray_cpus",
-                     "max_devices", "max_items", "max_readings_per_item", "max_in_flight_per_stream",
-                     "max_message_mb", "watcher_queue"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        if self.calls_in_flight is not None and self.calls_in_flight < 1:
-            problems.append(f"calls-in-flight must be ≥ 1, got {self.calls_in_flight}")
-        if min(self.batch_wait_ms, self.replica_batch_wait_ms, self.gpus_per_replica, self.cpus_per_replica) < 0 \
-                or self.poll_s <= 0:
-            problems.append("batch waits and cpus/gpus-per-replica must be ≥ 0, poll-s > 0")
+        self.raise_problems(self.scorer_problems())
+
+    def scorer_problems(self) -> list[str]:
+        problems = self.declared_problems()
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             problems.append(f"max-replicas ({self.max_replicas}) is below replicas ({self.replicas})")
+        return problems
+
+    def scorer(self) -> ScorerSettings:
+        """Just the scoring application's settings (a ServeConfig carries them among its own)."""
+        return ScorerSettings(**{spec.name: getattr(self, spec.name) for spec in fields(ScorerSettings)})
+
+
+@dataclass(frozen=True)
+class ServeConfig(ScorerSettings):
+    """One ingress: where it listens, which backend scores, limits, security, logs."""
+
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(50051, "gRPC port (0 picks a free one).", minimum=0)
+    backend: str = setting("ray", "Where scoring runs: Ray Serve replicas, or onnxruntime in this process.",
+                           choices=BACKENDS)
+    registry: str = setting("registry", "Model registry directory: <fleet>/<version>/ bundles.")
+    default_bundle: str | None = setting(None, "Bundle serving fleets without a model of their own (when the "
+                                               "registry has no _default fleet).")
+    poll_s: float = setting(2.0, "Seconds between registry scans and backend health checks.", minimum=0.01)
+    ray_address: str | None = setting(
+        None, "Attach to the scoring application on this Ray cluster (deployed by `aelstm deploy`) instead of "
+              "starting an embedded Ray.")
+    ray_cpus: int = setting(2, "CPUs of the embedded Ray.", minimum=1)
+    batch_wait_ms: float | None = setting(None, "Longest wait to fill a scoring call while others are busy.",
+                                          minimum=0, default_text="2, or the call gap if longer")
+    calls_in_flight: int | None = setting(None, "Scoring calls under way per model before new windows wait to "
+                                                "join the next.", minimum=1,
+                                          default_text="2 per replica; in-process: one per thread")
+    call_gap_ms: float | None = setting(None, "Shortest time between two scoring calls of a model while it is "
+                                              "busy, so calls fill up.", minimum=0,
+                                        default_text="ray 5, in-process 0")
+    metrics_port: int | None = setting(9464, "Prometheus /metrics port; 0 turns it off.", minimum=0)
+    max_devices: int = setting(100_000, "Device windows held for `readings` items (least recent evicted).",
+                               minimum=1)
+    max_items: int = setting(4096, "Items per request.", minimum=1)
+    max_readings_per_item: int = setting(4096, "Readings per `readings` item.", minimum=1)
+    max_in_flight_per_stream: int = setting(256, "Requests of one stream scored at once (then reading pauses).",
+                                            minimum=1)
+    max_message_mb: int = setting(16, "Largest gRPC message in MiB.", minimum=1)
+    watcher_queue: int = setting(1024, "Anomalies queued per watcher before the oldest are dropped.", minimum=1)
+    tls_cert: str | None = setting(None, "PEM server certificate (with --tls-key) to serve TLS.")
+    tls_key: str | None = setting(None, "PEM private key of --tls-cert.")
+    tls_client_ca: str | None = setting(None, "PEM CA: require client certificates it signed (mutual TLS).")
+    tokens: tuple[str, ...] = setting((), "Accepted bearer token (repeatable; env AELSTM_TOKENS, space-separated). "
+                                          "None: no auth.", flag="--token", envvar="AELSTM_TOKENS")
+    drain_grace_s: float = setting(10.0, "Seconds to finish in-flight calls on shutdown.", minimum=0)
+    log_format: str = setting("json", "Log lines as JSON or text.", choices=("json", "text"))
+
+    def __post_init__(self) -> None:
+        problems = self.scorer_problems()
+        if self.port >= 65536:
+            problems.append(f"port must be in 0..65535, got {self.port}")
         if (self.tls_cert is None) != (self.tls_key is None):
             problems.append("TLS needs both tls-cert and tls-key")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls-client-ca (mutual TLS) needs tls-cert and tls-key")
-        if self.log_format not in ("json", "text"):
-            problems.append(f"log-format must be json or text, got {self.log_format!r}")
-        if problems:
-            raise AelstmError("invalid serve settings: " + "; ".join(problems))
+        self.raise_problems(problems)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-    def ray_settings(self) -> RaySettings:
-        return RaySettings(address=self.ray_address, num_cpus=self.ray_cpus, replicas=self.replicas,
-                           max_replicas=self.max_replicas, max_batch=self.max_batch,
-                           batch_wait_s=self.replica_batch_wait_ms / 1000, threads_per_replica=self.threads_per_replica,
-                           cpus_per_replica=self.cpus_per_replica, gpus_per_replica=self.gpus_per_replica,
-                           models_per_replica=self.models_per_replica, device=self.device)
 
     def backend_calls(self) -> int:
         """Coalesced calls under way per model: enough to keep every replica (or scoring thread) busy."""
@@ -96,40 +179,39 @@ class ServeConfig:
             return self.threads_per_replica
         return 2 * max(self.replicas, self.max_replicas or 0)
 
+    def call_gap_s(self) -> float:
+        """Shortest spacing of one model's calls while busy: a Ray call costs about a millisecond of CPU on each
+        side, so under load calls go out a few milliseconds apart and fill up; in-process calls cost almost
+        nothing."""
+        if self.call_gap_ms is not None:
+            return self.call_gap_ms / 1000
+        return 0.0 if self.backend == "inprocess" else 0.005
+
+    def batch_wait_s(self) -> float:
+        """Longest a window waits to join a call: by default never less than the call gap, which it would cut."""
+        if self.batch_wait_ms is not None:
+            return self.batch_wait_ms / 1000
+        return max(0.002, self.call_gap_s())
+
     def limits(self) -> Limits:
         return Limits(max_items=self.max_items, max_readings_per_item=self.max_readings_per_item,
                       max_in_flight_per_stream=self.max_in_flight_per_stream)
 
 
-FIELD_NAMES = {f.name for f in fields(ServeConfig)}
-
-
-def merge(config: ServeConfig, overrides: dict) -> ServeConfig:
-    """`config` with every override that is not None (keys may use dashes or underscores)."""
-    values = {}
-    for key, value in overrides.items():
-        name = key.replace("-", "_")
-        if name not in FIELD_NAMES:
-            raise AelstmError(f"unknown setting {key!r}; known: {', '.join(sorted(FIELD_NAMES))}")
-        if value is not None:
-            values[name] = tuple(value) if name == "tokens" else value
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping of setting: value, with one-line errors."""
     try:
-        return replace(config, **values)
-    except TypeError as exc:
-        raise AelstmError(f"invalid serve settings: {exc}") from exc
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise AelstmError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise AelstmError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise AelstmError(f"config {path} must be a mapping of setting: value")
+    return data
 
 
-def load_config(path: str | Path | None, overrides: dict) -> ServeConfig:
-    """Defaults, then the YAML mapping at `path` (if any), then `overrides`."""
-    config = ServeConfig()
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise AelstmError(f"cannot read config {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise AelstmError(f"config {path} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise AelstmError(f"config {path} must be a mapping of setting: value")
-        config = merge(config, data)
-    return merge(config, overrides)
+def load_config(path: str | Path | None, overrides: dict, kind: type[_Settings] = ServeConfig):
+    """Defaults, then the YAML mapping at `path` (if any), then `overrides` (None values are skipped)."""
+    config = kind.from_mapping(read_yaml(path)) if path is not None else kind()
+    return kind.from_mapping(overrides, base=config)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from .backend import ScoringBackend
+from .backend import BackendUnavailable, ScoringBackend
 from .registry import ModelEntry, RegistryScanner, RegistrySnapshot
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ class ModelBook:
     """Holds the current `RegistrySnapshot`; `refresh()` once, or `watch()` to poll the registry for changes."""
 
     def __init__(self, scanner: RegistryScanner, backend: ScoringBackend, poll_s: float = 2.0,
-                 on_change: Callable[[RegistrySnapshot], None] | None = None) -> None:
+                 on_change: Callable[[RegistrySnapshot], Awaitable[None]] | None = None) -> None:
         self.scanner = scanner
         self.backend = backend
         self.poll_s = poll_s
@@ -42,6 +42,8 @@ class ModelBook:
                     continue
                 try:
                     await self.backend.prepare(entry)
+                except BackendUnavailable:
+                    raise  # nothing wrong with the model: try again once the backend is back
                 except Exception as exc:
                     self.scanner.refuse(entry, f"the backend could not load it ({type(exc).__name__}: {exc})")
                     failed = True
@@ -58,8 +60,14 @@ class ModelBook:
                          extra={"fields": {"fleet": entry.fleet, "version": entry.version, "model": entry.bundle.name}})
         await self.backend.retain({e.key for e in scanned.entries()})
         if self._on_change is not None:
-            self._on_change(scanned)
+            await self._on_change(scanned)
         return True
+
+    async def reload(self) -> None:
+        """Load every served model into the backend again (it restarted), then pick up registry changes."""
+        for entry in self.snapshot.entries():
+            await self.backend.prepare(entry)
+        await self.refresh()
 
     async def watch(self) -> None:
         """Poll forever (cancel to stop); a failing scan is logged and retried at the next tick."""
@@ -67,5 +75,7 @@ class ModelBook:
             await asyncio.sleep(self.poll_s)
             try:
                 await self.refresh()
+            except BackendUnavailable as exc:
+                log.debug("registry scan deferred: %s", exc)
             except Exception:
                 log.exception("registry scan failed; still serving the previous models")

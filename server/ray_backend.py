@@ -1,8 +1,10 @@
-"""Ray Serve backend: stateless Scorer replicas running onnxruntime, one model per fleet version multiplexed
-per replica (LRU), `@serve.batch` merging concurrent calls of the same model into one onnxruntime run.
+"""The ingress side of Ray Serve scoring: start or join Ray, attach to the scoring application, call it.
 
-Replicas keep no per-device state, so any replica can answer any call and replicas can come and go. The model id
-is the bundle's registry path, so every node must see the registry at the same path (shared storage on a cluster).
+An embedded-Ray ingress starts Ray, deploys the scoring application and shuts both down when it stops: it owns
+them. An ingress given a cluster address only attaches: the application there belongs to `aelstm deploy` (or
+`serve deploy`), so any number of ingresses can come and go without touching what the others use. An ingress whose
+application is missing or has no running replica reports itself unhealthy, and becomes healthy again once the
+application is back (models are put into its store again then).
 """
 
 from __future__ import annotations
@@ -10,171 +12,217 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+import time
 
 import numpy as np
 
 from aelstm.training.errors import AelstmError
 from aelstm.training.runtime import Scores
 
-from .backend import probe_windows
+from .backend import BackendUnavailable, probe_windows
+from .config import ScorerSettings
 from .registry import ModelEntry
+from .scoring_app import APP_NAME, SCORER, STORE, MissingBundle, build, bundle_files, files_digest
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "aelstm"
+HEALTH_TIMEOUT_S = 10.0
+RETIRED_GRACE_S = 300.0
 
 
-@dataclass(frozen=True)
-class RaySettings:
-    """How the Scorer deployment runs; `max_replicas` > `replicas` turns on autoscaling between the two."""
-
-    address: str | None = None
-    num_cpus: int = 2
-    replicas: int = 1
-    max_replicas: int | None = None
-    max_batch: int = 256
-    batch_wait_s: float = 0.0  # the ingress already coalesced; replicas merge only calls already queued
-    threads_per_replica: int = 1
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
-    models_per_replica: int = 4
-    device: str = "auto"
+def configure_ray_environment() -> None:
+    """Environment Ray reads at import: no usage reporting; Serve's throughput-optimised call path (direct gRPC
+    between handle and replica, about half the latency), without its per-replica HTTP ingress, which we do not use
+    and which holds every replica 30 s at shutdown."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")
 
 
-def scorer_deployment(settings: RaySettings):
-    """Build the Scorer deployment class with the batching and multiplexing sizes of `settings`."""
+def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
+    """Start an embedded Ray (or join `address`). A start on a loaded machine occasionally times out waiting for
+    its own GCS or raylet; one clean retry gets past that, and a second failure is a one-line error."""
+    import ray
+
+    where = f"the Ray cluster at {address}" if address else "an embedded local Ray"
+    for attempt in range(1, attempts + 1):
+        try:
+            if address:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            return
+        except Exception as exc:  # Ray raises bare Exception, RuntimeError or ConnectionError here
+            ray.shutdown()
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if attempt == attempts:
+                raise AelstmError(f"could not start {where}: {message}") from exc
+            log.warning("starting %s failed (%s); retrying once", where, message)
+
+
+def deploy(settings: ScorerSettings) -> None:
+    """Deploy (or update in place) the scoring application on the connected Ray cluster; returns once running."""
+    from ray import serve
+    from ray.serve.schema import LoggingConfig
+
+    serve.start(proxy_location="Disabled", logging_config=LoggingConfig(log_level="WARNING"))
+    serve.run(build(settings), name=APP_NAME, route_prefix=None, blocking=False)
+    log.info("scoring application deployed", extra={"fields": {
+        "replicas": settings.replicas, "max_replicas": settings.max_replicas, "max_batch": settings.max_batch,
+        "gpus_per_replica": settings.gpus_per_replica}})
+
+
+def application_ready() -> bool:
+    """Whether the scoring application exists and both of its deployments have a running replica."""
     from ray import serve
 
-    @serve.deployment(
-        name="Scorer",
-        max_ongoing_requests=max(4 * settings.max_batch, 64),
-        ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": settings.gpus_per_replica},
-    )
-    class Scorer:
-        """Scores windows of whichever model the caller names through `multiplexed_model_id`."""
+    app = serve.status().applications.get(APP_NAME)
+    if app is None:
+        return False
+    return all(app.deployments.get(name) is not None and app.deployments[name].replica_states.get("RUNNING", 0) > 0
+               for name in (SCORER, STORE))
 
-        @serve.multiplexed(max_num_models_per_replica=settings.models_per_replica)
-        async def model(self, model_id: str):
-            from aelstm.training.bundle import load_bundle
-            from aelstm.training.runtime import BundleScorer
 
-            return await asyncio.to_thread(
-                BundleScorer, load_bundle(model_id), settings.device, settings.threads_per_replica
-            )
+def replica_placement() -> dict[str, str]:
+    """Running Scorer replicas: replica actor name -> node id (from Ray's actor table)."""
+    from ray.util.state import list_actors
 
-        @serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.batch_wait_s,
-                     batch_size_fn=lambda calls: sum(len(windows) for windows in calls))
-        async def score_batch(self, calls: list[np.ndarray]) -> list[Scores]:
-            scorer = await self.model(serve.get_multiplexed_model_id())
-            windows = calls[0] if len(calls) == 1 else np.concatenate(calls)
-            scores = await asyncio.to_thread(scorer.score, windows)
-            out, start = [], 0
-            for call in calls:
-                end = start + len(call)
-                out.append(Scores(scores.score[start:end], scores.rec_part[start:end], scores.pred_part[start:end],
-                                  scores.threshold))
-                start = end
-            return out
-
-        async def score(self, windows: np.ndarray) -> Scores:
-            return await self.score_batch(windows)
-
-        async def check(self, windows: np.ndarray) -> str:
-            """Load the model, score `windows`, and report the provider onnxruntime really uses."""
-            scorer = await self.model(serve.get_multiplexed_model_id())
-            await asyncio.to_thread(scorer.score, windows)
-            return scorer.provider
-
-    return Scorer
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+    return {actor.name: actor.node_id for actor in actors
+            if actor.name and f"{APP_NAME}#{SCORER}" in actor.name}
 
 
 class RayServeBackend:
-    """Starts (or joins) Ray, deploys the Scorer and calls it through a deployment handle."""
+    """Calls the scoring application through deployment handles; models are named by their bundle digest."""
 
     name = "ray"
 
-    def __init__(self, settings: RaySettings) -> None:
+    def __init__(self, settings: ScorerSettings, address: str | None = None, num_cpus: int = 2) -> None:
         self.settings = settings
-        self._handle = None
-        self._started_ray = False
+        self.address = address
+        self.num_cpus = num_cpus
+        self.owner = address is None  # an embedded Ray and its application belong to this ingress
+        self._scorer = None
+        self._store = None
+        self._digests: dict[str, str] = {}  # registry key -> bundle digest
+        self._files: dict[str, dict[str, bytes]] = {}  # digest -> files, to put again into a new store
+        self._handles: dict[str, object] = {}  # digest -> handle bound to that model
+        self._retired: dict[str, float] = {}  # registry key -> when it stopped being served
 
     async def start(self) -> None:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")  # about halves the handle call latency
-        # ...but its direct HTTP ingress on replicas (unused here) holds every replica 30 s at shutdown.
-        os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")
-        import ray
-        from ray import serve
-        from ray.serve.schema import LoggingConfig
-
+        """Runs off the event loop: starting Ray takes seconds, and health must answer meanwhile."""
+        configure_ray_environment()
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        await asyncio.to_thread(self._connect)
 
-        s = self.settings
+    def _connect(self) -> None:
+        import ray
+
         if not ray.is_initialized():
-            self._init_ray(ray, s)
-            self._started_ray = not s.address
-        serve.start(proxy_location="Disabled", logging_config=LoggingConfig(log_level="WARNING"))
-        deployment = scorer_deployment(s)
-        if s.max_replicas and s.max_replicas > s.replicas:
-            deployment = deployment.options(num_replicas="auto", autoscaling_config={
-                "min_replicas": s.replicas, "max_replicas": s.max_replicas,
-                "target_ongoing_requests": max(2, s.max_batch // 8)})
-        else:
-            deployment = deployment.options(num_replicas=s.replicas)
-        self._handle = await asyncio.to_thread(
-            serve.run, deployment.bind(), name=APP_NAME, route_prefix=None, blocking=False)
-        log.info("Ray Serve scorer deployed", extra={"fields": {
-            "replicas": s.replicas, "max_replicas": s.max_replicas, "max_batch": s.max_batch,
-            "gpus_per_replica": s.gpus_per_replica, "ray_address": s.address or "embedded"}})
+            init_ray(self.address, self.num_cpus)
+        if self.owner:
+            deploy(self.settings)
+            self._attach()
+        elif not self._try_attach():
+            log.warning("no running scoring application %r on the Ray cluster at %s yet: deploy it with "
+                        "`aelstm deploy --ray-address %s`; health stays NOT_SERVING until it runs",
+                        APP_NAME, self.address, self.address)
 
-    @staticmethod
-    def _init_ray(ray, s: RaySettings, attempts: int = 2) -> None:
-        """Start (or join) Ray. A start on a loaded machine occasionally times out waiting for its own GCS or raylet;
-        one clean retry gets past that, and a second failure is a one-line error."""
-        where = f"the Ray cluster at {s.address}" if s.address else "an embedded local Ray"
-        for attempt in range(1, attempts + 1):
-            try:
-                if s.address:
-                    ray.init(address=s.address, logging_level=logging.WARNING)
-                else:
-                    ray.init(num_cpus=s.num_cpus, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.WARNING)
-                return
-            except Exception as exc:  # Ray raises bare Exception, RuntimeError or ConnectionError here
-                ray.shutdown()
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                if attempt == attempts:
-                    raise AelstmError(f"could not start {where}: {message}") from exc
-                log.warning("starting %s failed (%s); retrying once", where, message)
+    def _attach(self) -> None:
+        from ray import serve
 
-    def _for(self, key: str):
-        if self._handle is None:
-            raise RuntimeError("backend not started")
-        return self._handle.options(multiplexed_model_id=key)
+        self._scorer = serve.get_app_handle(APP_NAME)
+        self._store = serve.get_deployment_handle(STORE, APP_NAME)
+        self._handles.clear()
+
+    def _try_attach(self) -> bool:
+        try:
+            if not application_ready():
+                return False
+            self._attach()
+            return True
+        except Exception as exc:  # no Serve instance on the cluster, or it is going away
+            log.debug("scoring application not reachable: %s", exc)
+            return False
+
+    async def healthy(self) -> bool:
+        """True while the scoring application runs; re-attaches after it was gone (then models must be
+        prepared again: the caller does that when this turns True)."""
+        was_attached = self._scorer is not None
+        try:
+            ready = await asyncio.wait_for(asyncio.to_thread(application_ready), HEALTH_TIMEOUT_S)
+        except Exception as exc:
+            log.debug("scoring application status unknown: %s", exc)
+            ready = False
+        if not ready:
+            self._scorer = self._store = None
+            return False
+        if not was_attached:
+            return await asyncio.to_thread(self._try_attach)
+        return True
+
+    def _for(self, digest: str):
+        if self._scorer is None:
+            raise BackendUnavailable("the scoring application is not running")
+        handle = self._handles.get(digest)
+        if handle is None:
+            handle = self._handles[digest] = self._scorer.options(multiplexed_model_id=digest)
+        return handle
 
     async def prepare(self, entry: ModelEntry) -> str:
-        provider = await self._for(entry.key).check.remote(probe_windows(entry))
+        if self._store is None:
+            raise BackendUnavailable("the scoring application is not running")
+        files = await asyncio.to_thread(bundle_files, entry.bundle.path)  # reads and hashes: off the loop
+        digest = files_digest(files)
+        await self._store.put.remote(digest, files)
+        provider = await self._for(digest).check.remote(probe_windows(entry))
+        self._digests[entry.key] = digest
+        self._files[digest] = files
         log.info("model %s v%s ready on %s", entry.fleet, entry.version, provider,
-                 extra={"fields": {"fleet": entry.fleet, "version": entry.version, "provider": provider}})
+                 extra={"fields": {"fleet": entry.fleet, "version": entry.version, "provider": provider,
+                                   "sha256": digest}})
         return provider
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
-        return await self._for(key).score.remote(windows)
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+        digest = self._digests.get(key)
+        if digest is None:
+            raise LookupError(f"model {key} is not loaded")
+        try:
+            return await self._for(digest).score.remote(windows)
+        except MissingBundle:  # the store restarted: put the bundle back, then once more
+            await self._store.put.remote(digest, self._files[digest])
+        except (ActorDiedError, ActorUnavailableError) as exc:  # scoring is idempotent: another replica answers
+            log.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
+        return await self._for(digest).score.remote(windows)
 
     async def retain(self, keys: set[str]) -> None:
-        """Replicas evict unused models themselves (LRU of `models_per_replica`)."""
+        """Forget models retired more than `RETIRED_GRACE_S` ago (calls queued before a swap still find theirs);
+        replicas evict unused models themselves (LRU of `models_per_replica`)."""
+        now = time.monotonic()
+        for key in set(self._digests) - keys:
+            self._retired.setdefault(key, now)
+        for key in keys:
+            self._retired.pop(key, None)
+        for key, since in list(self._retired.items()):
+            if now - since > RETIRED_GRACE_S:
+                del self._retired[key]
+                digest = self._digests.pop(key)
+                if digest not in self._digests.values():
+                    self._files.pop(digest, None)
+                    self._handles.pop(digest, None)
 
     async def close(self) -> None:
         import ray
-        from ray import serve
 
-        if self._handle is not None:
-            if self._started_ray:
-                await serve.shutdown_async()
-            else:  # a shared cluster: remove only what this ingress deployed
-                await asyncio.to_thread(serve.delete, APP_NAME)
-            self._handle = None
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
-            self._started_ray = False
+        self._scorer = self._store = None
+        self._handles.clear()
+        if not ray.is_initialized():
+            return
+        if self.owner:
+            from ray import serve
+
+            await serve.shutdown_async()
+        await asyncio.to_thread(ray.shutdown)  # embedded: stops Ray; attached: only disconnects

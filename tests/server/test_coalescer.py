@@ -127,3 +127,27 @@ async def test_drain_sends_what_is_queued():
 def test_sizes_must_be_positive(sizes):
     with pytest.raises(ValueError, match="must be ≥ 1"):
         Coalescer(RecordingBackend(), **sizes)
+
+
+async def test_calls_of_a_busy_model_go_out_at_most_one_gap_apart():
+    backend = RecordingBackend()
+    coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0, max_calls=4, min_gap_s=0.05)
+    first = await asyncio.wait_for(coalescer.score("m", windows([1])), timeout=5)  # idle: at once
+    assert first.score.tolist() == [1] and backend.calls == [("m", 1)]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    following = [asyncio.ensure_future(coalescer.score("m", windows([v]))) for v in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    assert backend.calls == [("m", 1)]  # within the gap: they wait and share one call
+    results = await asyncio.gather(*following)
+    assert backend.calls == [("m", 1), ("m", 3)]
+    assert loop.time() - started < 1.0
+    assert [r.score.tolist() for r in results] == [[2], [3], [4]]
+
+
+async def test_the_gap_never_holds_a_request_longer_than_max_wait():
+    backend = RecordingBackend()
+    coalescer = Coalescer(backend, max_batch=256, max_wait_s=0.01, max_calls=4, min_gap_s=60.0)
+    await coalescer.score("m", windows([1]))
+    scores = await asyncio.wait_for(coalescer.score("m", windows([2])), timeout=5)
+    assert scores.score.tolist() == [2] and backend.calls == [("m", 1), ("m", 1)]

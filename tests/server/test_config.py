@@ -16,8 +16,9 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
     config = load_config(path, {"port": 7000, "replicas": None})
     assert (config.port, config.max_batch, config.backend, config.tokens) == (7000, 128, "inprocess", ("a", "b"))
     assert config.replicas == ServeConfig().replicas
-    settings = config.ray_settings()
-    assert (settings.max_batch, settings.batch_wait_s, config.backend_calls()) == (128, 0.0, 1)
+    scorer = config.scorer()
+    assert (scorer.max_batch, scorer.replica_batch_wait_ms, config.backend_calls()) == (128, 0.0, 1)
+    assert (config.call_gap_s(), config.batch_wait_s()) == (0.0, 0.002)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -59,3 +60,26 @@ def test_the_example_config_holds_the_defaults():
 
     example = Path(aelstm.server.__file__).parent / "serve.example.yaml"
     assert load_config(example, {}) == ServeConfig()
+
+
+def test_the_example_config_names_every_setting():
+    from pathlib import Path
+
+    import yaml
+
+    import aelstm.server
+
+    example = yaml.safe_load((Path(aelstm.server.__file__).parent / "serve.example.yaml").read_text())
+    assert {key.replace("-", "_") for key in example} == ServeConfig.names()
+
+
+def test_every_setting_is_a_flag_with_its_declared_default():
+    from dataclasses import fields
+
+    from aelstm.server.config import shown_default
+
+    help_text = " ".join(CliRunner().invoke(main, ["serve", "--help"], terminal_width=400).output.split())
+    for spec in fields(ServeConfig):
+        flag = spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
+        assert flag in help_text
+        assert f"[default: {shown_default(spec)}]" in help_text

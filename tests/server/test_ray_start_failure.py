@@ -3,7 +3,8 @@
 import pytest
 import ray
 
-from aelstm.server.ray_backend import RayServeBackend, RaySettings
+from aelstm.server.config import ScorerSettings
+from aelstm.server.ray_backend import RayServeBackend
 from aelstm.training.errors import AelstmError
 
 
@@ -18,5 +19,5 @@ async def test_a_ray_that_cannot_start_is_retried_once_then_a_clear_error(monkey
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     with pytest.raises(AelstmError, match=r"^could not start an embedded local Ray: The current node timed out"):
-        await RayServeBackend(RaySettings()).start()
+        await RayServeBackend(ScorerSettings()).start()
     assert len(calls) == 2

@@ -1,0 +1,182 @@
+"""The Ray Serve scoring application: a model store and stateless Scorer replicas.
+
+It has one owner: `aelstm deploy` (or `serve deploy deploy/serve_config.yaml`, or KubeRay's RayService) on a
+cluster, or the embedded-Ray `aelstm serve` that started Ray itself. Ingresses only attach to it through deployment
+handles, so any number of them can share it and none deletes what the others use.
+
+Models travel by content, not by path: an ingress reads a bundle from its registry, puts its files into the
+`ModelStore` under their sha256 digest, and names that digest as the multiplexed model id. A Scorer replica on any
+node fetches the files from the store (through Ray's object store), checks the digest, and loads them from a local
+cache directory. No node needs a shared filesystem.
+
+    serve run aelstm.server.scoring_app:app replicas=2      # what `serve deploy` / RayService run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from aelstm.training.bundle import MANIFEST_FILE, load_bundle
+from aelstm.training.errors import BundleError
+from aelstm.training.runtime import BundleScorer, Scores
+
+from .config import ScorerSettings
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "aelstm"
+SCORER = "Scorer"
+STORE = "ModelStore"
+STORE_BYTES = 2 << 30  # bundles are kilobytes to megabytes: this holds thousands
+
+
+class MissingBundle(LookupError):
+    """The store no longer holds a bundle (it restarted or evicted it): the ingress puts it again."""
+
+
+def bundle_files(path: str | Path) -> dict[str, bytes]:
+    """The files of a validated bundle directory, by name (the manifest and the ONNX file it names)."""
+    bundle = load_bundle(path)
+    return {MANIFEST_FILE: (bundle.path / MANIFEST_FILE).read_bytes(),
+            bundle.model_path.name: bundle.model_path.read_bytes()}
+
+
+def files_digest(files: dict[str, bytes]) -> str:
+    """sha256 over names, lengths and contents, in name order: identifies a bundle wherever it is stored."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        content = files[name]
+        digest.update(f"{name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def materialise(files: dict[str, bytes], digest: str, root: Path) -> Path:
+    """Write verified bundle files under `root/<digest>` (once; atomically) and return that directory."""
+    if files_digest(files) != digest:
+        raise BundleError(f"bundle {digest[:12]}…: the files received do not match their sha256")
+    target = root / digest
+    if not target.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=root))
+        for name, content in files.items():
+            if Path(name).name != name:
+                raise BundleError(f"bundle {digest[:12]}…: unsafe file name {name!r}")
+            (staging / name).write_bytes(content)
+        try:
+            staging.rename(target)
+        except OSError:  # another replica on this node got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _deployments(settings: ScorerSettings):
+    """The two deployment classes, sized by `settings` (imported lazily: the ingress may run without Ray)."""
+    from ray import serve
+
+    @serve.deployment(name=STORE, num_replicas=1, ray_actor_options={"num_cpus": 0})
+    class ModelStore:
+        """Bundle files by digest, least recently used evicted beyond `STORE_BYTES`."""
+
+        def __init__(self) -> None:
+            self._files: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+            self._bytes = 0
+
+        def put(self, digest: str, files: dict[str, bytes]) -> None:
+            if files_digest(files) != digest:
+                raise BundleError(f"bundle {digest[:12]}…: the files do not match their sha256")
+            if digest not in self._files:
+                self._files[digest] = files
+                self._bytes += sum(map(len, files.values()))
+            self._files.move_to_end(digest)
+            while self._bytes > STORE_BYTES and len(self._files) > 1:
+                _, evicted = self._files.popitem(last=False)
+                self._bytes -= sum(map(len, evicted.values()))
+
+        def get(self, digest: str) -> dict[str, bytes] | None:
+            files = self._files.get(digest)
+            if files is not None:
+                self._files.move_to_end(digest)
+            return files
+
+    @serve.deployment(
+        name=SCORER,
+        max_ongoing_requests=max(4 * settings.max_batch, 64),
+        ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": settings.gpus_per_replica},
+    )
+    class Scorer:
+        """Scores windows with whichever model the caller names (its digest) as `multiplexed_model_id`."""
+
+        def __init__(self, store) -> None:
+            self._store = store
+            self._cache = Path(tempfile.gettempdir()) / f"aelstm-bundles-{os.getuid()}"
+
+        @serve.multiplexed(max_num_models_per_replica=settings.models_per_replica)
+        async def model(self, digest: str) -> BundleScorer:
+            files = await self._store.get.remote(digest)
+            if files is None:
+                raise MissingBundle(f"bundle {digest[:12]}… is not in the model store")
+            path = await asyncio.to_thread(materialise, files, digest, self._cache)
+            return await asyncio.to_thread(BundleScorer, load_bundle(path), settings.device,
+                                           settings.threads_per_replica)
+
+        @serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.replica_batch_wait_ms / 1000,
+                     batch_size_fn=lambda calls: sum(len(windows) for windows in calls))
+        async def score_batch(self, calls: list[np.ndarray]) -> list[Scores]:
+            """Calls of the same model queued together (from several ingresses) share one onnxruntime run."""
+            scorer = await self.model(serve.get_multiplexed_model_id())
+            windows = calls[0] if len(calls) == 1 else np.concatenate(calls)
+            scores = scorer.score(windows)  # a few ms at most: cheaper inline than a thread hop
+            if len(calls) == 1:
+                return [scores]
+            bounds = np.cumsum([len(call) for call in calls])[:-1]
+            return [Scores(score, rec, pred, scores.threshold) for score, rec, pred in
+                    zip(*(np.split(part, bounds) for part in (scores.score, scores.rec_part, scores.pred_part)),
+                        strict=True)]
+
+        async def score(self, windows: np.ndarray) -> Scores:
+            return await self.score_batch(windows)
+
+        async def check(self, windows: np.ndarray) -> str:
+            """Load the model, score `windows`, and report the provider onnxruntime really uses."""
+            scorer = await self.model(serve.get_multiplexed_model_id())
+            await asyncio.to_thread(scorer.score, windows)
+            return scorer.provider
+
+        def where(self) -> dict:
+            """Which node and process answer: shows replica placement."""
+            import ray
+
+            return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    return ModelStore, Scorer
+
+
+def build(settings: ScorerSettings):
+    """The scoring application, with replicas (or autoscaling bounds) from `settings`."""
+    store_cls, scorer_cls = _deployments(settings)
+    if settings.max_replicas and settings.max_replicas > settings.replicas:
+        scorer_cls = scorer_cls.options(num_replicas="auto", autoscaling_config={
+            "min_replicas": settings.replicas, "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": settings.target_ongoing_requests,
+            "upscale_delay_s": 2.0, "downscale_delay_s": 20.0})
+    else:
+        scorer_cls = scorer_cls.options(num_replicas=settings.replicas)
+    return scorer_cls.bind(store_cls.bind())
+
+
+def app(args: dict):
+    """Application builder for `serve run` / `serve deploy`: `args` are ScorerSettings names (dashes allowed)."""
+    settings = ScorerSettings.from_mapping(args)
+    log.info("building the aelstm scoring application: %s", asdict(settings))
+    return build(settings)
