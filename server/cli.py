@@ -134,7 +134,7 @@ def deploy(ray_address: str, config_file: Path | None, **flags) -> None:
     ray_backend.init_ray(ray_address, num_cpus=0)
     try:
         ray_backend.deploy(settings)
-        replicas = ray_backend.replica_placement()
+        replicas = asyncio.run(ray_backend.replica_placement())
     finally:
         ray.shutdown()
     click.echo(f"scoring application deployed on {ray_address}: {len(replicas)} Scorer replica(s) on node(s) "

@@ -74,23 +74,21 @@ def deploy(settings: ScorerSettings) -> None:
 
 
 def application_ready() -> bool:
-    """Whether the scoring application exists and both of its deployments have a running replica."""
+    """Whether the scoring application exists with a running Scorer replica (models already loaded keep scoring
+    while a replaced model store starts)."""
     from ray import serve
 
     app = serve.status().applications.get(APP_NAME)
-    if app is None:
-        return False
-    return all(app.deployments.get(name) is not None and app.deployments[name].replica_states.get("RUNNING", 0) > 0
-               for name in (SCORER, STORE))
+    scorer = app.deployments.get(SCORER) if app is not None else None
+    return scorer is not None and scorer.replica_states.get("RUNNING", 0) > 0
 
 
-def replica_placement() -> dict[str, str]:
-    """Running Scorer replicas: replica actor name -> node id (from Ray's actor table)."""
-    from ray.util.state import list_actors
+async def replica_placement() -> dict[int, str]:
+    """Running Scorer replicas, each asked where it runs: process id -> node id."""
+    from ray import serve
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
-    return {actor.name: actor.node_id for actor in actors
-            if actor.name and f"{APP_NAME}#{SCORER}" in actor.name}
+    answers = await serve.get_deployment_handle(SCORER, APP_NAME).broadcast("where").results_async(timeout_s=60)
+    return {answer["pid"]: answer["node_id"] for answer in answers}
 
 
 class RayServeBackend:
@@ -103,6 +101,7 @@ class RayServeBackend:
         self.address = address
         self.num_cpus = num_cpus
         self.owner = address is None  # an embedded Ray and its application belong to this ingress
+        self._connected_ray = False  # this backend started (or joined) Ray, so it also disconnects
         self._scorer = None
         self._store = None
         self._digests: dict[str, str] = {}  # registry key -> bundle digest
@@ -121,6 +120,7 @@ class RayServeBackend:
 
         if not ray.is_initialized():
             init_ray(self.address, self.num_cpus)
+            self._connected_ray = True
         if self.owner:
             deploy(self.settings)
             self._attach()
@@ -170,12 +170,16 @@ class RayServeBackend:
             handle = self._handles[digest] = self._scorer.options(multiplexed_model_id=digest)
         return handle
 
-    async def prepare(self, entry: ModelEntry) -> str:
-        if self._store is None:
+    async def _put(self, digest: str, files: dict[str, bytes]) -> None:
+        store = self._store
+        if store is None:
             raise BackendUnavailable("the scoring application is not running")
+        await store.put.remote(digest, files)
+
+    async def prepare(self, entry: ModelEntry) -> str:
         files = await asyncio.to_thread(bundle_files, entry.bundle.path)  # reads and hashes: off the loop
         digest = files_digest(files)
-        await self._store.put.remote(digest, files)
+        await self._put(digest, files)
         provider = await self._for(digest).check.remote(probe_windows(entry))
         self._digests[entry.key] = digest
         self._files[digest] = files
@@ -193,7 +197,7 @@ class RayServeBackend:
         try:
             return await self._for(digest).score.remote(windows)
         except MissingBundle:  # the store restarted: put the bundle back, then once more
-            await self._store.put.remote(digest, self._files[digest])
+            await self._put(digest, self._files[digest])
         except (ActorDiedError, ActorUnavailableError) as exc:  # scoring is idempotent: another replica answers
             log.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
         return await self._for(digest).score.remote(windows)
@@ -219,10 +223,10 @@ class RayServeBackend:
 
         self._scorer = self._store = None
         self._handles.clear()
-        if not ray.is_initialized():
-            return
-        if self.owner:
+        if self.owner and ray.is_initialized():
             from ray import serve
 
             await serve.shutdown_async()
-        await asyncio.to_thread(ray.shutdown)  # embedded: stops Ray; attached: only disconnects
+        if self._connected_ray and ray.is_initialized():
+            await asyncio.to_thread(ray.shutdown)  # embedded: stops Ray; attached: only disconnects
+        self._connected_ray = False

@@ -84,7 +84,9 @@ def _deployments(settings: ScorerSettings):
     """The two deployment classes, sized by `settings` (imported lazily: the ingress may run without Ray)."""
     from ray import serve
 
-    @serve.deployment(name=STORE, num_replicas=1, ray_actor_options={"num_cpus": 0})
+    # On the head node, whose loss ends the cluster anyway: losing a worker node never empties the store.
+    @serve.deployment(name=STORE, num_replicas=1,
+                      ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
     class ModelStore:
         """Bundle files by digest, least recently used evicted beyond `STORE_BYTES`."""
 
