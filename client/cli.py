@@ -22,7 +22,7 @@ from .loadtest import LoadRun, Schedule, run_report
 from .parallel import run_in_processes
 from .queries import get_model, list_models, training_range, wait_until_serving, watch_anomalies
 from .replay import replay as replay_series
-from .report import render
+from .report import problems, render
 from .results import flag_episodes, summary
 from .scorefile import score_file
 from .sweep import sustained, sweep_table, sweep_verdict
@@ -283,12 +283,14 @@ def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, lengt
                             event_kinds=base.event_kinds)
 
 
-def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float) -> tuple[dict, bool]:
-    """Print the report of one run or a sweep; returns it (for --json) and whether the run failed its check."""
+def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float) -> tuple[dict, str | None]:
+    """Print the report of one run or a sweep; returns it (for --json) and why the run failed its check, if it did."""
     lost = sum(r["measured"]["lost"] + r["warmup"]["lost"] for r in runs)
     if not sweeping:
-        stdout.print(render(runs[0]))
-        return {"config": config, **runs[0]}, not runs[0]["passed"]
+        run = runs[0]
+        stdout.print(render(run))
+        failures = problems(run["measured"]) + [f"warm-up: {p}" for p in problems(run["warmup"])]
+        return {"config": config, **run}, "; ".join(failures) or None
     verdict = sweep_verdict(runs, slo_ms)
     stdout.print(sweep_table(runs, slo_ms, title=f"rate sweep (p99 ≤ {slo_ms:g} ms, no errors, none lost)"))
     best = verdict["best"]
@@ -299,7 +301,8 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
         stdout.print(f"max sustained: {best['schedule']['rate']:.0f} msgs/s = "
                      f"{best['measured']['throughput']['items_per_s']:.0f} items/s "
                      f"(p99 {best['measured']['latency_ms']['p99']:.2f} ms, lost 0)")
-    return {"config": config, "sweep": runs, "max_sustained": verdict}, best is None or lost > 0
+    failure = "no rate met the SLO" if best is None else f"{lost} message(s) lost" if lost else None
+    return {"config": config, "sweep": runs, "max_sustained": verdict}, failure
 
 
 @main.command()
@@ -349,8 +352,9 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
 
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
     up instead of being hidden. Figures exclude the warm-up. The run fails (exit 7) when a message is lost or
-    answered with an error; a sweep (--rate START:STOP:STEP, stopping at the first rate that misses) fails when no
-    rate met --slo-ms or a message was lost.
+    answered with an error, or an item is answered with an item error (counted by gRPC code; WARMING_UP is not an
+    error); a sweep (--rate START:STOP:STEP, stopping at the first rate that misses) fails when no rate met --slo-ms
+    (with no errors of either kind) or a message was lost.
     """
     if processes < 1:
         raise ClientError("--processes must be ≥ 1")
@@ -398,13 +402,13 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
             m = result["measured"]
             verdict = "sustained" if sustained(result, slo_ms) else f"not sustained (SLO {slo_ms:g} ms)"
             stderr.print(f"{target_rate:.0f} msgs/s: {m['throughput']['items_per_s']:.0f} items/s, p99 "
-                         f"{m['latency_ms']['p99']:.2f} ms, errors {sum(m['errors'].values())}, lost {m['lost']}: "
-                         f"{verdict}")
+                         f"{m['latency_ms']['p99']:.2f} ms, errors {sum(m['errors'].values())}, item errors "
+                         f"{sum(m['item_errors'].values())}, lost {m['lost']}: {verdict}")
             if not sustained(result, slo_ms):
                 break
-    report, failed = _final_report(config, runs, sweeping, slo_ms)
+    report, failure = _final_report(config, runs, sweeping, slo_ms)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, default=float))
-    if failed:
-        raise ClientError("the run lost messages, got errors or met no SLO (see the report)", ExitCode.CHECK_FAILED)
+    if failure:
+        raise ClientError(f"the run failed its check: {failure} (see the report)", ExitCode.CHECK_FAILED)

@@ -3,7 +3,8 @@
 It scores by a simple, known rule (|z| of a window's last reading against the readings before it), so the client's
 detection figures are computed by its real code path against answers we can predict. It can answer instantly, take a
 fixed service time per request (sequentially per stream, so a queue builds when traffic outruns it), drop one answer,
-or demand a token. Run it standalone with `python tests/client/fake_server.py` (prints its port).
+answer every item with an item error (as a server whose backend is down does), or demand a token. Run it standalone
+with `python tests/client/fake_server.py` (prints its port).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc
 
 INVALID_ARGUMENT = 3
+UNAVAILABLE = 14
 
 
 @dataclass
@@ -36,6 +38,7 @@ class FakeBehaviour:
     service_time_s: float = 0.0
     instant: bool = False  # answer every item OK with score 0, without reading the data (generator throughput)
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
+    item_error_code: int | None = None  # answer every item with an item error of this gRPC code
     token: str | None = None
     requests_seen: int = 0
     fleets: tuple[str, ...] = ("fleet-a", "fleet-b")
@@ -77,6 +80,9 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
         b = self.b
         common = {"device_id": item.device_id, "timestamp_ms": item.timestamp_ms, "model_name": "fake",
                   "model_version": "1", "threshold": b.threshold}
+        if b.item_error_code is not None:
+            error = pb.ItemError(code=b.item_error_code, message="scoring backend unavailable")
+            return pb.ItemResult(status=pb.ITEM_STATUS_ERROR, error=error, **common)
         kind = item.WhichOneof("payload")
         data = _tensor(getattr(item, kind))
         if data.ndim != 2 or data.shape[1] != len(b.features) or (kind == "window" and data.shape[0] != b.window):

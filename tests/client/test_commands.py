@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from fake_server import rule_score
+from fake_server import UNAVAILABLE, rule_score
 
 from aelstm.client.cli import main
 from aelstm.client.connection import ExitCode
@@ -136,6 +136,20 @@ def test_loadtest_exits_check_failed_when_an_answer_is_lost(fake, behaviour):
                     "--rate", "100", "--warmup", "0s", "--duration", "0.5s", "--no-progress")
     assert result.exit_code == ExitCode.CHECK_FAILED, result.output
     assert "lost" in result.output
+
+
+def test_loadtest_fails_when_every_item_is_an_item_error(fake, behaviour, tmp_path):
+    """A server whose backend is down answers every message, each item with UNAVAILABLE: that is no success."""
+    behaviour.item_error_code = UNAVAILABLE
+    path = tmp_path / "report.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "2", "-D", "16", "-b", "4", "--rate", "100",
+                    "--warmup", "0.2s", "--duration", "0.5s", "--no-progress", "--json", path)
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
+    assert "item errors UNAVAILABLE" in result.output
+    measured = json.loads(path.read_text())["measured"]
+    assert measured["answered"] == measured["sent"] > 0 and measured["items_answered"] == 0
+    assert measured["item_errors"] == {"UNAVAILABLE": measured["items_sent"]}
+    assert all(fleet["item_errors"] for fleet in measured["fleets"].values())
 
 
 def test_sweep_reports_the_highest_rate_within_the_slo(fake, behaviour, tmp_path):
