@@ -23,7 +23,7 @@ from .parallel import run_in_processes
 from .queries import get_model, list_models, training_range, wait_until_serving, watch_anomalies
 from .replay import replay as replay_series
 from .report import problems, render
-from .results import flag_episodes, summary
+from .results import failed_answers, flag_episodes, summary
 from .scorefile import score_file
 from .sweep import sustained, sweep_table, sweep_verdict
 from .synthetic import ANOMALY_KINDS, inject_anomalies, normal_telemetry, telemetry_from_series
@@ -181,7 +181,10 @@ def _model_window(options: ConnectionOptions, fleet: str, features: int) -> int:
 @click.pass_obj
 def score(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
           device_id, batch_size, output) -> None:
-    """Score every full window of DATA on the server (unary Score RPC); one CSV row per window end."""
+    """Score every full window of DATA on the server (unary Score RPC); one CSV row per window end.
+
+    Exits 7 when a window is answered with an item error (the CSV is written first; see its error_code column).
+    """
     if batch_size < 1:
         raise ClientError("--batch-size must be ≥ 1")
     series = read_series(data, dataset, time_column, label_column, features, delimiter)
@@ -193,6 +196,14 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
                                batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)))
     table.to_csv(output if output else sys.stdout, index=False)
     click.echo(summary(table), err=True)
+    _check_answers(table)
+
+
+def _check_answers(table) -> None:
+    """Exit 7 when a row was answered with an item error or never answered (after the output is written)."""
+    failure = failed_answers(table)
+    if failure:
+        raise ClientError(failure, ExitCode.CHECK_FAILED)
 
 
 def episodes_table(episodes) -> Table:
@@ -228,7 +239,8 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
 
     Flags less than one window apart form one episode; each episode is printed when it starts (every flag with
     --every-flag) and all of them are listed at the end, with the latency per message. With labels (NAB, SKAB, ...
-    or --label-column) the episodes are checked against the labelled anomalies.
+    or --label-column) the episodes are checked against the labelled anomalies. Exits 7 when a reading is answered
+    with an item error or gets no answer (WARMING_UP, while the server fills the device's window, is no error).
     """
     if speed < 0 or max_in_flight < 1:
         raise ClientError("--speed must be ≥ 0 and --max-in-flight ≥ 1")
@@ -257,9 +269,7 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
     if len(episodes):
         stdout.print(episodes_table(episodes))
     click.echo(summary(table), err=True)
-    lost = int((table["status"] == "lost").sum())
-    if lost:
-        raise ClientError(f"{lost} message(s) got no answer within the deadline", ExitCode.CHECK_FAILED)
+    _check_answers(table)
 
 
 def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, length: int, features: int, info,

@@ -36,7 +36,8 @@ EXIT_MEANINGS = {
     ExitCode.TLS: "TLS failed: handshake, certificate, or TLS on one side only",
     ExitCode.AUTH: "token missing or refused (UNAUTHENTICATED / PERMISSION_DENIED)",
     ExitCode.REJECTED: "the server refused the request (unknown fleet, bad shape, ...)",
-    ExitCode.CHECK_FAILED: "the run finished but messages were lost or answered with errors, or no rate met the SLO",
+    ExitCode.CHECK_FAILED: "the run finished but messages were lost, messages or items were answered with errors "
+                           "(WARMING_UP is none), or no rate met the SLO",
 }
 
 

@@ -92,6 +92,21 @@ def test_replay_prints_flags_live_and_sums_up_against_labels(fake, behaviour, sh
     assert answers.loc[answers["status"] != "lost", "latency_ms"].gt(0).all()
 
 
+@pytest.mark.parametrize("command", ["score", "replay"])
+def test_score_and_replay_exit_check_failed_when_items_come_back_as_errors(fake, behaviour, short_csv, tmp_path,
+                                                                          command):
+    behaviour.item_error_code = UNAVAILABLE
+    path, frame = short_csv
+    out = tmp_path / "answers.csv"
+    result = invoke("--target", fake.target, command, path, "--time-column", "timestamp", "--features", "value",
+                    "--fleet", "fleet-a", "-o", out, *(["--device", "d1"] if command == "replay" else []))
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
+    rows = len(frame) if command == "replay" else len(frame) - WINDOW + 1
+    assert f"error: {rows} of {rows} row(s) answered with an item error (UNAVAILABLE {rows})" in result.stderr
+    answers = pd.read_csv(out)
+    assert (answers["status"] == "error").all() and (answers["error_code"] == "UNAVAILABLE").all()
+
+
 def test_replay_paces_by_timestamps_or_interval():
     series = load_nab(EC2_LATENCY)
     offsets = send_offsets(series, speed=300.0, interval_s=1.0)
