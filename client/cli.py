@@ -149,7 +149,11 @@ def models(options: ConnectionOptions, as_json: bool) -> None:
 @click.option("--for", "timeout_s", type=Duration(), help="Stop after this long (e.g. 60s) [default: until Ctrl-C].")
 @click.pass_obj
 def watch(options: ConnectionOptions, fleet: str, count: int | None, timeout_s: float | None) -> None:
-    """Print anomalies as the server publishes them, one line each."""
+    """Print anomalies as the server publishes them, one line each.
+
+    Ends with exit 0 after --count anomalies or --for; the server ending the stream or the connection dropping
+    before then is one error line and exit 3.
+    """
 
     async def follow() -> None:
         async for anomaly in watch_anomalies(options, fleet, count=count, timeout_s=timeout_s):

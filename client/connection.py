@@ -32,7 +32,8 @@ EXIT_MEANINGS = {
     ExitCode.OK: "success",
     ExitCode.BAD_INPUT: "bad input: a file, option value or data the client cannot use",
     ExitCode.USAGE: "wrong command line (unknown option, missing argument)",
-    ExitCode.UNREACHABLE: "server unreachable: down, wrong --target, or no answer within the deadline",
+    ExitCode.UNREACHABLE: "server unreachable: down, gone away (watch), wrong --target, or no answer within the "
+                          "deadline",
     ExitCode.TLS: "TLS failed: handshake, certificate, or TLS on one side only",
     ExitCode.AUTH: "token missing or refused (UNAUTHENTICATED / PERMISSION_DENIED)",
     ExitCode.REJECTED: "the server refused the request (unknown fleet, bad shape, ...)",

@@ -40,6 +40,7 @@ class FakeBehaviour:
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
     item_error_code: int | None = None  # answer every item with an item error of this gRPC code
     token: str | None = None
+    watch_ends_after_s: float | None = None  # end WatchAnomalies with status OK after this long, as a draining server
     requests_seen: int = 0
     fleets: tuple[str, ...] = ("fleet-a", "fleet-b")
     watchers: list[asyncio.Queue] = field(default_factory=list)
@@ -160,6 +161,9 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
 
     async def WatchAnomalies(self, request, context):
         if self._refused(context):
+            return
+        if self.b.watch_ends_after_s is not None:
+            await asyncio.sleep(self.b.watch_ends_after_s)
             return
         queue: asyncio.Queue = asyncio.Queue()
         self.b.watchers.append(queue)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from fake_server import UNAVAILABLE, rule_score
+from fake_server import UNAVAILABLE, FakeBehaviour, FakeServerThread, rule_score
 
 from aelstm.client.cli import main
 from aelstm.client.connection import ExitCode
@@ -130,6 +130,23 @@ def test_watch_prints_what_the_server_flags(fake):
     sender.join()
     assert result.exit_code == 0, result.output
     assert "device=spiky" in result.output and "fleet=fleet-a" in result.output
+
+
+def test_watch_fails_when_the_server_ends_the_stream(fake, behaviour):
+    behaviour.watch_ends_after_s = 0.3
+    result = invoke("--target", fake.target, "watch", "--for", "10s")
+    assert result.exit_code == ExitCode.UNREACHABLE, result.output
+    assert result.output.strip() == f"error: {fake.target} ended the watch (is the server shutting down?)"
+
+
+def test_watch_fails_when_the_server_goes_away():
+    server = FakeServerThread(FakeBehaviour()).__enter__()
+    stopper = threading.Timer(0.5, server.__exit__, args=(None, None, None))
+    stopper.start()
+    result = invoke("--target", server.target, "watch", "--for", "10s")
+    stopper.join()
+    assert result.exit_code == ExitCode.UNREACHABLE, result.output
+    assert result.output.startswith(f"error: lost the connection to {server.target} while watching")
 
 
 def test_loadtest_writes_a_consistent_json_report(fake, tmp_path):
