@@ -183,15 +183,15 @@ def _model_window(options: ConnectionOptions, fleet: str, features: int) -> int:
 @click.option("--batch-size", default=256, show_default=True, help="Windows per Score request.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="CSV of scores to write [default: stdout].")
 @click.pass_obj
-def score(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
-          device_id, batch_size, output) -> None:
+def score(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, non_numeric,
+          fleet, device_id, batch_size, output) -> None:
     """Score every full window of DATA on the server (unary Score RPC); one CSV row per window end.
 
     Exits 7 when a window is answered with an item error (the CSV is written first; see its error_code column).
     """
     if batch_size < 1:
         raise ClientError("--batch-size must be ≥ 1")
-    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     window = _model_window(options, fleet, series.values.shape[1])
     total = max(0, len(series) - window + 1)
     with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
@@ -237,8 +237,8 @@ def episodes_table(episodes) -> Table:
 @click.option("--every-flag", is_flag=True,
               help="Print every flagged reading, not only the first of each episode.")
 @click.pass_obj
-def replay(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
-           device_id, mode, speed, interval, max_in_flight, output, every_flag) -> None:
+def replay(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, non_numeric,
+           fleet, device_id, mode, speed, interval, max_in_flight, output, every_flag) -> None:
     """Stream DATA over StreamScore as a gateway would and print anomalies as they arrive.
 
     Flags less than one window apart form one episode; each episode is printed when it starts (every flag with
@@ -248,7 +248,7 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
     """
     if speed < 0 or max_in_flight < 1:
         raise ClientError("--speed must be ≥ 0 and --max-in-flight ≥ 1")
-    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     window = _model_window(options, fleet, series.values.shape[1])
 
     last_flag = [-window - 1]
@@ -360,8 +360,8 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @click.pass_obj
 def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, item_kind, window,
              feature_count, mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms,
-             anomaly_rate, anomalies, data, dataset, time_column, label_column, features, delimiter, series_length,
-             pool, processes, seed, json_path, progress) -> None:
+             anomaly_rate, anomalies, data, dataset, time_column, label_column, features, delimiter, non_numeric,
+             series_length, pool, processes, seed, json_path, progress) -> None:
     """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
 
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
@@ -385,8 +385,9 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
                               "separately or give --window and --feature-count")
     window = window or info.window
     feature_count = feature_count or len(info.features)
-    telemetry = _workload_telemetry(data, (dataset, time_column, label_column, features, delimiter), devices,
-                                    series_length, feature_count, info, anomaly_rate, kinds, seed)
+    read_args = (dataset, time_column, label_column, features, delimiter, non_numeric)
+    telemetry = _workload_telemetry(data, read_args, devices, series_length, feature_count, info, anomaly_rate,
+                                    kinds, seed)
     workload = build_workload(telemetry, fleets=fleets, gateways=gateways, batch=batch, window=window,
                               pool_messages=pool, items=item_kind)
     config = {"target": options.target, "tls": options.uses_tls, "gateways": gateways, "fleets": fleets,

@@ -62,6 +62,32 @@ def test_score_writes_one_row_per_window_with_the_servers_answers(fake, behaviou
     assert "labelled events flagged" in result.stderr
 
 
+@pytest.fixture
+def csv_with_text(short_csv, tmp_path):
+    """The short series with two readings replaced by text, as a sensor export might write them."""
+    _, frame = short_csv
+    frame = frame.astype({"value": object})
+    frame.loc[[20, 30], "value"] = ["hot", "N/A"]
+    path = tmp_path / "text.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_score_refuses_text_in_a_numeric_column(fake, csv_with_text):
+    result = invoke("--target", fake.target, "score", csv_with_text, "--time-column", "timestamp",
+                    "--features", "value", "--fleet", "fleet-a")
+    assert result.exit_code == ExitCode.BAD_INPUT, result.output
+    assert result.output.strip() == (f"error: {csv_with_text}: non-numeric cells in column 'value' 2 (first in row "
+                                     "21: 'hot'); fix the file or read them as missing values (--non-numeric missing)")
+
+
+def test_score_reads_text_as_missing_with_a_counted_warning_when_asked(fake, csv_with_text):
+    result = invoke("--target", fake.target, "score", csv_with_text, "--time-column", "timestamp",
+                    "--features", "value", "--fleet", "fleet-a", "--non-numeric", "missing")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {csv_with_text}: non-numeric cells read as missing values in column 'value' 2" in result.stderr
+
+
 def test_score_refuses_a_file_whose_features_do_not_match(fake, tmp_path):
     path = tmp_path / "two.csv"
     path.write_text("a,b\n" + "\n".join(f"{i},{i}" for i in range(40)))
