@@ -17,6 +17,7 @@ from rich.table import Table
 from aelstm.training.cli import OneLineErrorGroup, data_options, read_series
 
 from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode, rpc_failure
+from .fleets import load_fleets
 from .live import LiveProgress
 from .loadtest import LoadRun, Schedule, run_report
 from .parallel import run_in_processes
@@ -27,7 +28,7 @@ from .results import failed_answers, flag_episodes, summary
 from .scorefile import score_file
 from .sweep import sustained, sweep_table, sweep_verdict
 from .synthetic import ANOMALY_KINDS, inject_anomalies, normal_telemetry, telemetry_from_series
-from .workload import build_workload, fleet_names
+from .workload import build_workload
 
 EXIT_CODES = "\n".join(f"  {code.value:>3}  {EXIT_MEANINGS[code]}" for code in ExitCode)
 
@@ -300,6 +301,7 @@ def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, lengt
 def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float) -> tuple[dict, str | None]:
     """Print the report of one run or a sweep; returns it (for --json) and why the run failed its check, if it did."""
     lost = sum(r["measured"]["lost"] + r["warmup"]["lost"] for r in runs)
+    stdout.print(f"fleets: {', '.join(config['fleets'])} ({config['fleet_source']})")
     if not sweeping:
         run = runs[0]
         stdout.print(render(run))
@@ -321,7 +323,10 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 
 @main.command()
 @click.option("--gateways", "-G", default=4, show_default=True, help="Simulated gateways, one stream each.")
-@click.option("--fleets", "-F", "fleet_count", default=2, show_default=True, help="Fleets (named fleet-0, ...).")
+@click.option("--fleets", "-F", "fleet_count", type=click.IntRange(min=1),
+              help="Made-up fleets fleet-0, fleet-1, ...: the server scores a fleet it has no model for with its "
+                   "default model, so these need one. [default: every fleet the server lists (ListModels), its "
+                   "default model as fleet 'default']")
 @click.option("--fleet", "fleet_ids", multiple=True, help="Name the fleets instead (repeat the option).")
 @click.option("--devices", "-D", default=256, show_default=True, help="Simulated devices over all fleets.")
 @click.option("--batch", "-b", default=16, show_default=True, help="Device items per message.")
@@ -364,6 +369,9 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
              series_length, pool, processes, seed, json_path, progress) -> None:
     """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
 
+    Fleets: those named with --fleet; else with -F N, made-up fleet-0 ... fleet-(N-1), which need a default model on
+    the server; else every fleet the server lists, its default model as fleet 'default'. The report says which.
+
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
     up instead of being hidden. Figures exclude the warm-up. The run fails (exit 7) when a message is lost or
     answered with an error, or an item is answered with an item error (counted by gRPC code; WARMING_UP is not an
@@ -372,17 +380,17 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
     """
     if processes < 1:
         raise ClientError("--processes must be ≥ 1")
-    fleets = list(fleet_ids) or fleet_names(fleet_count)
     kinds = tuple(k.strip() for k in anomalies.split(",") if k.strip())
     unknown = sorted(set(kinds) - set(ANOMALY_KINDS))
     if unknown or not kinds:
         raise ClientError(f"unknown anomaly kind(s) {unknown}; choose from {', '.join(ANOMALY_KINDS)}")
+    fleets, fleet_source = run(load_fleets(options, fleet_ids, fleet_count))
     info = run(get_model(options, fleets[0]))
     for other in fleets[1:]:
         other_info = run(get_model(options, other))
         if (other_info.window, len(other_info.features)) != (info.window, len(info.features)) and window is None:
             raise ClientError(f"fleets {fleets[0]!r} and {other!r} expect different windows; load-test them "
-                              "separately or give --window and --feature-count")
+                              "separately (--fleet) or give --window and --feature-count")
     window = window or info.window
     feature_count = feature_count or len(info.features)
     read_args = (dataset, time_column, label_column, features, delimiter, non_numeric)
@@ -391,6 +399,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
     workload = build_workload(telemetry, fleets=fleets, gateways=gateways, batch=batch, window=window,
                               pool_messages=pool, items=item_kind)
     config = {"target": options.target, "tls": options.uses_tls, "gateways": gateways, "fleets": fleets,
+              "fleet_source": fleet_source,
               "devices": devices, "batch": batch, "items": item_kind, "window": window, "features": feature_count,
               "data": str(data) if data else "synthetic", "anomaly_rate": anomaly_rate, "anomalies": list(kinds),
               "deadline_s": options.deadline_s, "slo_ms": slo_ms, "processes": min(processes, gateways),

@@ -43,6 +43,7 @@ class FakeBehaviour:
     watch_ends_after_s: float | None = None  # end WatchAnomalies with status OK after this long, as a draining server
     requests_seen: int = 0
     fleets: tuple[str, ...] = ("fleet-a", "fleet-b")
+    has_default: bool = True  # without a default model, fleets not in `fleets` are NOT_FOUND
     watchers: list[asyncio.Queue] = field(default_factory=list)
 
 
@@ -150,13 +151,14 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
     async def ListModels(self, request, context):
         if self._refused(context):
             return pb.ListModelsResponse()
-        return pb.ListModelsResponse(models=[self._info(f) for f in ("", *self.b.fleets)])
+        default = ("",) if self.b.has_default else ()
+        return pb.ListModelsResponse(models=[self._info(f) for f in (*default, *self.b.fleets)])
 
     async def GetModel(self, request, context):
         if self._refused(context):
             return pb.ModelInfo()
-        if request.fleet_id == "missing":
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no model for fleet 'missing'")
+        if request.fleet_id == "missing" or not (self.b.has_default or request.fleet_id in self.b.fleets):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model for fleet {request.fleet_id!r}")
         return self._info(request.fleet_id)
 
     async def WatchAnomalies(self, request, context):

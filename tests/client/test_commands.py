@@ -183,9 +183,30 @@ def test_loadtest_writes_a_consistent_json_report(fake, tmp_path):
     report = json.loads(path.read_text())
     measured = report["measured"]
     assert measured["sent"] == measured["answered"] > 0 and measured["lost"] == 0
-    assert report["config"]["window"] == WINDOW and report["config"]["fleets"] == ["fleet-0", "fleet-1"]
+    assert report["config"]["window"] == WINDOW
+    assert report["config"]["fleets"] == ["fleet-a", "fleet-b", "default"]  # the fake's fleets and its default
+    assert set(measured["fleets"]) == set(report["config"]["fleets"])
     assert set(measured["latency_ms"]) >= {"p50", "p90", "p99", "p99.9", "max"}
     assert "LOST" in result.output
+
+
+def test_loadtest_feeds_the_fleets_the_server_has(fake, behaviour, tmp_path):
+    """A server with fleet `machines` and no default model: made-up fleet names would all be NOT_FOUND."""
+    behaviour.fleets, behaviour.has_default = ("machines",), False
+    path = tmp_path / "report.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "4", "-D", "16", "-b", "2", "--rate", "50",
+                    "--warmup", "0s", "--duration", "0.3s", "--no-progress", "--json", path)
+    assert result.exit_code == 0, result.output
+    assert "fleets: machines (the server's fleets" in result.output
+    report = json.loads(path.read_text())
+    assert report["config"]["fleets"] == ["machines"] == list(report["measured"]["fleets"])
+
+
+def test_loadtest_refuses_made_up_fleets_without_a_default_model(fake, behaviour):
+    behaviour.fleets, behaviour.has_default = ("machines",), False
+    result = invoke("--target", fake.target, "loadtest", "-G", "4", "-F", "2", "--duration", "0.3s", "--no-progress")
+    assert result.exit_code == ExitCode.REJECTED, result.output
+    assert "has none; its fleets: machines" in result.output
 
 
 def test_loadtest_exits_check_failed_when_an_answer_is_lost(fake, behaviour):
