@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from aelstm.training.cli import OneLineErrorGroup, data_options, read_series
+from aelstm.training.progress import PLAIN_EVERY_S, ProgressBar
 
 from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode, rpc_failure
 from .fleets import load_fleets
@@ -195,10 +195,9 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
     series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     window = _model_window(options, fleet, series.values.shape[1])
     total = max(0, len(series) - window + 1)
-    with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
-        task = progress.add_task("scoring", total=total)
+    with ProgressBar("scoring", total, "windows", console=stderr) as progress:
         table = run(score_file(options, series, fleet_id=fleet, device_id=device_id, window=window,
-                               batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)))
+                               batch_size=batch_size, on_batch=progress.advance))
     table.to_csv(output if output else sys.stdout, index=False)
     click.echo(summary(table), err=True)
     _check_answers(table)
@@ -361,7 +360,9 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the synthetic telemetry, the injected anomalies and Poisson arrivals.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the whole report here as JSON.")
-@click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help=f"Progress while running: a live line on a terminal, a plain line every {PLAIN_EVERY_S:g} s in a "
+                   "log or pipe.")
 @click.pass_obj
 def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, item_kind, window,
              feature_count, mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms,
@@ -404,7 +405,6 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
               "data": str(data) if data else "synthetic", "anomaly_rate": anomaly_rate, "anomalies": list(kinds),
               "deadline_s": options.deadline_s, "slo_ms": slo_ms, "processes": min(processes, gateways),
               "model": f"{info.model_name} v{info.model_version}"}
-    show_progress = stderr.is_terminal if progress is None else progress
     runs = []
     sweeping = mode == "open" and len(rate) > 1
     for target_rate in rate if mode == "open" else [0.0]:
@@ -412,7 +412,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
                             warmup_s=warmup, duration_s=None if messages else duration, messages=messages,
                             drain_s=drain, max_time_s=max_time, seed=seed)
         title = f"{mode}-loop" + (f" at {target_rate:.0f} msgs/s" if mode == "open" else f" × {concurrency}")
-        with LiveProgress(stderr, title, enabled=show_progress) as live:
+        with LiveProgress(stderr, title, enabled=progress) as live:
             if processes > 1:
                 counted = run_in_processes(options, workload, schedule, processes, on_progress=live.update)
             else:

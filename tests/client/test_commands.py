@@ -19,6 +19,7 @@ from aelstm.client.connection import ExitCode
 from aelstm.client.payloads import window_item
 from aelstm.client.replay import send_offsets
 from aelstm.client.results import flag_episodes
+from aelstm.training import progress
 from aelstm.training.data import load_nab
 from aelstm.training.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
@@ -207,6 +208,17 @@ def test_loadtest_refuses_made_up_fleets_without_a_default_model(fake, behaviour
     result = invoke("--target", fake.target, "loadtest", "-G", "4", "-F", "2", "--duration", "0.3s", "--no-progress")
     assert result.exit_code == ExitCode.REJECTED, result.output
     assert "has none; its fleets: machines" in result.output
+
+
+def test_progress_in_a_log_is_plain_periodic_lines(fake, monkeypatch):
+    """stderr is no terminal here (as when it goes to a log file): progress comes as lines, not a redrawn bar."""
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.2)
+    result = invoke("--target", fake.target, "loadtest", "-G", "2", "-D", "16", "-b", "4", "--rate", "100",
+                    "--warmup", "0.2s", "--duration", "1s")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("open-loop at 100 msgs/s")]
+    assert len(lines) >= 2 and "measuring" in lines[-1]
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr
 
 
 def test_loadtest_exits_check_failed_when_an_answer_is_lost(fake, behaviour):
