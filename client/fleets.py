@@ -33,7 +33,7 @@ async def load_fleets(options: ConnectionOptions, fleet_ids: tuple[str, ...], fl
     if fleet_count is None:
         if not known:
             raise ClientError(f"{options.target} has no models to load-test", ExitCode.REJECTED)
-        return known, "the server's fleets (ListModels), its default model as 'default'"
+        return known, "from the server's ListModels; its default model counts as fleet 'default'"
     made_up = fleet_names(fleet_count)
     if DEFAULT_MODEL_FLEET not in known and set(made_up) - set(known):
         raise ClientError(f"-F {fleet_count} makes up fleets {', '.join(made_up)}, which only a default model could "

@@ -198,7 +198,7 @@ def test_loadtest_feeds_the_fleets_the_server_has(fake, behaviour, tmp_path):
     result = invoke("--target", fake.target, "loadtest", "-G", "4", "-D", "16", "-b", "2", "--rate", "50",
                     "--warmup", "0s", "--duration", "0.3s", "--no-progress", "--json", path)
     assert result.exit_code == 0, result.output
-    assert "fleets: machines (the server's fleets" in result.output
+    assert "fleets: machines (from the server's ListModels" in result.output
     report = json.loads(path.read_text())
     assert report["config"]["fleets"] == ["machines"] == list(report["measured"]["fleets"])
 
