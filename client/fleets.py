@@ -35,7 +35,7 @@ async def load_fleets(options: ConnectionOptions, fleet_ids: tuple[str, ...], fl
             raise ClientError(f"{options.target} has no models to load-test", ExitCode.REJECTED)
         return known, "from the server's ListModels; its default model counts as fleet 'default'"
     made_up = fleet_names(fleet_count)
-    if DEFAULT_MODEL_FLEET not in known and set(made_up) - set(known):
+    if not any(m.is_default for m in models) and set(made_up) - set(known):
         raise ClientError(f"-F {fleet_count} makes up fleets {', '.join(made_up)}, which only a default model could "
                           f"score, and {options.target} has none; its fleets: {', '.join(known) or 'none'} (leave "
                           "out -F to load them all, or pick with --fleet)", ExitCode.REJECTED)
