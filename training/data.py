@@ -85,9 +85,7 @@ def _holds_numbers(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) or pd.to_numeric(column, errors="coerce").notna().any()
 
 
-def _numeric(
-    frame: pd.DataFrame, columns: Sequence[str], source: Path | str, non_numeric: str = "refuse"
-) -> np.ndarray:
+def _numeric(frame: pd.DataFrame, columns: Sequence[str], source: Path | str, non_numeric: str) -> np.ndarray:
     """The columns as float64, NaN for empty cells; text cells refused or read as missing (see the module doc)."""
     if non_numeric not in NON_NUMERIC_POLICIES:
         raise DataError(f"non_numeric must be one of {NON_NUMERIC_POLICIES}, got {non_numeric!r}")
@@ -102,14 +100,14 @@ def _numeric(
     for column in columns:
         text = _text_cells(frame[column], parsed[column])
         if text.any():
-            first = text.idxmax()  # rows count from 1 after the header, in the file's order
-            found.append(f"{column!r} {int(text.sum())} (first in row {first + 1}: {frame[column].loc[first]!r})")
+            first = text.idxmax()  # the index counts the file's rows below the header from 0
+            found.append(f"column {column!r} has {int(text.sum())} non-numeric cell(s), first in data row {first + 1}: "
+                         f"{frame[column].loc[first]!r}")
     if found and non_numeric == "refuse":
-        raise DataError(f"{source}: non-numeric cells in column {'; '.join(found)}; fix the file or read them as "
-                        "missing values (--non-numeric missing)")
+        raise DataError(f"{source}: {'; '.join(found)}; fix the file, or read them as missing values "
+                        "(--non-numeric missing)")
     if found:
-        warnings.warn(f"{source}: non-numeric cells read as missing values in column {'; '.join(found)}",
-                      NonNumericWarning, stacklevel=3)
+        warnings.warn(f"{source}: read as missing values: {'; '.join(found)}", NonNumericWarning, stacklevel=3)
     return parsed.to_numpy(dtype=np.float64)
 
 

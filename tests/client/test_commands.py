@@ -78,15 +78,17 @@ def test_score_refuses_text_in_a_numeric_column(fake, csv_with_text):
     result = invoke("--target", fake.target, "score", csv_with_text, "--time-column", "timestamp",
                     "--features", "value", "--fleet", "fleet-a")
     assert result.exit_code == ExitCode.BAD_INPUT, result.output
-    assert result.output.strip() == (f"error: {csv_with_text}: non-numeric cells in column 'value' 2 (first in row "
-                                     "21: 'hot'); fix the file or read them as missing values (--non-numeric missing)")
+    assert result.output.strip() == (f"error: {csv_with_text}: column 'value' has 2 non-numeric cell(s), first in "
+                                     "data row 21: 'hot'; fix the file, or read them as missing values (--non-numeric "
+                                     "missing)")
 
 
 def test_score_reads_text_as_missing_with_a_counted_warning_when_asked(fake, csv_with_text):
     result = invoke("--target", fake.target, "score", csv_with_text, "--time-column", "timestamp",
                     "--features", "value", "--fleet", "fleet-a", "--non-numeric", "missing")
     assert result.exit_code == 0, result.output
-    assert f"warning: {csv_with_text}: non-numeric cells read as missing values in column 'value' 2" in result.stderr
+    assert (f"warning: {csv_with_text}: read as missing values: column 'value' has 2 non-numeric cell(s)"
+            in result.stderr)
 
 
 def test_score_refuses_a_file_whose_features_do_not_match(fake, tmp_path):
