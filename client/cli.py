@@ -11,23 +11,24 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from aelstm.training.cli import OneLineErrorGroup, data_options, read_series
+from aelstm.training.progress import PLAIN_EVERY_S, ProgressBar
 
 from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode, rpc_failure
+from .fleets import load_fleets
 from .live import LiveProgress
 from .loadtest import LoadRun, Schedule, run_report
 from .parallel import run_in_processes
 from .queries import get_model, list_models, training_range, wait_until_serving, watch_anomalies
 from .replay import replay as replay_series
-from .report import render
-from .results import flag_episodes, summary
+from .report import problems, render
+from .results import failed_answers, flag_episodes, summary
 from .scorefile import score_file
 from .sweep import sustained, sweep_table, sweep_verdict
 from .synthetic import ANOMALY_KINDS, inject_anomalies, normal_telemetry, telemetry_from_series
-from .workload import build_workload, fleet_names
+from .workload import build_workload
 
 EXIT_CODES = "\n".join(f"  {code.value:>3}  {EXIT_MEANINGS[code]}" for code in ExitCode)
 
@@ -149,7 +150,11 @@ def models(options: ConnectionOptions, as_json: bool) -> None:
 @click.option("--for", "timeout_s", type=Duration(), help="Stop after this long (e.g. 60s) [default: until Ctrl-C].")
 @click.pass_obj
 def watch(options: ConnectionOptions, fleet: str, count: int | None, timeout_s: float | None) -> None:
-    """Print anomalies as the server publishes them, one line each."""
+    """Print anomalies as the server publishes them, one line each.
+
+    Ends with exit 0 after --count anomalies or --for; the server ending the stream or the connection dropping
+    before then is one error line and exit 3.
+    """
 
     async def follow() -> None:
         async for anomaly in watch_anomalies(options, fleet, count=count, timeout_s=timeout_s):
@@ -179,20 +184,30 @@ def _model_window(options: ConnectionOptions, fleet: str, features: int) -> int:
 @click.option("--batch-size", default=256, show_default=True, help="Windows per Score request.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="CSV of scores to write [default: stdout].")
 @click.pass_obj
-def score(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
-          device_id, batch_size, output) -> None:
-    """Score every full window of DATA on the server (unary Score RPC); one CSV row per window end."""
+def score(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, non_numeric,
+          fleet, device_id, batch_size, output) -> None:
+    """Score every full window of DATA on the server (unary Score RPC); one CSV row per window end.
+
+    Exits 7 when a window is answered with an item error (the CSV is written first; see its error_code column).
+    """
     if batch_size < 1:
         raise ClientError("--batch-size must be ≥ 1")
-    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     window = _model_window(options, fleet, series.values.shape[1])
     total = max(0, len(series) - window + 1)
-    with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
-        task = progress.add_task("scoring", total=total)
+    with ProgressBar("scoring", total, "windows", console=stderr) as progress:
         table = run(score_file(options, series, fleet_id=fleet, device_id=device_id, window=window,
-                               batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)))
+                               batch_size=batch_size, on_batch=progress.advance))
     table.to_csv(output if output else sys.stdout, index=False)
     click.echo(summary(table), err=True)
+    _check_answers(table)
+
+
+def _check_answers(table) -> None:
+    """Exit 7 when a row was answered with an item error or never answered (after the output is written)."""
+    failure = failed_answers(table)
+    if failure:
+        raise ClientError(failure, ExitCode.CHECK_FAILED)
 
 
 def episodes_table(episodes) -> Table:
@@ -222,17 +237,18 @@ def episodes_table(episodes) -> Table:
 @click.option("--every-flag", is_flag=True,
               help="Print every flagged reading, not only the first of each episode.")
 @click.pass_obj
-def replay(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, fleet,
-           device_id, mode, speed, interval, max_in_flight, output, every_flag) -> None:
+def replay(options: ConnectionOptions, data, dataset, time_column, label_column, features, delimiter, non_numeric,
+           fleet, device_id, mode, speed, interval, max_in_flight, output, every_flag) -> None:
     """Stream DATA over StreamScore as a gateway would and print anomalies as they arrive.
 
     Flags less than one window apart form one episode; each episode is printed when it starts (every flag with
     --every-flag) and all of them are listed at the end, with the latency per message. With labels (NAB, SKAB, ...
-    or --label-column) the episodes are checked against the labelled anomalies.
+    or --label-column) the episodes are checked against the labelled anomalies. Exits 7 when a reading is answered
+    with an item error or gets no answer (WARMING_UP, while the server fills the device's window, is no error).
     """
     if speed < 0 or max_in_flight < 1:
         raise ClientError("--speed must be ≥ 0 and --max-in-flight ≥ 1")
-    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     window = _model_window(options, fleet, series.values.shape[1])
 
     last_flag = [-window - 1]
@@ -257,9 +273,7 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
     if len(episodes):
         stdout.print(episodes_table(episodes))
     click.echo(summary(table), err=True)
-    lost = int((table["status"] == "lost").sum())
-    if lost:
-        raise ClientError(f"{lost} message(s) got no answer within the deadline", ExitCode.CHECK_FAILED)
+    _check_answers(table)
 
 
 def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, length: int, features: int, info,
@@ -283,12 +297,15 @@ def _workload_telemetry(data: Path | None, read_args: tuple, devices: int, lengt
                             event_kinds=base.event_kinds)
 
 
-def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float) -> tuple[dict, bool]:
-    """Print the report of one run or a sweep; returns it (for --json) and whether the run failed its check."""
+def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float) -> tuple[dict, str | None]:
+    """Print the report of one run or a sweep; returns it (for --json) and why the run failed its check, if it did."""
     lost = sum(r["measured"]["lost"] + r["warmup"]["lost"] for r in runs)
+    stdout.print(f"fleets: {', '.join(config['fleets'])} ({config['fleet_source']})")
     if not sweeping:
-        stdout.print(render(runs[0]))
-        return {"config": config, **runs[0]}, not runs[0]["passed"]
+        run = runs[0]
+        stdout.print(render(run))
+        failures = problems(run["measured"]) + [f"warm-up: {p}" for p in problems(run["warmup"])]
+        return {"config": config, **run}, "; ".join(failures) or None
     verdict = sweep_verdict(runs, slo_ms)
     stdout.print(sweep_table(runs, slo_ms, title=f"rate sweep (p99 ≤ {slo_ms:g} ms, no errors, none lost)"))
     best = verdict["best"]
@@ -299,12 +316,16 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
         stdout.print(f"max sustained: {best['schedule']['rate']:.0f} msgs/s = "
                      f"{best['measured']['throughput']['items_per_s']:.0f} items/s "
                      f"(p99 {best['measured']['latency_ms']['p99']:.2f} ms, lost 0)")
-    return {"config": config, "sweep": runs, "max_sustained": verdict}, best is None or lost > 0
+    failure = "no rate met the SLO" if best is None else f"{lost} message(s) lost" if lost else None
+    return {"config": config, "sweep": runs, "max_sustained": verdict}, failure
 
 
 @main.command()
 @click.option("--gateways", "-G", default=4, show_default=True, help="Simulated gateways, one stream each.")
-@click.option("--fleets", "-F", "fleet_count", default=2, show_default=True, help="Fleets (named fleet-0, ...).")
+@click.option("--fleets", "-F", "fleet_count", type=click.IntRange(min=1),
+              help="Made-up fleets fleet-0, fleet-1, ...: the server scores a fleet it has no model for with its "
+                   "default model, so these need one. [default: every fleet the server lists (ListModels), its "
+                   "default model as fleet 'default']")
 @click.option("--fleet", "fleet_ids", multiple=True, help="Name the fleets instead (repeat the option).")
 @click.option("--devices", "-D", default=256, show_default=True, help="Simulated devices over all fleets.")
 @click.option("--batch", "-b", default=16, show_default=True, help="Device items per message.")
@@ -339,44 +360,51 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the synthetic telemetry, the injected anomalies and Poisson arrivals.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the whole report here as JSON.")
-@click.option("--progress/--no-progress", default=None, help="Live progress [default: on a terminal].")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help=f"Progress while running: a live line on a terminal, a plain line every {PLAIN_EVERY_S:g} s in a "
+                   "log or pipe.")
 @click.pass_obj
 def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, item_kind, window,
              feature_count, mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms,
-             anomaly_rate, anomalies, data, dataset, time_column, label_column, features, delimiter, series_length,
-             pool, processes, seed, json_path, progress) -> None:
+             anomaly_rate, anomalies, data, dataset, time_column, label_column, features, delimiter, non_numeric,
+             series_length, pool, processes, seed, json_path, progress) -> None:
     """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
+
+    Fleets: those named with --fleet; else with -F N, made-up fleet-0 ... fleet-(N-1), which need a default model on
+    the server; else every fleet the server lists, its default model as fleet 'default'. The report says which.
 
     Latency is measured from each message's intended send time (open loop), so queueing in a slow server shows
     up instead of being hidden. Figures exclude the warm-up. The run fails (exit 7) when a message is lost or
-    answered with an error; a sweep (--rate START:STOP:STEP, stopping at the first rate that misses) fails when no
-    rate met --slo-ms or a message was lost.
+    answered with an error, or an item is answered with an item error (counted by gRPC code; WARMING_UP is not an
+    error); a sweep (--rate START:STOP:STEP, stopping at the first rate that misses) fails when no rate met --slo-ms
+    (with no errors of either kind) or a message was lost.
     """
     if processes < 1:
         raise ClientError("--processes must be ≥ 1")
-    fleets = list(fleet_ids) or fleet_names(fleet_count)
     kinds = tuple(k.strip() for k in anomalies.split(",") if k.strip())
     unknown = sorted(set(kinds) - set(ANOMALY_KINDS))
     if unknown or not kinds:
         raise ClientError(f"unknown anomaly kind(s) {unknown}; choose from {', '.join(ANOMALY_KINDS)}")
+    fleets, fleet_source = run(load_fleets(options, fleet_ids, fleet_count))
     info = run(get_model(options, fleets[0]))
     for other in fleets[1:]:
         other_info = run(get_model(options, other))
         if (other_info.window, len(other_info.features)) != (info.window, len(info.features)) and window is None:
             raise ClientError(f"fleets {fleets[0]!r} and {other!r} expect different windows; load-test them "
-                              "separately or give --window and --feature-count")
+                              "separately (--fleet) or give --window and --feature-count")
     window = window or info.window
     feature_count = feature_count or len(info.features)
-    telemetry = _workload_telemetry(data, (dataset, time_column, label_column, features, delimiter), devices,
-                                    series_length, feature_count, info, anomaly_rate, kinds, seed)
+    read_args = (dataset, time_column, label_column, features, delimiter, non_numeric)
+    telemetry = _workload_telemetry(data, read_args, devices, series_length, feature_count, info, anomaly_rate,
+                                    kinds, seed)
     workload = build_workload(telemetry, fleets=fleets, gateways=gateways, batch=batch, window=window,
                               pool_messages=pool, items=item_kind)
     config = {"target": options.target, "tls": options.uses_tls, "gateways": gateways, "fleets": fleets,
+              "fleet_source": fleet_source,
               "devices": devices, "batch": batch, "items": item_kind, "window": window, "features": feature_count,
               "data": str(data) if data else "synthetic", "anomaly_rate": anomaly_rate, "anomalies": list(kinds),
               "deadline_s": options.deadline_s, "slo_ms": slo_ms, "processes": min(processes, gateways),
               "model": f"{info.model_name} v{info.model_version}"}
-    show_progress = stderr.is_terminal if progress is None else progress
     runs = []
     sweeping = mode == "open" and len(rate) > 1
     for target_rate in rate if mode == "open" else [0.0]:
@@ -384,7 +412,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
                             warmup_s=warmup, duration_s=None if messages else duration, messages=messages,
                             drain_s=drain, max_time_s=max_time, seed=seed)
         title = f"{mode}-loop" + (f" at {target_rate:.0f} msgs/s" if mode == "open" else f" × {concurrency}")
-        with LiveProgress(stderr, title, enabled=show_progress) as live:
+        with LiveProgress(stderr, title, enabled=progress) as live:
             if processes > 1:
                 counted = run_in_processes(options, workload, schedule, processes, on_progress=live.update)
             else:
@@ -398,13 +426,13 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
             m = result["measured"]
             verdict = "sustained" if sustained(result, slo_ms) else f"not sustained (SLO {slo_ms:g} ms)"
             stderr.print(f"{target_rate:.0f} msgs/s: {m['throughput']['items_per_s']:.0f} items/s, p99 "
-                         f"{m['latency_ms']['p99']:.2f} ms, errors {sum(m['errors'].values())}, lost {m['lost']}: "
-                         f"{verdict}")
+                         f"{m['latency_ms']['p99']:.2f} ms, errors {sum(m['errors'].values())}, item errors "
+                         f"{sum(m['item_errors'].values())}, lost {m['lost']}: {verdict}")
             if not sustained(result, slo_ms):
                 break
-    report, failed = _final_report(config, runs, sweeping, slo_ms)
+    report, failure = _final_report(config, runs, sweeping, slo_ms)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, default=float))
-    if failed:
-        raise ClientError("the run lost messages, got errors or met no SLO (see the report)", ExitCode.CHECK_FAILED)
+    if failure:
+        raise ClientError(f"the run failed its check: {failure} (see the report)", ExitCode.CHECK_FAILED)

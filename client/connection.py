@@ -32,11 +32,13 @@ EXIT_MEANINGS = {
     ExitCode.OK: "success",
     ExitCode.BAD_INPUT: "bad input: a file, option value or data the client cannot use",
     ExitCode.USAGE: "wrong command line (unknown option, missing argument)",
-    ExitCode.UNREACHABLE: "server unreachable: down, wrong --target, or no answer within the deadline",
+    ExitCode.UNREACHABLE: "server unreachable: down, gone away (watch), wrong --target, or no answer within the "
+                          "deadline",
     ExitCode.TLS: "TLS failed: handshake, certificate, or TLS on one side only",
     ExitCode.AUTH: "token missing or refused (UNAUTHENTICATED / PERMISSION_DENIED)",
     ExitCode.REJECTED: "the server refused the request (unknown fleet, bad shape, ...)",
-    ExitCode.CHECK_FAILED: "the run finished but messages were lost or answered with errors, or no rate met the SLO",
+    ExitCode.CHECK_FAILED: "the run finished but messages were lost, messages or items were answered with errors "
+                           "(WARMING_UP is none), or no rate met the SLO",
 }
 
 

@@ -66,6 +66,7 @@ class Snapshot:
     sent: int
     answered: int
     errors: int
+    item_errors: int
     in_flight: int
     msgs_per_s: float
     items_per_s: float
@@ -235,7 +236,8 @@ class LoadRun:
         return Snapshot(
             elapsed_s=now - self.t0, phase="warm-up" if now < self.measure_start else "measuring",
             sent=sum(t["sent"] for t in totals), answered=sum(t["answered"] for t in totals),
-            errors=sum(sum(t["errors"].values()) for t in totals), in_flight=self._in_flight,
+            errors=sum(sum(t["errors"].values()) for t in totals),
+            item_errors=sum(sum(t["item_errors"].values()) for t in totals), in_flight=self._in_flight,
             msgs_per_s=len(latencies) / span, items_per_s=items / span, p50_ms=float(p50), p99_ms=float(p99),
         )
 

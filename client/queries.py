@@ -11,7 +11,7 @@ import numpy as np
 
 from aelstm.v1 import scoring_pb2 as pb
 
-from .connection import ConnectionOptions, rpc_failure, stub
+from .connection import ClientError, ConnectionOptions, ExitCode, rpc_failure, stub
 
 
 async def list_models(options: ConnectionOptions) -> list[pb.ModelInfo]:
@@ -44,8 +44,13 @@ def training_range(info: pb.ModelInfo) -> tuple[np.ndarray, np.ndarray] | None:
 
 async def watch_anomalies(options: ConnectionOptions, fleet_id: str, *, count: int | None = None,
                           timeout_s: float | None = None) -> AsyncIterator[pb.Anomaly]:
-    """Anomalies as the server publishes them, until `count` arrived or `timeout_s` passed (if given)."""
+    """Anomalies as the server publishes them, until `count` arrived or `timeout_s` passed (if given).
+
+    The stream has no end of its own: the server closing it or the connection dropping before then raises
+    (UNREACHABLE), so that a script watching cannot take a server that went away for a quiet one.
+    """
     async with options.channel() as channel:
+        connected = asyncio.ensure_future(channel.channel_ready())
         call = stub(channel).WatchAnomalies(pb.WatchAnomaliesRequest(fleet_id=fleet_id), metadata=options.metadata)
         loop = asyncio.get_running_loop()
         end = None if timeout_s is None else loop.time() + timeout_s
@@ -60,12 +65,17 @@ async def watch_anomalies(options: ConnectionOptions, fleet_id: str, *, count: i
                 except TimeoutError:
                     break
                 if anomaly is grpc.aio.EOF:
-                    break
+                    raise ClientError(f"{options.target} ended the watch (is the server shutting down?)",
+                                      ExitCode.UNREACHABLE)
                 seen += 1
                 yield anomaly
         except grpc.RpcError as exc:
+            if connected.done() and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise ClientError(f"lost the connection to {options.target} while watching: {exc.details()}",
+                                  ExitCode.UNREACHABLE) from None
             raise rpc_failure(exc, options, "WatchAnomalies") from None
         finally:
+            connected.cancel()
             call.cancel()
 
 

@@ -2,6 +2,8 @@
 
 Every message sent ends in exactly one of: answered (within the deadline), an error (by gRPC status; an answer later
 than the per-message deadline counts as DEADLINE_EXCEEDED), or lost (the run ended and no answer or status came).
+Inside an answered message every item is answered (a score, or WARMING_UP while its window fills) or an item error
+(by gRPC code): item errors fail the run like message errors, since a backend that is down answers every item so.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from rich.table import Table
 from aelstm.v1 import scoring_pb2 as pb
 
 from .histogram import LatencyHistogram
+from .itemstatus import by_code, error_code_name, status_name
 
-_OK, _WARMING, _ERROR = pb.ITEM_STATUS_OK, pb.ITEM_STATUS_WARMING_UP, pb.ITEM_STATUS_ERROR
-_STATUS_NAMES = {_OK: "ok", _WARMING: "warming_up", _ERROR: "error", pb.ITEM_STATUS_UNSPECIFIED: "unspecified"}
+_OK, _ERROR = pb.ITEM_STATUS_OK, pb.ITEM_STATUS_ERROR
 
 
 @dataclass
@@ -29,8 +31,9 @@ class FleetTally:
     sent: int = 0
     items_sent: int = 0
     answered: int = 0
-    items_answered: int = 0
-    errors: Counter = field(default_factory=Counter)
+    items_answered: int = 0  # items answered with a score or WARMING_UP
+    errors: Counter = field(default_factory=Counter)  # messages, by gRPC status name
+    item_errors: Counter = field(default_factory=Counter)  # items answered with an error, by gRPC code name
     lost: int = 0
     latencies_us: array = field(default_factory=lambda: array("d"))
 
@@ -112,7 +115,6 @@ class Tally:
     detection: Detection
     fleets: dict[str, FleetTally] = field(default_factory=dict)
     item_status: Counter = field(default_factory=Counter)
-    item_errors: Counter = field(default_factory=Counter)
     unmatched: int = 0
     first_send: float | None = None
     last_answer: float | None = None
@@ -140,11 +142,11 @@ class Tally:
             return
         tally.answered += 1
         results = response.results
-        tally.items_answered += len(results)
         statuses = [result.status for result in results]
         self.item_status.update(statuses)
-        if _ERROR in statuses:
-            self.item_errors.update(result.error.code for result in results if result.status == _ERROR)
+        failed = [error_code_name(r.error.code) for r in results if r.status == _ERROR] if _ERROR in statuses else []
+        tally.item_errors.update(failed)
+        tally.items_answered += len(results) - len(failed)
         self.detection.update(statuses, [result.is_anomaly for result in results], events)
 
     def merge(self, other: Tally) -> None:
@@ -156,10 +158,10 @@ class Tally:
             mine.answered += theirs.answered
             mine.items_answered += theirs.items_answered
             mine.errors.update(theirs.errors)
+            mine.item_errors.update(theirs.item_errors)
             mine.lost += theirs.lost
             mine.latencies_us.extend(theirs.latencies_us)
         self.item_status.update(other.item_status)
-        self.item_errors.update(other.item_errors)
         self.unmatched += other.unmatched
         self.detection.merge(other.detection)
         self.first_send = _either(min, self.first_send, other.first_send)
@@ -168,12 +170,15 @@ class Tally:
     def totals(self) -> dict:
         fleets = self.fleets.values()
         errors: Counter = Counter()
+        item_errors: Counter = Counter()
         for tally in fleets:
             errors.update(tally.errors)
+            item_errors.update(tally.item_errors)
         return {
             "sent": sum(t.sent for t in fleets),
             "answered": sum(t.answered for t in fleets),
             "errors": dict(errors),
+            "item_errors": dict(item_errors),
             "lost": sum(t.lost for t in fleets),
             "items_sent": sum(t.items_sent for t in fleets),
             "items_answered": sum(t.items_answered for t in fleets),
@@ -191,15 +196,15 @@ class Tally:
         span = (self.last_answer - self.first_send) if self.first_send and self.last_answer else 0.0
         totals.update(
             unmatched_answers=self.unmatched,
-            item_status={_STATUS_NAMES.get(k, str(k)): v for k, v in sorted(self.item_status.items())},
-            item_errors={str(k): v for k, v in sorted(self.item_errors.items())},
+            item_status={status_name(k): v for k, v in sorted(self.item_status.items())},
             duration_s=span,
             throughput={"msgs_per_s": totals["answered"] / span if span else 0.0,
                         "items_per_s": totals["items_answered"] / span if span else 0.0},
             latency_ms=self.histogram().summary_ms(),
             fleets={
                 name: {"sent": t.sent, "answered": t.answered, "errors": dict(t.errors), "lost": t.lost,
-                       "items_answered": t.items_answered, "latency_ms": t.histogram().summary_ms()}
+                       "items_answered": t.items_answered, "item_errors": dict(t.item_errors),
+                       "latency_ms": t.histogram().summary_ms()}
                 for name, t in sorted(self.fleets.items())
             },
             detection=self.detection.summary(),
@@ -207,9 +212,18 @@ class Tally:
         return totals
 
 
+def problems(summary: dict) -> list[str]:
+    """How a phase broke the service's promise (every message answered, every item without error), if it did."""
+    found = [f"{summary['lost']} message(s) lost"] if summary["lost"] else []
+    found += [f"{what} {by_code(summary[key])}" for key, what in (("errors", "message errors"),
+                                                                   ("item_errors", "item errors")) if summary[key]]
+    if summary["unmatched_answers"]:
+        found.append(f"{summary['unmatched_answers']} answer(s) matching no request")
+    return found
+
+
 def passed(summary: dict) -> bool:
-    """The run kept the service's promise: every message answered, nothing lost, no error."""
-    return summary["lost"] == 0 and not summary["errors"] and summary["unmatched_answers"] == 0
+    return not problems(summary)
 
 
 def _ms(value: float) -> str:
@@ -220,21 +234,24 @@ def render(report: dict) -> Group:
     """The final report as rich tables."""
     measured = report["measured"]
     counts = Table(title="messages (measured, warm-up excluded)", show_header=True)
-    for column in ("sent", "answered", "errors", "LOST", "items sent", "items answered", "msgs/s", "items/s"):
+    for column in ("sent", "answered", "errors", "LOST", "items sent", "items answered", "item errors", "msgs/s",
+                   "items/s"):
         counts.add_column(column, justify="right")
-    errors = ", ".join(f"{k}: {v}" for k, v in measured["errors"].items()) or "0"
+    errors = by_code(measured["errors"]) or "0"
     counts.add_row(str(measured["sent"]), str(measured["answered"]), errors, str(measured["lost"]),
                    str(measured["items_sent"]), str(measured["items_answered"]),
+                   by_code(measured["item_errors"]) or "0",
                    f"{measured['throughput']['msgs_per_s']:.0f}", f"{measured['throughput']['items_per_s']:.0f}")
     latency = Table(title="latency from intended send time (ms)")
     latency.add_column("fleet")
-    for column in ("sent", "answered", "errors", "lost", "p50", "p90", "p99", "p99.9", "max"):
+    for column in ("sent", "answered", "errors", "lost", "item errors", "p50", "p90", "p99", "p99.9", "max"):
         latency.add_column(column, justify="right")
     rows = [("all", measured, measured["latency_ms"])]
     rows += [(name, fleet, fleet["latency_ms"]) for name, fleet in measured["fleets"].items()]
     for name, part, figures in rows:
         latency.add_row(name, str(part["sent"]), str(part["answered"]), str(sum(part["errors"].values())),
-                        str(part["lost"]), *(_ms(figures[k]) for k in ("p50", "p90", "p99", "p99.9", "max")))
+                        str(part["lost"]), str(sum(part["item_errors"].values())),
+                        *(_ms(figures[k]) for k in ("p50", "p90", "p99", "p99.9", "max")))
     parts: list = [counts, latency]
     detection = measured["detection"]
     if detection["events"]["seen"] or detection["windows"]["fp"]:
@@ -246,7 +263,6 @@ def render(report: dict) -> Group:
         table.add_row(f"{w['precision']:.3f}", f"{w['recall']:.3f}", f"{w['f1']:.3f}", str(w["tp"]), str(w["fp"]),
                       str(w["fn"]), f"{e['caught']}/{e['seen']} ({by_kind})")
         parts.append(table)
-    if measured["item_errors"] or measured["unmatched_answers"]:
-        parts.append(f"item errors by code: {measured['item_errors']}; answers matching no request: "
-                     f"{measured['unmatched_answers']}")
+    if measured["unmatched_answers"]:
+        parts.append(f"answers matching no request: {measured['unmatched_answers']}")
     return Group(*parts)

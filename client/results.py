@@ -9,8 +9,7 @@ from aelstm.training.data import Series
 from aelstm.training.scoring import pointwise_report
 from aelstm.v1 import scoring_pb2 as pb
 
-_STATUS = {pb.ITEM_STATUS_OK: "ok", pb.ITEM_STATUS_WARMING_UP: "warming_up", pb.ITEM_STATUS_ERROR: "error",
-           pb.ITEM_STATUS_UNSPECIFIED: "unspecified"}
+from .itemstatus import by_code, error_code_name, status_name
 
 
 def timestamps_ms(series: Series) -> np.ndarray:
@@ -21,11 +20,11 @@ def timestamps_ms(series: Series) -> np.ndarray:
 
 
 def results_table(series: Series, rows: np.ndarray, results: list[pb.ItemResult | None]) -> pd.DataFrame:
-    """One line per scored row: status, score parts, threshold, flag, label (when known), error."""
+    """One line per scored row: status, score parts, threshold, flag, label (when known), error code and message."""
     table = pd.DataFrame({"row": rows})
     if series.timestamps is not None:
         table["timestamp"] = series.timestamps[rows]
-    table["status"] = [_STATUS.get(r.status, str(r.status)) if r is not None else "lost" for r in results]
+    table["status"] = [status_name(r.status) if r is not None else "lost" for r in results]
     for column in ("score", "rec_part", "pred_part", "threshold"):
         table[column] = [getattr(r, column) if r is not None and r.status == pb.ITEM_STATUS_OK else np.nan
                          for r in results]
@@ -33,8 +32,23 @@ def results_table(series: Series, rows: np.ndarray, results: list[pb.ItemResult 
     if series.labels is not None:
         table["label"] = series.labels[rows]
     table["model_version"] = [r.model_version if r is not None else "" for r in results]
-    table["error"] = [r.error.message if r is not None and r.status == pb.ITEM_STATUS_ERROR else "" for r in results]
+    failed = [r is not None and r.status == pb.ITEM_STATUS_ERROR for r in results]
+    table["error_code"] = [error_code_name(r.error.code) if bad else "" for r, bad in zip(results, failed, strict=True)]
+    table["error"] = [r.error.message if bad else "" for r, bad in zip(results, failed, strict=True)]
     return table
+
+
+def failed_answers(table: pd.DataFrame) -> str | None:
+    """Why the answers are no success, if they are not: rows answered with an item error (by code), or never
+    answered. WARMING_UP is an answer."""
+    errors = table.loc[table["status"] == "error", "error_code"].value_counts().to_dict()
+    lost = int((table["status"] == "lost").sum())
+    found = []
+    if errors:
+        found.append(f"{sum(errors.values())} of {len(table)} row(s) answered with an item error ({by_code(errors)})")
+    if lost:
+        found.append(f"{lost} message(s) got no answer within the deadline")
+    return "; ".join(found) or None
 
 
 def summary(table: pd.DataFrame) -> str:

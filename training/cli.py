@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from .bundle import load_bundle
-from .data import LOADERS, Series
+from .data import LOADERS, NON_NUMERIC_POLICIES, NonNumericWarning, Series
 from .errors import AelstmError
 from .evaluation.cli import evaluate
 
@@ -43,21 +44,51 @@ def data_options(function):
         ),
         click.option("--time-column", help="CSV: name of the timestamp column (optional)."),
         click.option("--label-column", help="CSV: name of the 0/1 label column (optional)."),
-        click.option("--features", help="CSV: comma-separated feature columns (default: every numeric column)."),
+        click.option(
+            "--features",
+            help="CSV: comma-separated feature columns (default: every column that holds numbers, other than the "
+            "time and label columns).",
+        ),
         click.option("--delimiter", default=",", show_default=True, help="CSV: field separator."),
+        click.option(
+            "--non-numeric",
+            type=click.Choice(NON_NUMERIC_POLICIES),
+            default="refuse",
+            show_default=True,
+            help="Text in a numeric column (e.g. 'hot', 'N/A', 'NaN'): refuse the file, naming the column, the count "
+            "and the first such cell; or read those cells as missing values, with a warning that counts them. "
+            "Empty cells are always missing values (gaps, interpolated from the readings around them).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
-def read_series(path: Path, dataset: str, time_column, label_column, features, delimiter) -> Series:
-    if dataset == "csv":
-        columns = [c.strip() for c in features.split(",")] if features else None
-        return LOADERS["csv"](
-            path, time_column=time_column, label_column=label_column, feature_columns=columns, delimiter=delimiter
-        )
-    return LOADERS[dataset](path)
+def read_series(
+    path: Path, dataset: str, time_column, label_column, features, delimiter, non_numeric: str
+) -> Series:
+    """Read a dataset file as the data options say; text cells read as missing are one `warning:` line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NonNumericWarning)
+        if dataset == "csv":
+            columns = [c.strip() for c in features.split(",")] if features else None
+            series = LOADERS["csv"](
+                path,
+                time_column=time_column,
+                label_column=label_column,
+                feature_columns=columns,
+                delimiter=delimiter,
+                non_numeric=non_numeric,
+            )
+        else:
+            series = LOADERS[dataset](path, non_numeric=non_numeric)
+    for warning in caught:
+        if issubclass(warning.category, NonNumericWarning):
+            click.echo(f"warning: {warning.message}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return series
 
 
 @click.command()
@@ -121,6 +152,7 @@ def train(
     label_column,
     features,
     delimiter,
+    non_numeric,
     output,
     train_fraction,
     until_first_anomaly,
@@ -137,7 +169,7 @@ def train(
     from .preprocess import DenoiseConfig
     from .train import TrainConfig, train_series, training_rows
 
-    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     denoise = DenoiseConfig(enabled=not no_denoise, wavelet=wavelet, level=wavelet_level)
     config = TrainConfig(denoise=denoise, **hyper)
     rows = training_rows(series, train_fraction, until_first_anomaly)
@@ -163,13 +195,13 @@ def train(
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", default=4096, show_default=True, help="Windows per onnxruntime call.")
 def score(
-    bundle_dir, data, dataset, time_column, label_column, features, delimiter, output, device, batch_size
+    bundle_dir, data, dataset, time_column, label_column, features, delimiter, non_numeric, output, device, batch_size
 ) -> None:
     """Score every full window of DATA with BUNDLE_DIR's model; one CSV row per window end."""
     from .scoring import pointwise_report, score_series
 
     bundle = load_bundle(bundle_dir)
-    series = read_series(data, dataset, time_column, label_column, features, delimiter)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     table = score_series(bundle, series, device=device, batch_size=batch_size)
     table.to_csv(output if output else click.get_text_stream("stdout"), index=False)
     flagged = int(table["is_anomaly"].sum())

@@ -1,8 +1,14 @@
-"""Loaders that turn the supported datasets (NAB, SKAB, TON_IoT, N-BaIoT, generic CSV) into one `Series`."""
+"""Loaders that turn the supported datasets (NAB, SKAB, TON_IoT, N-BaIoT, generic CSV) into one `Series`.
+
+Empty cells are missing readings (gaps, interpolated later). Any other text in a numeric column ("hot", "N/A", "NaN")
+is a surprise that would otherwise pass as a gap: it is refused (`non_numeric="refuse"`, naming the column, the count
+and the first cell), or read as missing with a `NonNumericWarning` that counts it (`non_numeric="missing"`).
+"""
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +17,12 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+
+NON_NUMERIC_POLICIES = ("refuse", "missing")
+
+
+class NonNumericWarning(UserWarning):
+    """Text cells of numeric columns were read as missing values (`non_numeric="missing"`)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,8 @@ def _read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    try:
-        frame = pd.read_csv(path, **kwargs)
+    try:  # only empty cells are missing: text such as "N/A" stays text, for _numeric to count
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot parse {path}: {exc}".splitlines()[0]) from exc
     if frame.empty:
@@ -61,15 +73,42 @@ def _read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     return frame
 
 
-def _numeric(frame: pd.DataFrame, columns: Sequence[str], source: Path | str) -> np.ndarray:
+def _text_cells(column: pd.Series, parsed: pd.Series) -> pd.Series:
+    """Cells that hold something other than a number or nothing (whitespace counts as nothing)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return pd.Series(False, index=column.index)
+    return parsed.isna() & (column.astype(str).str.strip() != "") & column.notna()
+
+
+def _holds_numbers(column: pd.Series) -> bool:
+    """Some cell is a number: a numeric column, perhaps with stray text for _numeric to report, not to drop."""
+    return pd.api.types.is_numeric_dtype(column) or pd.to_numeric(column, errors="coerce").notna().any()
+
+
+def _numeric(frame: pd.DataFrame, columns: Sequence[str], source: Path | str, non_numeric: str) -> np.ndarray:
+    """The columns as float64, NaN for empty cells; text cells refused or read as missing (see the module doc)."""
+    if non_numeric not in NON_NUMERIC_POLICIES:
+        raise DataError(f"non_numeric must be one of {NON_NUMERIC_POLICIES}, got {non_numeric!r}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; available: {list(frame.columns)}")
-    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = [c for c, col in zip(columns, values.T, strict=True) if np.isnan(col).all()]
+    parsed = frame[list(columns)].apply(pd.to_numeric, errors="coerce")
+    bad = [c for c in columns if parsed[c].isna().all()]
     if bad:
         raise DataError(f"{source}: column(s) {bad} have no numeric values")
-    return values
+    found = []
+    for column in columns:
+        text = _text_cells(frame[column], parsed[column])
+        if text.any():
+            first = text.idxmax()  # the index counts the file's rows below the header from 0
+            found.append(f"column {column!r} has {int(text.sum())} non-numeric cell(s), first in data row {first + 1}: "
+                         f"{frame[column].loc[first]!r}")
+    if found and non_numeric == "refuse":
+        raise DataError(f"{source}: {'; '.join(found)}; fix the file, or read them as missing values "
+                        "(--non-numeric missing)")
+    if found:
+        warnings.warn(f"{source}: read as missing values: {'; '.join(found)}", NonNumericWarning, stacklevel=3)
+    return parsed.to_numpy(dtype=np.float64)
 
 
 def _timestamps(frame: pd.DataFrame, column: str, source: Path | str, **kwargs) -> np.ndarray:
@@ -86,8 +125,10 @@ def load_csv(
     label_column: str | None = None,
     feature_columns: Sequence[str] | None = None,
     delimiter: str = ",",
+    non_numeric: str = "refuse",
 ) -> Series:
-    """Any CSV: features default to every numeric column other than the time and label columns."""
+    """Any CSV: features default to every column other than the time and label columns that holds numbers (a
+    numeric column with stray text is checked, not silently dropped)."""
     frame = _read_csv(path, sep=delimiter)
     frame.columns = [str(c).strip() for c in frame.columns]
     for name, column in (("time", time_column), ("label", label_column)):
@@ -95,10 +136,10 @@ def load_csv(
             raise DataError(f"{path}: {name} column {column!r} not found; available: {list(frame.columns)}")
     reserved = {time_column, label_column}
     if feature_columns is None:
-        feature_columns = [c for c in frame.columns if c not in reserved and pd.api.types.is_numeric_dtype(frame[c])]
+        feature_columns = [c for c in frame.columns if c not in reserved and _holds_numbers(frame[c])]
         if not feature_columns:
             raise DataError(f"{path}: no numeric feature columns found; name them with --features")
-    values = _numeric(frame, feature_columns, path)
+    values = _numeric(frame, feature_columns, path, non_numeric)
     labels = None
     if label_column is not None:
         raw = pd.to_numeric(frame[label_column], errors="coerce")
@@ -114,13 +155,13 @@ def nab_windows_key(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def load_nab(path: str | Path, windows_file: str | Path | None = None) -> Series:
+def load_nab(path: str | Path, windows_file: str | Path | None = None, non_numeric: str = "refuse") -> Series:
     """A NAB `timestamp,value` file; labels are 1 inside its anomaly windows (both ends inclusive).
 
     `windows_file` defaults to `../../labels/combined_windows.json` relative to the data file, as NAB lays it out.
     """
     path = Path(path)
-    series = load_csv(path, time_column="timestamp", feature_columns=["value"])
+    series = load_csv(path, time_column="timestamp", feature_columns=["value"], non_numeric=non_numeric)
     windows_file = (
         Path(windows_file) if windows_file else path.parent.parent.parent / "labels" / "combined_windows.json"
     )
@@ -150,11 +191,11 @@ SKAB_FEATURES = (
 )
 
 
-def load_skab(path: str | Path) -> Series:
+def load_skab(path: str | Path, non_numeric: str = "refuse") -> Series:
     """A SKAB run: `;`-separated, 8 sensors, `anomaly` label (absent in the anomaly-free run)."""
     path = Path(path)
     frame = _read_csv(path, sep=";")
-    values = _numeric(frame, SKAB_FEATURES, path)
+    values = _numeric(frame, SKAB_FEATURES, path, non_numeric)
     labels = frame["anomaly"].to_numpy().astype(np.int8) if "anomaly" in frame.columns else None
     timestamps = _timestamps(frame, "datetime", path)
     return Series(f"{path.parent.name}/{path.stem}", values, SKAB_FEATURES, timestamps, labels)
@@ -171,7 +212,7 @@ _TON_IOT_CATEGORIES = {
 _TON_IOT_NON_FEATURES = {"ts", "date", "time", "label", "type"}
 
 
-def load_ton_iot(path: str | Path) -> Series:
+def load_ton_iot(path: str | Path, non_numeric: str = "refuse") -> Series:
     """A TON_IoT `Train_Test_IoT_*` file, sorted by `ts`, string sensors normalised, no time-derived features."""
     path = Path(path)
     frame = _read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
@@ -179,7 +220,7 @@ def load_ton_iot(path: str | Path) -> Series:
     if "label" not in frame.columns:
         raise DataError(f"{path}: not a TON_IoT Train_Test file (no `label` column)")
     if "ts" in frame.columns:
-        frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
+        frame = frame.sort_values("ts", kind="stable")  # the index keeps the file's row numbers for messages
     features = [c for c in frame.columns if c not in _TON_IOT_NON_FEATURES]
     for column in features:
         mapping = _TON_IOT_CATEGORIES.get(column)
@@ -189,20 +230,20 @@ def load_ton_iot(path: str | Path) -> Series:
             if unknown:
                 raise DataError(f"{path}: column {column!r} has unexpected values {unknown[:5]}")
             frame[column] = text.map(mapping)
-    values = _numeric(frame, features, path)
+    values = _numeric(frame, features, path, non_numeric)
     timestamps = pd.to_datetime(frame["ts"], unit="s").to_numpy("datetime64[ns]") if "ts" in frame else None
     labels = frame["label"].to_numpy().astype(np.int8)
     return Series(path.stem.removeprefix("Train_Test_IoT_"), values, tuple(features), timestamps, labels)
 
 
-def load_nbaiot(path: str | Path) -> Series:
+def load_nbaiot(path: str | Path, non_numeric: str = "refuse") -> Series:
     """An N-BaIoT traffic file (115 statistics per row); the class is the file: `benign_traffic` is normal."""
     path = Path(path)
     frame = _read_csv(path)
     features = [str(c) for c in frame.columns if str(c) not in {"label", "class", "Unnamed: 0"}]
     if len(features) != 115:
         raise DataError(f"{path}: expected 115 N-BaIoT feature columns, found {len(features)}")
-    values = _numeric(frame, features, path)
+    values = _numeric(frame, features, path, non_numeric)
     labels = np.full(len(frame), 0 if path.stem.startswith("benign") else 1, dtype=np.int8)
     return Series(path.stem, values, tuple(features), None, labels)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, SCHEMA_VERSION, load_bundle, write_manifest
 from .calibrate import THRESHOLD_METHODS, Threshold, calibrate
@@ -29,6 +28,7 @@ from .preprocess import (
     prepare_windows,
     sliding_windows,
 )
+from .progress import ProgressBar
 
 ONNX_OPSET = 17
 TRAINING_MODES = ("joint", "separate", "ae", "lstm")
@@ -131,32 +131,32 @@ def _fit_phase(
     """Adam on `weights[0]·L_rec + weights[1]·L_pred` with early stopping on the validation loss (best restored)."""
     optimiser = torch.optim.Adam(params, lr=config.learning_rate)
     best_loss, best_state, stale, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
-    bar = tqdm(range(config.epochs), desc=label, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        sums = np.zeros(2)
-        for start in range(0, len(train), config.batch_size):
-            rec, pred = _losses(model, train[order[start : start + config.batch_size]])
-            loss = weights[0] * rec + weights[1] * pred
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            sums += [rec.item(), pred.item()]
-        batches = -(-len(train) // config.batch_size)
-        model.eval()
-        with torch.no_grad():
-            val_rec, val_pred = (x.item() for x in _losses(model, val))
-        val_loss = weights[0] * val_rec + weights[1] * val_pred
-        record = {"epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches, "val_loss": val_loss}
-        history.append(record)
-        bar.set_postfix(rec=f"{record['rec']:.4g}", pred=f"{record['pred']:.4g}", val=f"{val_loss:.4g}")
-        if val_loss < best_loss - 1e-7:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
+    with ProgressBar(label, config.epochs, "epochs", enabled=progress) as bar:
+        for epoch in range(config.epochs):
+            model.train()
+            order = torch.randperm(len(train), generator=generator)
+            sums = np.zeros(2)
+            for start in range(0, len(train), config.batch_size):
+                rec, pred = _losses(model, train[order[start : start + config.batch_size]])
+                loss = weights[0] * rec + weights[1] * pred
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                sums += [rec.item(), pred.item()]
+            batches = -(-len(train) // config.batch_size)
+            model.eval()
+            with torch.no_grad():
+                val_rec, val_pred = (x.item() for x in _losses(model, val))
+            val_loss = weights[0] * val_rec + weights[1] * val_pred
+            record = {"epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches, "val_loss": val_loss}
+            history.append(record)
+            bar.advance(note=f"rec {record['rec']:.4g} pred {record['pred']:.4g} val {val_loss:.4g}")
+            if val_loss < best_loss - 1e-7:
+                best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    break
     model.load_state_dict(best_state)
     return history
 

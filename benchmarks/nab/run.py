@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from aelstm.training.errors import AelstmError
 from aelstm.training.nab.corpus import NabFile, load_corpus
 from aelstm.training.nab.scoring import PROFILES, NabScorer
 from aelstm.training.nab.streaming import AELSTMStreamDetector, StreamingDetector, ZScoreDetector
+from aelstm.training.progress import ProgressBar
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "nab"
@@ -93,7 +93,6 @@ def run_detector(detector: StreamingDetector, corpus: list[NabFile], jobs: int, 
     results: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    bar = tqdm(total=len(order), desc=detector.name, unit="file")
     work = [(detector, nab) for nab in order]
     if jobs == 1:
         outcomes = map(_score_one, work)
@@ -102,12 +101,11 @@ def run_detector(detector: StreamingDetector, corpus: list[NabFile], jobs: int, 
         pool = multiprocessing.get_context("spawn").Pool(jobs)
         outcomes = pool.imap_unordered(_score_one, work)
     try:
-        for key, scores, took in outcomes:
-            results[key], seconds[key] = scores, took
-            bar.set_postfix_str(key.split("/")[-1][:28])
-            bar.update()
+        with ProgressBar(detector.name, len(order), "files", transient=False) as bar:
+            for key, scores, took in outcomes:
+                results[key], seconds[key] = scores, took
+                bar.advance(note=key.split("/")[-1][:28])
     finally:
-        bar.close()
         if pool is not None:
             pool.close()
             pool.join()

@@ -3,7 +3,8 @@
 It scores by a simple, known rule (|z| of a window's last reading against the readings before it), so the client's
 detection figures are computed by its real code path against answers we can predict. It can answer instantly, take a
 fixed service time per request (sequentially per stream, so a queue builds when traffic outruns it), drop one answer,
-or demand a token. Run it standalone with `python tests/client/fake_server.py` (prints its port).
+answer every item with an item error (as a server whose backend is down does), or demand a token. Run it standalone
+with `python tests/client/fake_server.py` (prints its port).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc
 
 INVALID_ARGUMENT = 3
+UNAVAILABLE = 14
 
 
 @dataclass
@@ -36,9 +38,12 @@ class FakeBehaviour:
     service_time_s: float = 0.0
     instant: bool = False  # answer every item OK with score 0, without reading the data (generator throughput)
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
+    item_error_code: int | None = None  # answer every item with an item error of this gRPC code
     token: str | None = None
+    watch_ends_after_s: float | None = None  # end WatchAnomalies with status OK after this long, as a draining server
     requests_seen: int = 0
     fleets: tuple[str, ...] = ("fleet-a", "fleet-b")
+    has_default: bool = True  # without a default model, fleets not in `fleets` are NOT_FOUND
     watchers: list[asyncio.Queue] = field(default_factory=list)
 
 
@@ -77,6 +82,9 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
         b = self.b
         common = {"device_id": item.device_id, "timestamp_ms": item.timestamp_ms, "model_name": "fake",
                   "model_version": "1", "threshold": b.threshold}
+        if b.item_error_code is not None:
+            error = pb.ItemError(code=b.item_error_code, message="scoring backend unavailable")
+            return pb.ItemResult(status=pb.ITEM_STATUS_ERROR, error=error, **common)
         kind = item.WhichOneof("payload")
         data = _tensor(getattr(item, kind))
         if data.ndim != 2 or data.shape[1] != len(b.features) or (kind == "window" and data.shape[0] != b.window):
@@ -143,17 +151,21 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
     async def ListModels(self, request, context):
         if self._refused(context):
             return pb.ListModelsResponse()
-        return pb.ListModelsResponse(models=[self._info(f) for f in ("", *self.b.fleets)])
+        default = ("",) if self.b.has_default else ()
+        return pb.ListModelsResponse(models=[self._info(f) for f in (*default, *self.b.fleets)])
 
     async def GetModel(self, request, context):
         if self._refused(context):
             return pb.ModelInfo()
-        if request.fleet_id == "missing":
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no model for fleet 'missing'")
+        if request.fleet_id == "missing" or not (self.b.has_default or request.fleet_id in self.b.fleets):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model for fleet {request.fleet_id!r}")
         return self._info(request.fleet_id)
 
     async def WatchAnomalies(self, request, context):
         if self._refused(context):
+            return
+        if self.b.watch_ends_after_s is not None:
+            await asyncio.sleep(self.b.watch_ends_after_s)
             return
         queue: asyncio.Queue = asyncio.Queue()
         self.b.watchers.append(queue)

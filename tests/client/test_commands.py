@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from fake_server import rule_score
+from fake_server import UNAVAILABLE, FakeBehaviour, FakeServerThread, rule_score
 
 from aelstm.client.cli import main
 from aelstm.client.connection import ExitCode
 from aelstm.client.payloads import window_item
 from aelstm.client.replay import send_offsets
 from aelstm.client.results import flag_episodes
+from aelstm.training import progress
 from aelstm.training.data import load_nab
 from aelstm.training.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
@@ -62,6 +63,34 @@ def test_score_writes_one_row_per_window_with_the_servers_answers(fake, behaviou
     assert "labelled events flagged" in result.stderr
 
 
+@pytest.fixture
+def csv_with_text(short_csv, tmp_path):
+    """The short series with two readings replaced by text, as a sensor export might write them."""
+    _, frame = short_csv
+    frame = frame.astype({"value": object})
+    frame.loc[[20, 30], "value"] = ["hot", "N/A"]
+    path = tmp_path / "text.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_score_refuses_text_in_a_numeric_column(fake, csv_with_text):
+    result = invoke("--target", fake.target, "score", csv_with_text, "--time-column", "timestamp",
+                    "--features", "value", "--fleet", "fleet-a")
+    assert result.exit_code == ExitCode.BAD_INPUT, result.output
+    assert result.output.strip() == (f"error: {csv_with_text}: column 'value' has 2 non-numeric cell(s), first in "
+                                     "data row 21: 'hot'; fix the file, or read them as missing values (--non-numeric "
+                                     "missing)")
+
+
+def test_score_reads_text_as_missing_with_a_counted_warning_when_asked(fake, csv_with_text):
+    result = invoke("--target", fake.target, "score", csv_with_text, "--time-column", "timestamp",
+                    "--features", "value", "--fleet", "fleet-a", "--non-numeric", "missing")
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {csv_with_text}: read as missing values: column 'value' has 2 non-numeric cell(s)"
+            in result.stderr)
+
+
 def test_score_refuses_a_file_whose_features_do_not_match(fake, tmp_path):
     path = tmp_path / "two.csv"
     path.write_text("a,b\n" + "\n".join(f"{i},{i}" for i in range(40)))
@@ -92,6 +121,21 @@ def test_replay_prints_flags_live_and_sums_up_against_labels(fake, behaviour, sh
     assert answers.loc[answers["status"] != "lost", "latency_ms"].gt(0).all()
 
 
+@pytest.mark.parametrize("command", ["score", "replay"])
+def test_score_and_replay_exit_check_failed_when_items_come_back_as_errors(fake, behaviour, short_csv, tmp_path,
+                                                                          command):
+    behaviour.item_error_code = UNAVAILABLE
+    path, frame = short_csv
+    out = tmp_path / "answers.csv"
+    result = invoke("--target", fake.target, command, path, "--time-column", "timestamp", "--features", "value",
+                    "--fleet", "fleet-a", "-o", out, *(["--device", "d1"] if command == "replay" else []))
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
+    rows = len(frame) if command == "replay" else len(frame) - WINDOW + 1
+    assert f"error: {rows} of {rows} row(s) answered with an item error (UNAVAILABLE {rows})" in result.stderr
+    answers = pd.read_csv(out)
+    assert (answers["status"] == "error").all() and (answers["error_code"] == "UNAVAILABLE").all()
+
+
 def test_replay_paces_by_timestamps_or_interval():
     series = load_nab(EC2_LATENCY)
     offsets = send_offsets(series, speed=300.0, interval_s=1.0)
@@ -117,6 +161,23 @@ def test_watch_prints_what_the_server_flags(fake):
     assert "device=spiky" in result.output and "fleet=fleet-a" in result.output
 
 
+def test_watch_fails_when_the_server_ends_the_stream(fake, behaviour):
+    behaviour.watch_ends_after_s = 0.3
+    result = invoke("--target", fake.target, "watch", "--for", "10s")
+    assert result.exit_code == ExitCode.UNREACHABLE, result.output
+    assert result.output.strip() == f"error: {fake.target} ended the watch (is the server shutting down?)"
+
+
+def test_watch_fails_when_the_server_goes_away():
+    server = FakeServerThread(FakeBehaviour()).__enter__()
+    stopper = threading.Timer(0.5, server.__exit__, args=(None, None, None))
+    stopper.start()
+    result = invoke("--target", server.target, "watch", "--for", "10s")
+    stopper.join()
+    assert result.exit_code == ExitCode.UNREACHABLE, result.output
+    assert result.output.startswith(f"error: lost the connection to {server.target} while watching")
+
+
 def test_loadtest_writes_a_consistent_json_report(fake, tmp_path):
     path = tmp_path / "report.json"
     result = invoke("--target", fake.target, "loadtest", "-G", "2", "-D", "16", "-b", "4", "--rate", "100",
@@ -125,9 +186,41 @@ def test_loadtest_writes_a_consistent_json_report(fake, tmp_path):
     report = json.loads(path.read_text())
     measured = report["measured"]
     assert measured["sent"] == measured["answered"] > 0 and measured["lost"] == 0
-    assert report["config"]["window"] == WINDOW and report["config"]["fleets"] == ["fleet-0", "fleet-1"]
+    assert report["config"]["window"] == WINDOW
+    assert report["config"]["fleets"] == ["fleet-a", "fleet-b", "default"]  # the fake's fleets and its default
+    assert set(measured["fleets"]) == set(report["config"]["fleets"])
     assert set(measured["latency_ms"]) >= {"p50", "p90", "p99", "p99.9", "max"}
     assert "LOST" in result.output
+
+
+def test_loadtest_feeds_the_fleets_the_server_has(fake, behaviour, tmp_path):
+    """A server with fleet `machines` and no default model: made-up fleet names would all be NOT_FOUND."""
+    behaviour.fleets, behaviour.has_default = ("machines",), False
+    path = tmp_path / "report.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "4", "-D", "16", "-b", "2", "--rate", "50",
+                    "--warmup", "0s", "--duration", "0.3s", "--no-progress", "--json", path)
+    assert result.exit_code == 0, result.output
+    assert "fleets: machines (from the server's ListModels" in result.output
+    report = json.loads(path.read_text())
+    assert report["config"]["fleets"] == ["machines"] == list(report["measured"]["fleets"])
+
+
+def test_loadtest_refuses_made_up_fleets_without_a_default_model(fake, behaviour):
+    behaviour.fleets, behaviour.has_default = ("machines",), False
+    result = invoke("--target", fake.target, "loadtest", "-G", "4", "-F", "2", "--duration", "0.3s", "--no-progress")
+    assert result.exit_code == ExitCode.REJECTED, result.output
+    assert "has none; its fleets: machines" in result.output
+
+
+def test_progress_in_a_log_is_plain_periodic_lines(fake, monkeypatch):
+    """stderr is no terminal here (as when it goes to a log file): progress comes as lines, not a redrawn bar."""
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.2)
+    result = invoke("--target", fake.target, "loadtest", "-G", "2", "-D", "16", "-b", "4", "--rate", "100",
+                    "--warmup", "0.2s", "--duration", "1s")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("open-loop at 100 msgs/s")]
+    assert len(lines) >= 2 and "measuring" in lines[-1]
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr
 
 
 def test_loadtest_exits_check_failed_when_an_answer_is_lost(fake, behaviour):
@@ -136,6 +229,20 @@ def test_loadtest_exits_check_failed_when_an_answer_is_lost(fake, behaviour):
                     "--rate", "100", "--warmup", "0s", "--duration", "0.5s", "--no-progress")
     assert result.exit_code == ExitCode.CHECK_FAILED, result.output
     assert "lost" in result.output
+
+
+def test_loadtest_fails_when_every_item_is_an_item_error(fake, behaviour, tmp_path):
+    """A server whose backend is down answers every message, each item with UNAVAILABLE: that is no success."""
+    behaviour.item_error_code = UNAVAILABLE
+    path = tmp_path / "report.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "2", "-D", "16", "-b", "4", "--rate", "100",
+                    "--warmup", "0.2s", "--duration", "0.5s", "--no-progress", "--json", path)
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
+    assert "item errors UNAVAILABLE" in result.output
+    measured = json.loads(path.read_text())["measured"]
+    assert measured["answered"] == measured["sent"] > 0 and measured["items_answered"] == 0
+    assert measured["item_errors"] == {"UNAVAILABLE": measured["items_sent"]}
+    assert all(fleet["item_errors"] for fleet in measured["fleets"].values())
 
 
 def test_sweep_reports_the_highest_rate_within_the_slo(fake, behaviour, tmp_path):

@@ -60,6 +60,7 @@ def test_loadtest_against_the_real_server_loses_nothing(real_server, tmp_path):
     report = json.loads(path.read_text())
     measured = report["measured"]
     assert report["config"]["window"] == bundle.window
+    assert report["config"]["fleets"] == ["default"]  # the server has only a default model
     assert measured["lost"] == 0 and not measured["errors"] and measured["answered"] == measured["sent"] > 0
     assert measured["item_status"] == {"ok": measured["items_answered"]}
 

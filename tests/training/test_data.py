@@ -1,7 +1,9 @@
+import warnings
+
 import numpy as np
 import pytest
 
-from aelstm.training.data import Series, load_csv, load_nab, load_nbaiot, load_skab, load_ton_iot
+from aelstm.training.data import NonNumericWarning, Series, load_csv, load_nab, load_nbaiot, load_skab, load_ton_iot
 from aelstm.training.errors import DataError
 from aelstm.training.scoring import labelled_events
 from support import EC2_LATENCY, MACHINE_TEMPERATURE
@@ -40,6 +42,28 @@ def test_generic_csv_errors_say_what_is_wrong(tmp_path, content, kwargs, message
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         load_csv(path, **kwargs)
+
+
+def test_text_in_a_numeric_column_is_refused_naming_column_count_and_first_cell(tmp_path):
+    path = tmp_path / "sensors.csv"
+    path.write_text("time,temp,hum\n1,1.5,2\n2,hot,\n3,N/A,4\n4,2.5,5\n")
+    with pytest.raises(DataError, match=r"column 'temp' has 2 non-numeric cell\(s\), first in data row 2: 'hot'"):
+        load_csv(path, time_column="time")
+    with pytest.raises(DataError, match="non-numeric"):
+        load_csv(path, feature_columns=["temp"])
+
+
+def test_text_read_as_missing_is_counted_in_a_warning_and_gaps_stay_silent(tmp_path):
+    path = tmp_path / "sensors.csv"
+    path.write_text("temp,hum\n1.5,2\nhot,\nNaN,4\n2.5,5\n")
+    with pytest.warns(NonNumericWarning, match=r"missing values: column 'temp' has 2 non-numeric cell\(s\)"):
+        series = load_csv(path, non_numeric="missing")
+    assert np.isnan(series.values[1:3, 0]).all() and np.isnan(series.values[1, 1])
+    gaps = tmp_path / "gaps.csv"
+    gaps.write_text("temp,hum\n1.5,2\n, \n2.5,5\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(load_csv(gaps).values[1]).all()
 
 
 def test_missing_file_is_a_data_error(tmp_path):

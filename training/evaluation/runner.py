@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..detectors.base import Detector
+from ..progress import ProgressBar
 from .lineup import SUPERVISED, Settings, build
 from .metrics import all_metrics
 from .protocols import Case, Protocol
@@ -91,26 +91,26 @@ def evaluate(protocol: Protocol, names: Sequence[str], settings: Settings, progr
     skipped = {n: reason for n in names if (reason := skip_reason(n, protocol))}
     runnable = [n for n in names if n not in skipped]
     results = {n: DetectorResult(n) for n in runnable}
-    bar = tqdm(total=len(runnable) * len(protocol.cases), desc=f"evaluate {protocol.dataset}", unit="fit",
-               disable=not progress)
-    for name in runnable:
-        detector = build(name, settings)
-        if protocol.reference is not None:
-            bar.set_postfix_str(f"{name} · pre-training")
-            started = time.perf_counter()
-            detector.pretrain(protocol.reference)
-            results[name].pretrain_seconds = time.perf_counter() - started
-        for index, case in enumerate(protocol.cases):
-            bar.set_postfix_str(f"{name} · {case.name}")
-            started = time.perf_counter()
-            fit_detector(detector, name, case, protocol.reference)
-            results[name].fit_seconds.append(time.perf_counter() - started)
-            scores = detector.score(case.values)[case.test_from :]
-            results[name].cases.append(CaseScores(case.name, scores, float(detector.threshold_), case.test_labels))
-            if index == 0:
-                results[name].timing = time_scoring(detector, case.values, settings.window)
-            bar.update()
-    bar.close()
+    with ProgressBar(f"evaluate {protocol.dataset}", len(runnable) * len(protocol.cases), "fits",
+                     enabled=progress, transient=False) as bar:
+        for name in runnable:
+            detector = build(name, settings)
+            if protocol.reference is not None:
+                bar.set_note(f"{name} · pre-training")
+                started = time.perf_counter()
+                detector.pretrain(protocol.reference)
+                results[name].pretrain_seconds = time.perf_counter() - started
+            for index, case in enumerate(protocol.cases):
+                bar.set_note(f"{name} · {case.name}")
+                started = time.perf_counter()
+                fit_detector(detector, name, case, protocol.reference)
+                results[name].fit_seconds.append(time.perf_counter() - started)
+                scores = detector.score(case.values)[case.test_from :]
+                results[name].cases.append(CaseScores(case.name, scores, float(detector.threshold_),
+                                                      case.test_labels))
+                if index == 0:
+                    results[name].timing = time_scoring(detector, case.values, settings.window)
+                bar.advance()
     return results, skipped
 
 
@@ -119,18 +119,19 @@ def sensitivity(protocol: Protocol, settings: Settings, hidden: Sequence[int], r
     """The joint AE-LSTM's pooled F1 and ROC-AUC as hidden units, then the learning rate, vary one at a time."""
     grid = [("hidden", h, {"hidden": h}) for h in hidden] + [("learning_rate", r, {"learning_rate": r}) for r in rates]
     out: dict[str, list[dict]] = {"hidden": [], "learning_rate": []}
-    bar = tqdm(total=len(grid) * len(protocol.cases), desc="sensitivity", unit="fit", disable=not progress)
-    for parameter, value, change in grid:
-        result = DetectorResult("ae-lstm")
-        detector = build("ae-lstm", settings, **change)
-        if protocol.reference is not None:
-            detector.pretrain(protocol.reference)
-        for case in protocol.cases:
-            detector.fit(case.normal, reference=protocol.reference)
-            scores = detector.score(case.values)[case.test_from :]
-            result.cases.append(CaseScores(case.name, scores, float(detector.threshold_), case.test_labels))
-            bar.update()
-        pooled = result.pooled()
-        out[parameter].append({"value": value, **{k: pooled[k] for k in ("f1", "roc_auc", "precision", "recall")}})
-    bar.close()
+    with ProgressBar("sensitivity", len(grid) * len(protocol.cases), "fits", enabled=progress,
+                     transient=False) as bar:
+        for parameter, value, change in grid:
+            result = DetectorResult("ae-lstm")
+            detector = build("ae-lstm", settings, **change)
+            if protocol.reference is not None:
+                detector.pretrain(protocol.reference)
+            for case in protocol.cases:
+                detector.fit(case.normal, reference=protocol.reference)
+                scores = detector.score(case.values)[case.test_from :]
+                result.cases.append(CaseScores(case.name, scores, float(detector.threshold_), case.test_labels))
+                bar.advance()
+            pooled = result.pooled()
+            out[parameter].append({"value": value,
+                                   **{k: pooled[k] for k in ("f1", "roc_auc", "precision", "recall")}})
     return out
