@@ -26,10 +26,20 @@ from aelstm.training.runtime import Scores
 from .backend import ScoringBackend
 
 
+@dataclass(frozen=True)
+class CallTiming:
+    """Where one coalesced call's time went: each part's wait in the queue, the call, the scoring inside it."""
+
+    windows: int
+    waits_s: tuple[float, ...]
+    call_s: float
+    compute_s: float
+
+
 @dataclass
 class _Queue:
     opened: float
-    parts: list[tuple[np.ndarray, asyncio.Future]] = field(default_factory=list)
+    parts: list[tuple[np.ndarray, asyncio.Future, float]] = field(default_factory=list)  # windows, answer, since
     windows: int = 0
     timer: asyncio.TimerHandle | None = None
 
@@ -38,7 +48,7 @@ class Coalescer:
     """`await score(key, windows)` returns exactly the scores of `windows`, computed in a shared call."""
 
     def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002, max_calls: int = 2,
-                 min_gap_s: float = 0.0, on_call: Callable[[int, float], None] | None = None) -> None:
+                 min_gap_s: float = 0.0, on_call: Callable[[CallTiming], None] | None = None) -> None:
         if max_batch < 1 or max_calls < 1:
             raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
         self.backend = backend
@@ -61,7 +71,7 @@ class Coalescer:
             queue = None
         if queue is None:
             queue = self._queues[key] = _Queue(opened=loop.time())
-        queue.parts.append((windows, future))
+        queue.parts.append((windows, future, loop.time()))
         queue.windows += len(windows)
         self._schedule(key)
         return await future
@@ -106,24 +116,25 @@ class Coalescer:
             del self._busy[key]
         self._schedule(key)
 
-    async def _call(self, key: str, parts: list[tuple[np.ndarray, asyncio.Future]]) -> None:
-        windows = parts[0][0] if len(parts) == 1 else np.concatenate([w for w, _ in parts])
+    async def _call(self, key: str, parts: list[tuple[np.ndarray, asyncio.Future, float]]) -> None:
+        windows = parts[0][0] if len(parts) == 1 else np.concatenate([w for w, _, _ in parts])
         loop = asyncio.get_running_loop()
         try:
             started = loop.time()
             chunks = [await self.backend.score(key, windows[i : i + self.max_batch])
                       for i in range(0, len(windows), self.max_batch)]
             if self._on_call is not None:
-                self._on_call(len(windows), loop.time() - started)
+                self._on_call(CallTiming(len(windows), tuple(started - since for _, _, since in parts),
+                                         loop.time() - started, sum(c.compute_s for c in chunks)))
         except Exception as exc:  # every waiting request must hear about it
-            for _, future in parts:
+            for _, future, _ in parts:
                 if not future.done():
                     future.set_exception(exc)
             return
         score, rec, pred = (np.concatenate([getattr(c, name) for c in chunks]) for name in
                             ("score", "rec_part", "pred_part"))
         start = 0
-        for part, future in parts:
+        for part, future, _ in parts:
             end = start + len(part)
             if not future.done():
                 future.set_result(Scores(score[start:end], rec[start:end], pred[start:end], chunks[0].threshold))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .coalescer import CallTiming
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -23,6 +25,10 @@ class Metrics:
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.batch_windows = Histogram("aelstm_backend_batch_windows", "Windows per coalesced backend call.",
                                        buckets=BATCH_BUCKETS, registry=r)
+        self.stage_seconds = Histogram(
+            "aelstm_stage_seconds", "Where a request's time goes: prepare (validation, decoding, device windows), "
+            "queue (waiting to join a backend call), call (the backend call), compute (preprocessing + onnxruntime "
+            "inside it), respond (building the response).", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.models_loaded = Gauge("aelstm_models_loaded", "Models currently served (fleets plus default).",
                                    registry=r)
         self.models_refused = Gauge("aelstm_models_refused", "Model versions refused since start.", registry=r)
@@ -31,9 +37,14 @@ class Metrics:
         self.watcher_dropped = Counter("aelstm_anomaly_watcher_dropped", "Anomalies dropped because a watcher "
                                        "fell behind.", registry=r)
 
-    def backend_call(self, windows: int, seconds: float) -> None:
-        self.batch_windows.observe(windows)
-        self.backend_latency.observe(seconds)
+    def backend_call(self, timing: CallTiming) -> None:
+        self.batch_windows.observe(timing.windows)
+        self.backend_latency.observe(timing.call_s)
+        self.stage_seconds.labels("call").observe(timing.call_s)
+        self.stage_seconds.labels("compute").observe(timing.compute_s)
+        queue = self.stage_seconds.labels("queue")
+        for wait in timing.waits_s:
+            queue.observe(wait)
 
     def serve_http(self, port: int, host: str = "127.0.0.1"):
         """Expose /metrics; returns the HTTP server (call `.shutdown()` to stop it)."""

@@ -86,6 +86,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
                                 server_time_us=int(elapsed * 1e6))
 
     async def _score_items(self, request: pb.ScoreRequest) -> list[pb.ItemResult]:
+        started = time.perf_counter()
         items = request.items
         if len(items) > self.limits.max_items:
             message = f"request has {len(items)} items, the limit is {self.limits.max_items}: split it"
@@ -109,6 +110,8 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
                 windows.append(window)
                 positions.append(i)
         if windows:
+            stages = self.metrics.stage_seconds
+            stages.labels("prepare").observe(time.perf_counter() - started)
             try:
                 scores = await self.coalescer.score(entry.key, np.stack(windows))
             except Exception as exc:
@@ -116,11 +119,13 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
                 for i in positions:
                     results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {exc}", entry)
             else:
+                responding = time.perf_counter()
                 for k, i in enumerate(positions):
                     results[i] = score_result(items[i], entry, float(scores.score[k]), float(scores.rec_part[k]),
                                               float(scores.pred_part[k]), scores.threshold)
                     if scores.score[k] > scores.threshold:
                         self._flag(request, results[i])
+                stages.labels("respond").observe(time.perf_counter() - responding)
         return results
 
     def _window_of(self, fleet: str, entry: ModelEntry, item: pb.Item) -> np.ndarray | int:

@@ -4,6 +4,7 @@ the evaluation harness and every serving backend."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ class Scores:
     rec_part: np.ndarray
     pred_part: np.ndarray
     threshold: float
+    compute_s: float = 0.0  # preprocessing + onnxruntime time of the run that produced them (serving breakdown)
 
     @property
     def is_anomaly(self) -> np.ndarray:
@@ -90,6 +92,7 @@ class BundleScorer:
 
     def score(self, windows: np.ndarray) -> Scores:
         """Score `[batch, window, features]` raw windows (NaN = missing reading, interpolated)."""
+        started = time.perf_counter()
         inputs = prepare_windows(self.check_windows(windows), self._denoise)
         score, rec, pred = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
-        return Scores(score, rec, pred, self.bundle.threshold)
+        return Scores(score, rec, pred, self.bundle.threshold, time.perf_counter() - started)

@@ -291,3 +291,16 @@ async def test_messages_over_the_size_limit_are_refused(registry, wire):
             assert small.results[0].status == WARMING
     finally:
         await server.stop(0)
+
+
+async def test_the_server_times_every_stage_of_a_request(server, stub, ec2_bundle, wire):
+    request = pb.ScoreRequest(request_id="t", fleet_id="ec2",
+                              items=[wire.window("d", w) for w in ec2_windows(ec2_bundle, 3)])
+    await stub.Score(request)
+    registry = server.metrics.registry
+    for stage in ("prepare", "queue", "call", "compute", "respond"):
+        count = registry.get_sample_value("aelstm_stage_seconds_count", {"stage": stage})
+        assert count and count >= 1, stage
+    compute = registry.get_sample_value("aelstm_stage_seconds_sum", {"stage": "compute"})
+    call = registry.get_sample_value("aelstm_stage_seconds_sum", {"stage": "call"})
+    assert 0 < compute <= call
