@@ -22,7 +22,7 @@ from aelstm.training.runtime import Scores
 from .backend import BackendUnavailable, probe_windows
 from .config import ScorerSettings
 from .registry import ModelEntry
-from .scoring_app import APP_NAME, SCORER, STORE, MissingBundle, build, bundle_files, files_digest
+from .scoring_app import APP_NAME, REPLICA_ENV, SCORER, STORE, MissingBundle, build, bundle_files, files_digest
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,11 @@ RETIRED_GRACE_S = 300.0
 
 
 def configure_ray_environment() -> None:
-    """Environment Ray reads at import: no usage reporting; Serve's throughput-optimised call path (direct gRPC
-    between handle and replica, about half the latency), without its per-replica HTTP ingress, which we do not use
-    and which holds every replica 30 s at shutdown."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")
+    """Environment Ray reads at import, the replicas' own (`REPLICA_ENV`): no usage reporting; Serve's
+    throughput-optimised call path (direct gRPC between handle and replica, about half the latency), without its
+    per-replica HTTP ingress, which we do not use and which holds every replica 30 s at shutdown."""
+    for name, value in REPLICA_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:

@@ -38,6 +38,10 @@ APP_NAME = "aelstm"
 SCORER = "Scorer"
 STORE = "ModelStore"
 STORE_BYTES = 2 << 30  # bundles are kilobytes to megabytes: this holds thousands
+# Serve's throughput-optimised call path (direct gRPC from handle to replica) must be on in the replicas too, whatever
+# environment the cluster's nodes were started with; its per-replica HTTP ingress is unused.
+REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+               "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 class MissingBundle(LookupError):
@@ -86,7 +90,8 @@ def _deployments(settings: ScorerSettings):
 
     # On the head node, whose loss ends the cluster anyway: losing a worker node never empties the store.
     @serve.deployment(name=STORE, num_replicas=1,
-                      ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
+                      ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001},
+                                         "runtime_env": {"env_vars": REPLICA_ENV}})
     class ModelStore:
         """Bundle files by digest, least recently used evicted beyond `STORE_BYTES`."""
 
@@ -114,7 +119,8 @@ def _deployments(settings: ScorerSettings):
     @serve.deployment(
         name=SCORER,
         max_ongoing_requests=max(4 * settings.max_batch, 64),
-        ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": settings.gpus_per_replica},
+        ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": settings.gpus_per_replica,
+                           "runtime_env": {"env_vars": REPLICA_ENV}},
     )
     class Scorer:
         """Scores windows with whichever model the caller names (its digest) as `multiplexed_model_id`."""

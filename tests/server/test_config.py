@@ -83,3 +83,28 @@ def test_every_setting_is_a_flag_with_its_declared_default():
         flag = spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
         assert flag in help_text
         assert f"[default: {shown_default(spec)}]" in help_text
+
+
+def test_the_serve_deploy_config_builds_the_scoring_application():
+    import importlib
+
+    import yaml
+    from ray.serve import Application
+
+    from support import REPO
+
+    config = yaml.safe_load((REPO / "deploy" / "serve_config.yaml").read_text())
+    (application,) = config["applications"]
+    assert application["name"] == "aelstm" and application["route_prefix"] is None
+    module, attribute = application["import_path"].split(":")
+    built = getattr(importlib.import_module(module), attribute)(application["args"])
+    assert isinstance(built, Application)
+
+
+def test_scorer_settings_refuse_unknown_and_bad_arguments():
+    from aelstm.server.scoring_app import app
+
+    with pytest.raises(AelstmError, match="unknown setting 'replica'"):
+        app({"replica": 2})
+    with pytest.raises(AelstmError, match="replicas must be ≥ 1"):
+        app({"replicas": 0})
