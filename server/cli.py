@@ -128,7 +128,7 @@ def deploy(ray_address: str, config_file: Path | None, **flags) -> None:
     from . import ray_backend
 
     settings = load_config(config_file, flags, kind=ScorerSettings)
-    ray_backend.configure_ray_environment()
+    ray_backend.configure_ray_environment(ray_address)
     import ray
 
     ray_backend.init_ray(ray_address, num_cpus=0)

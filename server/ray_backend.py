@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,12 +31,16 @@ HEALTH_TIMEOUT_S = 10.0
 RETIRED_GRACE_S = 300.0
 
 
-def configure_ray_environment() -> None:
-    """Environment Ray reads at import, the replicas' own (`REPLICA_ENV`): no usage reporting; Serve's
-    throughput-optimised call path (direct gRPC between handle and replica, about half the latency), without its
-    per-replica HTTP ingress, which we do not use and which holds every replica 30 s at shutdown."""
+def configure_ray_environment(address: str | None = None) -> None:
+    """Environment Ray reads at import (so: before importing it), the replicas' own (`REPLICA_ENV`): no usage
+    reporting; Serve's throughput-optimised call path (direct gRPC between handle and replica, about half the
+    latency), without its per-replica HTTP ingress, which we do not use and which holds every replica 30 s at
+    shutdown. Joining a cluster with a token on this machine sends it: `ray start` clusters require one, and a
+    driver must opt in."""
     for name, value in REPLICA_ENV.items():
         os.environ.setdefault(name, value)
+    if address and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
@@ -58,6 +63,12 @@ def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
             if attempt == attempts:
                 raise AelstmError(f"could not start {where}: {message}") from exc
             log.warning("starting %s failed (%s); retrying once", where, message)
+
+
+def _auth_token_available() -> bool:
+    """Whether this machine holds a Ray cluster token where Ray looks for one."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
 
 
 def deploy(settings: ScorerSettings) -> None:
@@ -110,7 +121,7 @@ class RayServeBackend:
 
     async def start(self) -> None:
         """Runs off the event loop: starting Ray takes seconds, and health must answer meanwhile."""
-        configure_ray_environment()
+        configure_ray_environment(self.address)
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         await asyncio.to_thread(self._connect)
 
