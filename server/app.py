@@ -86,14 +86,15 @@ class ScoringServer:
         try:
             if c.tls_cert:
                 credentials = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
-                self.port = self._server.add_secure_port(c.address, credentials)
+                port = self._server.add_secure_port(c.address, credentials)
             else:
-                self.port = self._server.add_insecure_port(c.address)
+                port = self._server.add_insecure_port(c.address)
         except RuntimeError:
-            self.port = 0
-        if not self.port:
+            port = 0
+        if not port:
             raise AelstmError(f"cannot listen on {c.address} (port in use, or not a local address?)")
         await self._server.start()
+        self.port = port  # only now: whoever waits for it may connect
         if c.metrics_port:
             try:
                 self._metrics_http = self.metrics.serve_http(c.metrics_port, c.host)
@@ -116,6 +117,7 @@ class ScoringServer:
         it again first: a redeployed scoring application starts with an empty model store."""
         was_ready = self._backend_ready
         ready = await self.backend.healthy()
+        self.metrics.backend_replicas.set(self.backend.replicas)
         if ready and not was_ready:
             self._backend_ready = True  # so that the models loaded now count as served
             try:

@@ -31,6 +31,7 @@ class ScoringBackend(Protocol):
     """Scores batches of raw windows `[batch, window, features]` with the model named by its registry key."""
 
     name: str
+    replicas: int  # workers that score (Ray Serve replicas, or threads), as of the last health check
 
     async def start(self) -> None:
         """Get ready to load models (may take seconds: starting Ray, deploying replicas)."""
@@ -72,6 +73,10 @@ class InProcessBackend:
         # Models replaced by the last swap: calls queued just before it still find their model.
         self._retired: dict[str, BundleScorer] = {}
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def replicas(self) -> int:
+        return self._threads if self._pool is not None else 0
 
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="aelstm-score")

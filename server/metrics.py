@@ -29,6 +29,9 @@ class Metrics:
             "aelstm_stage_seconds", "Where a request's time goes: prepare (validation, decoding, device windows), "
             "queue (waiting to join a backend call), call (the backend call), compute (preprocessing + onnxruntime "
             "inside it), respond (building the response).", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_replicas = Gauge("aelstm_backend_replicas", "Workers scoring for this ingress: running Ray "
+                                      "Serve Scorer replicas (autoscaling shows here), or in-process threads.",
+                                      registry=r)
         self.models_loaded = Gauge("aelstm_models_loaded", "Models currently served (fleets plus default).",
                                    registry=r)
         self.models_refused = Gauge("aelstm_models_refused", "Model versions refused since start.", registry=r)

@@ -83,14 +83,14 @@ def deploy(settings: ScorerSettings) -> None:
         "gpus_per_replica": settings.gpus_per_replica}})
 
 
-def application_ready() -> bool:
-    """Whether the scoring application exists with a running Scorer replica (models already loaded keep scoring
-    while a replaced model store starts)."""
+def running_replicas() -> int:
+    """Running Scorer replicas of the scoring application (0 when it is missing). Models already loaded keep
+    scoring while a replaced model store starts, so the store is not counted."""
     from ray import serve
 
     app = serve.status().applications.get(APP_NAME)
     scorer = app.deployments.get(SCORER) if app is not None else None
-    return scorer is not None and scorer.replica_states.get("RUNNING", 0) > 0
+    return scorer.replica_states.get("RUNNING", 0) if scorer is not None else 0
 
 
 async def replica_placement() -> dict[int, str]:
@@ -111,6 +111,7 @@ class RayServeBackend:
         self.address = address
         self.num_cpus = num_cpus
         self.owner = address is None  # an embedded Ray and its application belong to this ingress
+        self.replicas = 0  # running Scorer replicas at the last health check
         self._connected_ray = False  # this backend started (or joined) Ray, so it also disconnects
         self._scorer = None
         self._store = None
@@ -148,7 +149,7 @@ class RayServeBackend:
 
     def _try_attach(self) -> bool:
         try:
-            if not application_ready():
+            if not running_replicas():
                 return False
             self._attach()
             return True
@@ -161,11 +162,11 @@ class RayServeBackend:
         prepared again: the caller does that when this turns True)."""
         was_attached = self._scorer is not None
         try:
-            ready = await asyncio.wait_for(asyncio.to_thread(application_ready), HEALTH_TIMEOUT_S)
+            self.replicas = await asyncio.wait_for(asyncio.to_thread(running_replicas), HEALTH_TIMEOUT_S)
         except Exception as exc:
             log.debug("scoring application status unknown: %s", exc)
-            ready = False
-        if not ready:
+            self.replicas = 0
+        if not self.replicas:
             self._scorer = self._store = None
             return False
         if not was_attached:

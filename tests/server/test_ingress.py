@@ -304,3 +304,4 @@ async def test_the_server_times_every_stage_of_a_request(server, stub, ec2_bundl
     compute = registry.get_sample_value("aelstm_stage_seconds_sum", {"stage": "compute"})
     call = registry.get_sample_value("aelstm_stage_seconds_sum", {"stage": "call"})
     assert 0 < compute <= call
+    assert registry.get_sample_value("aelstm_backend_replicas") == 1  # one scoring thread

@@ -42,6 +42,8 @@ async def live(tmp_path_factory, ec2_bundle, machine_bundle):
     try:
         while server.port is None and not starting.done():
             await asyncio.sleep(0.01)
+        if starting.done():
+            starting.result()  # a start that failed says why
         async with grpc.aio.insecure_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while not seen or seen[-1] != SERVING:
