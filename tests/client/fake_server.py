@@ -38,6 +38,7 @@ class FakeBehaviour:
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
     token: str | None = None
     requests_seen: int = 0
+    score_calls: int = 0  # unary Score calls answered (each waits service_time_s, concurrently)
     fleets: tuple[str, ...] = ("fleet-a", "fleet-b")
     watchers: list[asyncio.Queue] = field(default_factory=list)
 
@@ -133,6 +134,9 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
     async def Score(self, request, context):
         if self._refused(context):
             return pb.ScoreResponse()
+        if self.b.service_time_s:
+            await asyncio.sleep(self.b.service_time_s)
+        self.b.score_calls += 1
         return self._answer(request, {})
 
     def _info(self, fleet: str) -> pb.ModelInfo:
