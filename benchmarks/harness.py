@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,9 @@ FIXTURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / "ec2
 AELSTM = [sys.executable, "-c", "from aelstm.server.cli import main; main()"]
 CLIENT = [sys.executable, "-c", "from aelstm.client.cli import main; main()"]
 WINDOW = 16
-# Ray must not phone home, and a benchmark's servers must never share a Ray with anyone else's.
-SERVER_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+# Ray must not phone home, and a benchmark's servers must never join a Ray someone else started on this machine
+# (a bare ray.init() joins the cluster named in /tmp/ray/ray_current_cluster; RAY_ADDRESS=local starts a new one).
+SERVER_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "local"}
 
 
 def train(bundle: Path) -> Path:
@@ -140,15 +141,23 @@ def shown(target: str, args: Sequence[str]) -> str:
     return shlex.join(["aelstm-client", "--target", target, "loadtest", *args])
 
 
-def loadtest(target: str, args: Sequence[str], timeout_s: float = 1800) -> tuple[dict, str]:
+def loadtest(target: str, args: Sequence[str], timeout_s: float = 1800,
+             during: Callable[[int], contextlib.AbstractContextManager] | None = None) -> tuple[dict, str]:
     """Run `aelstm-client loadtest` once; returns its JSON report and the command line. A run that fails its check
-    (exit 7: a rate missed the SLO, something was lost) still reports; any other failure stops the benchmark."""
+    (exit 7: a rate missed the SLO, something was lost) still reports; any other failure stops the benchmark.
+    `during(pid)`, if given, is a context entered while the client (that pid) runs: to watch it, say."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "report.json"
-        done = subprocess.run([*loadtest_command(target, args), "--json", str(path)], capture_output=True,
-                              text=True, timeout=timeout_s)
-        if done.returncode not in (0, 7) or not path.exists():
-            raise SystemExit(f"loadtest failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        client = subprocess.Popen([*loadtest_command(target, args), "--json", str(path)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        with client, during(client.pid) if during else contextlib.nullcontext():
+            try:
+                _, errors = client.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                raise SystemExit(f"loadtest ran past {timeout_s:.0f} s: {shown(target, args)}") from None
+        if client.returncode not in (0, 7) or not path.exists():
+            raise SystemExit(f"loadtest failed ({client.returncode}): {errors.strip()[-2000:]}")
         return json.loads(path.read_text()), shown(target, args)
 
 
