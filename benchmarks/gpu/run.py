@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -152,11 +153,11 @@ def main() -> None:
             raise SystemExit(subprocess.run(command, cwd=REPO).returncode)
         if "cuda" in pair:
             say(f"CUDA session runs on {refuse_without_cuda(bundle)}")
-        meta = {"command": " ".join(["python -m benchmarks.gpu.run", *sys.argv[1:]]), "started": now(),
-                "load_average_start": load_average(), **git_commit(), "machine": machine(), "gpu": gpu_facts(),
-                "device_pair": pair}
+        meta = {"command": shlex.join(sys.orig_argv), "started": now(), "load_average": {"start": load_average()},
+                **git_commit(), "machine": machine(), "gpu": gpu_facts(), "device_pair": pair}
         measured = measure(bundle, pair, tuple(int(b) for b in args.batches.split(",")), args.processes, Path(tmp))
-    summary = {**meta, "finished": now(), "load_average_end": load_average(), **measured}
+    meta["load_average"]["end"] = load_average()
+    summary = {**meta, "finished": now(), **measured}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     (args.out / "summary.md").write_text(markdown(summary))

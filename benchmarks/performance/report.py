@@ -57,7 +57,8 @@ def _n(value: float | None, digits: int = 0) -> str:
 
 
 def markdown(s: dict) -> str:
-    load = f"{s['load_average_start']['getloadavg']} at the start, {s['load_average_end']['getloadavg']} at the end"
+    start, end = (s["load_average"][when]["getloadavg"] for when in ("start", "end"))
+    load = f"{start} at the start, {end} at the end"
     m = s["machine"]
     lines = [
         "# Performance: end-to-end serving against onnxruntime alone", "",

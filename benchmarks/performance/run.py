@@ -8,8 +8,9 @@ One bounded command (about 20 minutes on a 2-core machine; `--quick`: under 5) t
 3. against each, finds the highest rate sustained with p99 ≤ 50 ms and nothing lost by `aelstm-client loadtest
    --rate A:B:STEP` sweeps (a calibration sweep, then `--repeats` sweeps; medians reported), at batch 16 and 1,
    streaming, and unary where the peer is compared;
-4. runs each at a light fixed rate (10 % of the Ray backend's batch-1 limit) for latency, and at its batch-16 limit
-   while sampling which process uses the machine's CPU.
+4. runs each at fixed rates while sampling which of its processes uses the machine's CPU: a light rate (10 % of the
+   Ray backend's batch-1 limit) for latency, its own batch-16 limit, and one batch-16 load common to all (5 % of the
+   ceiling) to compare the CPU each hop costs per item.
 
     python -m benchmarks.performance.run              # writes benchmarks/results/performance/summary.{json,md,png}
     python -m benchmarks.performance.run --quick      # smoke test: one sweep each, shorter steps
@@ -25,6 +26,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -47,7 +49,7 @@ from benchmarks.harness import (
     train,
 )
 from benchmarks.performance.cpu import CpuWatch, cool_down, roles
-from benchmarks.performance.limits import Grid, Phase, Workload, find_limit
+from benchmarks.performance.limits import SLO_MS, Grid, Phase, Workload, find_limit
 from benchmarks.performance.report import summarise, write_outputs
 
 RESULTS = REPO / "benchmarks" / "results" / "performance"
@@ -280,9 +282,8 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     if args.repeats:
         plan = Plan(args.repeats, plan.sweep, plan.calibration, plan.fixed, plan.steps, plan.ceiling_s)
-    meta = {"command": " ".join(["python -m benchmarks.performance.run", *sys.argv[1:]]), "started": now(),
-            "load_average_start": load_average(), **git_commit(), "machine": machine(), "quick": args.quick,
-            "plan": asdict(plan), "slo_ms": 50.0}
+    meta = {"command": shlex.join(sys.orig_argv), "started": now(), "load_average": {"start": load_average()},
+            **git_commit(), "machine": machine(), "quick": args.quick, "plan": asdict(plan), "slo_ms": SLO_MS}
     say(f"performance run ({'quick' if args.quick else 'full'}, {plan.repeats} sweep(s) per config)")
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or train(Path(tmp) / "bundle")
@@ -313,7 +314,8 @@ def main() -> None:
                         run = fixed[name]
                         say(f"{name}: {run['rate']:g} msgs/s, p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} "
                             f"ms, CPU µs/item {run['cpu']['us_per_item']}")
-    meta.update(finished=now(), load_average_end=load_average())
+    meta["finished"] = now()
+    meta["load_average"]["end"] = load_average()
     summary = summarise(meta, top, found, fixed)
     write_outputs(summary, args.out)
     say(f"wrote {args.out}/summary.json, summary.md, summary.png")
