@@ -340,6 +340,9 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
 @click.option("--arrival", type=click.Choice(["constant", "poisson"]), default="constant", show_default=True,
               help="Open loop: inter-arrival times.")
 @click.option("--concurrency", default=16, show_default=True, help="Closed loop: messages in flight.")
+@click.option("--rpc", type=click.Choice(["stream", "unary"]), default="stream", show_default=True,
+              help="stream: one StreamScore stream per gateway; unary: each message as its own Score call (same "
+                   "payloads and timing), for servers that cannot stream.")
 @click.option("--warmup", type=Duration(), default="2s", show_default=True, help="Sent, left out of the figures.")
 @click.option("--duration", type=Duration(), default="10s", show_default=True, help="Measured time (per rate).")
 @click.option("--messages", type=int, help="Measured messages to send instead of a duration.")
@@ -365,7 +368,7 @@ def _final_report(config: dict, runs: list[dict], sweeping: bool, slo_ms: float)
                    "log or pipe.")
 @click.pass_obj
 def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devices, batch, item_kind, window,
-             feature_count, mode, rate, arrival, concurrency, warmup, duration, messages, drain, max_time, slo_ms,
+             feature_count, mode, rate, arrival, concurrency, rpc, warmup, duration, messages, drain, max_time, slo_ms,
              anomaly_rate, anomalies, data, dataset, time_column, label_column, features, delimiter, non_numeric,
              series_length, pool, processes, seed, json_path, progress) -> None:
     """Load-test the server as G gateways feeding F fleets of D devices, and report what it sustained.
@@ -399,7 +402,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
                                     kinds, seed)
     workload = build_workload(telemetry, fleets=fleets, gateways=gateways, batch=batch, window=window,
                               pool_messages=pool, items=item_kind)
-    config = {"target": options.target, "tls": options.uses_tls, "gateways": gateways, "fleets": fleets,
+    config = {"target": options.target, "tls": options.uses_tls, "rpc": rpc, "gateways": gateways, "fleets": fleets,
               "fleet_source": fleet_source,
               "devices": devices, "batch": batch, "items": item_kind, "window": window, "features": feature_count,
               "data": str(data) if data else "synthetic", "anomaly_rate": anomaly_rate, "anomalies": list(kinds),
@@ -410,7 +413,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
     for target_rate in rate if mode == "open" else [0.0]:
         schedule = Schedule(mode=mode, rate=target_rate, arrival=arrival, concurrency=concurrency,
                             warmup_s=warmup, duration_s=None if messages else duration, messages=messages,
-                            drain_s=drain, max_time_s=max_time, seed=seed)
+                            drain_s=drain, max_time_s=max_time, seed=seed, rpc=rpc)
         title = f"{mode}-loop" + (f" at {target_rate:.0f} msgs/s" if mode == "open" else f" × {concurrency}")
         with LiveProgress(stderr, title, enabled=progress) as live:
             if processes > 1:
@@ -420,7 +423,7 @@ def loadtest(options: ConnectionOptions, gateways, fleet_count, fleet_ids, devic
         result = run_report(counted, schedule)
         answered = result["measured"]["answered"] + result["warmup"]["answered"]
         if not answered and counted.failure is not None:
-            raise rpc_failure(counted.failure, options, "StreamScore")
+            raise rpc_failure(counted.failure, options, "Score" if rpc == "unary" else "StreamScore")
         runs.append(result)
         if sweeping:
             m = result["measured"]

@@ -12,6 +12,7 @@ from aelstm.training.errors import AelstmError
 from aelstm.v1 import scoring_pb2_grpc
 
 STREAM_SCORE = "/aelstm.v1.AnomalyScorer/StreamScore"
+SCORE = "/aelstm.v1.AnomalyScorer/Score"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 

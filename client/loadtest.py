@@ -1,9 +1,12 @@
-"""The load generator: G gateways, each one long-lived StreamScore stream, open- or closed-loop.
+"""The load generator: G gateways, each one long-lived StreamScore stream (or one unary Score call per message),
+open- or closed-loop.
 
 Open loop: every message has an intended send time from a fixed schedule (constant or Poisson arrivals) that does not
 wait for answers; latency is measured from that intended time, so a server that falls behind shows its queueing in
 the figures instead of slowing the generator down (no coordinated omission). Closed loop: a fixed number of messages
-in flight; latency is measured from the actual send. Runs are always bounded in time.
+in flight; latency is measured from the actual send. Runs are always bounded in time. With `rpc="unary"` the same
+messages go out at the same times, each as its own Score call: servers that cannot stream (Ray Serve's own gRPC
+proxy, say) are measured the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import grpc
@@ -20,7 +23,7 @@ import numpy as np
 from aelstm.training.errors import DataError
 from aelstm.v1 import scoring_pb2 as pb
 
-from .connection import STREAM_SCORE, ConnectionOptions
+from .connection import SCORE, STREAM_SCORE, ConnectionOptions
 from .payloads import with_request_id
 from .report import Detection, Tally, passed
 from .workload import Workload
@@ -40,10 +43,13 @@ class Schedule:
     drain_s: float = 10.0  # after sending, how long to wait for outstanding answers (then: lost)
     max_time_s: float = 600.0  # hard bound on the whole run
     seed: int = 0
+    rpc: str = "stream"  # stream: one StreamScore stream per gateway; unary: one Score call per message
 
     def __post_init__(self) -> None:
         if self.mode not in ("open", "closed"):
             raise DataError(f"mode must be open or closed, got {self.mode!r}")
+        if self.rpc not in ("stream", "unary"):
+            raise DataError(f"rpc must be stream or unary, got {self.rpc!r}")
         if self.arrival not in ("constant", "poisson"):
             raise DataError(f"arrival must be constant or poisson, got {self.arrival!r}")
         if self.mode == "open" and self.rate <= 0:
@@ -76,7 +82,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class StreamFailure:
-    """How a stream failed (picklable, unlike grpc's exception); quacks like grpc.RpcError for rpc_failure."""
+    """How a stream or call failed (picklable, unlike grpc's exception); quacks like grpc.RpcError for rpc_failure."""
 
     status: grpc.StatusCode
     message: str
@@ -133,20 +139,21 @@ class LoadRun:
         return self.schedule.messages is not None and self._measured_sent >= self.schedule.messages
 
     # -- one gateway --------------------------------------------------------------------------------------------
-    async def _send(self, gateway: int, call, outstanding: dict, slots: asyncio.Semaphore | None,
-                    reader: asyncio.Task) -> None:
+    async def _send(self, gateway: int, write: Callable[[str, bytes], Awaitable[None]], outstanding: dict,
+                    slots: asyncio.Semaphore | None, stopped: Callable[[], bool]) -> None:
+        """Send the gateway's messages on schedule through `write(request_id, message)` until done or `stopped()`."""
         s, payloads = self.schedule, self.workload.gateways[gateway]
         gateways = len(self.workload.gateways)
         rng = np.random.default_rng(s.seed + gateway)
         interval = gateways / s.rate if s.mode == "open" else 0.0
         next_time = self.t0 + gateway / s.rate if s.mode == "open" else self.t0
         k = 0
-        while not reader.done():
+        while not stopped():
             if slots is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(slots.acquire(), max(0.0, self.send_end - self.loop.time()))
                 intended = self.loop.time()
-                if reader.done():
+                if stopped():
                     break
             else:
                 intended = next_time
@@ -165,26 +172,49 @@ class LoadRun:
             outstanding[request_id] = (intended, payload, tally)
             tally.sent(payload.fleet_id, payload.items, intended)
             self._in_flight += 1
-            await call.write(with_request_id(request_id, payload.body))
-        await call.done_writing()
+            await write(request_id, with_request_id(request_id, payload.body))
+
+    def _answered(self, response: pb.ScoreResponse, outstanding: dict, slots: asyncio.Semaphore | None) -> None:
+        now = self.loop.time()
+        entry = outstanding.pop(response.request_id, None)
+        if entry is None:
+            self.measured.unmatched += 1
+            return
+        intended, payload, tally = entry
+        latency = now - intended
+        tally.answered(payload.fleet_id, response, latency * 1e6, latency > self.options.deadline_s, payload.events,
+                       now)
+        self._in_flight -= 1
+        self._recent_latencies.append(latency)
+        self._recent_items += payload.items
+        if slots is not None:
+            slots.release()
+
+    def _unanswered(self, outstanding: dict, status: grpc.StatusCode | None) -> None:
+        """Count what never got an answer: lost if the stream ended well (or the drain ran out), else its error."""
+        for _intended, payload, tally in outstanding.values():
+            fleet = tally.fleet(payload.fleet_id)
+            if status in (None, grpc.StatusCode.OK):
+                fleet.lost += 1
+            else:
+                fleet.errors[status.name] += 1
+            self._in_flight -= 1
+        outstanding.clear()
+
+    def _slots(self, gateway: int) -> asyncio.Semaphore | None:
+        """Closed loop: this gateway's share of the messages in flight."""
+        s, gateways = self.schedule, len(self.workload.gateways)
+        per_gateway = s.concurrency // gateways + (gateway < s.concurrency % gateways)
+        return asyncio.Semaphore(per_gateway) if s.mode == "closed" and per_gateway else None
+
+    def _sends(self, slots: asyncio.Semaphore | None) -> bool:
+        """Whether this gateway sends at all (closed loop with more gateways than messages in flight: not all do)."""
+        return self.schedule.mode == "open" or slots is not None
 
     async def _read(self, call, outstanding: dict, slots: asyncio.Semaphore | None) -> grpc.StatusCode:
-        deadline = self.options.deadline_s
         try:
             async for response in call:
-                now = self.loop.time()
-                entry = outstanding.pop(response.request_id, None)
-                if entry is None:
-                    self.measured.unmatched += 1
-                    continue
-                intended, payload, tally = entry
-                latency = now - intended
-                tally.answered(payload.fleet_id, response, latency * 1e6, latency > deadline, payload.events, now)
-                self._in_flight -= 1
-                self._recent_latencies.append(latency)
-                self._recent_items += payload.items
-                if slots is not None:
-                    slots.release()
+                self._answered(response, outstanding, slots)
             return grpc.StatusCode.OK
         except grpc.RpcError as exc:
             self.failure = self.failure or StreamFailure(exc.code(), exc.details() or "")
@@ -194,37 +224,65 @@ class LoadRun:
                 for _ in range(self.schedule.concurrency):
                     slots.release()
 
-    async def _gateway(self, gateway: int, channel: grpc.aio.Channel) -> None:
-        s = self.schedule
+    def _drain_s(self) -> float:
+        return max(0.0, min(self.schedule.drain_s, self.hard_end - self.loop.time()))
+
+    async def _stream_gateway(self, gateway: int, channel: grpc.aio.Channel) -> None:
         method = channel.stream_stream(STREAM_SCORE, request_serializer=None,
                                        response_deserializer=pb.ScoreResponse.FromString)
         call = method(metadata=self.options.metadata, timeout=max(1.0, self.hard_end - self.loop.time()))
         outstanding: dict = {}
-        gateways = len(self.workload.gateways)
-        per_gateway = s.concurrency // gateways + (gateway < s.concurrency % gateways)
-        slots = asyncio.Semaphore(per_gateway) if s.mode == "closed" and per_gateway else None
+        slots = self._slots(gateway)
         reader = asyncio.create_task(self._read(call, outstanding, slots))
         # A stream that failed shows its status through the reader; writes on it just stop the sender.
         with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
-            if s.mode == "open" or slots is not None:
-                await self._send(gateway, call, outstanding, slots, reader)
-            else:
-                await call.done_writing()
-        drain = max(0.0, min(s.drain_s, self.hard_end - self.loop.time()))
-        done, _ = await asyncio.wait({reader}, timeout=drain)
+            if self._sends(slots):
+                await self._send(gateway, lambda _id, message: call.write(message), outstanding, slots, reader.done)
+            await call.done_writing()
+        done, _ = await asyncio.wait({reader}, timeout=self._drain_s())
         status = reader.result() if done else None
         if not done:
             reader.cancel()
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        for _intended, payload, tally in outstanding.values():
-            fleet = tally.fleet(payload.fleet_id)
-            if status in (None, grpc.StatusCode.OK):
-                fleet.lost += 1  # the stream ended (or the drain ran out) and this message got no answer
+        self._unanswered(outstanding, status)
+
+    async def _unary_gateway(self, gateway: int, channel: grpc.aio.Channel) -> None:
+        """One Score call per message, on the stream's schedule; a failed call is an error of its message alone, and
+        a call still unanswered when the drain ends is lost."""
+        method = channel.unary_unary(SCORE, request_serializer=None, response_deserializer=pb.ScoreResponse.FromString)
+        outstanding: dict = {}
+        slots = self._slots(gateway)
+        calls: set[asyncio.Task] = set()
+
+        async def call(request_id: str, message: bytes) -> None:
+            timeout = max(0.001, min(self.options.deadline_s, self.hard_end - self.loop.time()))
+            try:
+                response = await method(message, metadata=self.options.metadata, timeout=timeout)
+            except grpc.RpcError as exc:
+                self.failure = self.failure or StreamFailure(exc.code(), exc.details() or "")
+                entry = outstanding.pop(request_id, None)
+                if entry is not None:
+                    self._unanswered({request_id: entry}, exc.code())
+                    if slots is not None:
+                        slots.release()
             else:
-                fleet.errors[status.name] += 1
-            self._in_flight -= 1
+                self._answered(response, outstanding, slots)
+
+        async def write(request_id: str, message: bytes) -> None:
+            task = asyncio.create_task(call(request_id, message))
+            calls.add(task)
+            task.add_done_callback(calls.discard)
+
+        if self._sends(slots):
+            await self._send(gateway, write, outstanding, slots, lambda: False)
+        if calls:
+            _, late = await asyncio.wait(set(calls), timeout=self._drain_s())
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._unanswered(outstanding, None)
 
     # -- the whole run ------------------------------------------------------------------------------------------
     def _snapshot(self, last: float, now: float) -> Snapshot:
@@ -255,7 +313,8 @@ class LoadRun:
         channel = self.options.channel()
         progress = asyncio.create_task(self._report_progress()) if self.on_progress else None
         try:
-            await asyncio.gather(*(self._gateway(g, channel) for g in range(len(self.workload.gateways))))
+            gateway = self._unary_gateway if self.schedule.rpc == "unary" else self._stream_gateway
+            await asyncio.gather(*(gateway(g, channel) for g in range(len(self.workload.gateways))))
         finally:
             if progress is not None:
                 progress.cancel()

@@ -1,6 +1,9 @@
-"""Decode and check request items; build item results. Each problem is an `ItemProblem` for that item alone."""
+"""Decode and check request items; build item results and model descriptions. Each problem is an `ItemProblem` for
+that item alone."""
 
 from __future__ import annotations
+
+import json
 
 import grpc
 import numpy as np
@@ -88,3 +91,12 @@ def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pre
     return pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_OK, score=score, rec_part=rec,
                          pred_part=pred, threshold=threshold, is_anomaly=score > threshold,
                          model_name=entry.bundle.name, model_version=entry.version, timestamp_ms=item.timestamp_ms)
+
+
+def model_info(entry: ModelEntry) -> pb.ModelInfo:
+    """What GetModel and ListModels say about a served model."""
+    b = entry.bundle
+    return pb.ModelInfo(fleet_id="" if entry.is_default else entry.fleet, model_name=b.name,
+                        model_version=entry.version, window=b.window, features=list(b.features),
+                        threshold=b.threshold, threshold_method=str(b.manifest["threshold"].get("method", "")),
+                        is_default=entry.is_default, manifest_json=json.dumps(b.manifest))

@@ -7,7 +7,6 @@ error and never breaks its request or its stream.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .items import (
     check_window,
     decode_tensor,
     error_result,
+    model_info,
     score_result,
     warming_result,
 )
@@ -210,22 +210,15 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
 
     # --- models and anomalies --------------------------------------------------------------------------------
 
-    def _model_info(self, entry: ModelEntry) -> pb.ModelInfo:
-        b = entry.bundle
-        return pb.ModelInfo(fleet_id="" if entry.is_default else entry.fleet, model_name=b.name,
-                            model_version=entry.version, window=b.window, features=list(b.features),
-                            threshold=b.threshold, threshold_method=str(b.manifest["threshold"].get("method", "")),
-                            is_default=entry.is_default, manifest_json=json.dumps(b.manifest))
-
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[self._model_info(e) for e in self.models.snapshot.entries()])
+        return pb.ListModelsResponse(models=[model_info(e) for e in self.models.snapshot.entries()])
 
     async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:
         entry = self.models.resolve(request.fleet_id)
         if entry is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"fleet {request.fleet_id!r} has no model and there "
                                                            f"is no default model")
-        return self._model_info(entry)
+        return model_info(entry)
 
     async def WatchAnomalies(self, request: pb.WatchAnomaliesRequest, context):
         watcher = self.hub.subscribe(request.fleet_id)

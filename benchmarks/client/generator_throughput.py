@@ -5,8 +5,8 @@ result list without reading it), so the figures bound what the generator itself 
 the real command (`aelstm-client loadtest ... --json`) several times; the table reports medians. In the same run, a
 bare gRPC client (prebuilt bytes, no bookkeeping) gives the baseline of what the gRPC stack itself costs.
 
-    python benchmarks/client/generator_throughput.py            # ~3 minutes
-    python benchmarks/client/generator_throughput.py --quick    # one repeat, shorter runs
+    python -m benchmarks.client.generator_throughput            # ~3 minutes
+    python -m benchmarks.client.generator_throughput --quick    # one repeat, shorter runs
 
 Writes benchmarks/results/client/generator_throughput.{json,md}.
 """
@@ -21,21 +21,18 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 
 from aelstm.client.payloads import request_body, window_item, with_request_id
 from aelstm.v1 import scoring_pb2 as pb
+from benchmarks.harness import REPO, loadtest
 
-REPO = Path(__file__).resolve().parents[2]
 FAKE = REPO / "tests" / "client" / "fake_server.py"
 RESULTS = REPO / "benchmarks" / "results" / "client"
 BATCHES = (1, 16, 64)
-CLIENT = [sys.executable, "-c", "from aelstm.client.cli import main; main()"]
 
 
 def start_instant_server(window: int) -> tuple[subprocess.Popen, str]:
@@ -48,21 +45,11 @@ def start_instant_server(window: int) -> tuple[subprocess.Popen, str]:
     return process, f"127.0.0.1:{port}"
 
 
-def loadtest(target: str, args: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "report.json"
-        command = [*CLIENT, "--target", target, "loadtest", *args, "--no-progress", "--json", str(path)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        if done.returncode not in (0, 7) or not path.exists():  # 7: a sweep where no rate met the SLO
-            raise SystemExit(f"loadtest failed ({done.returncode}): {done.stderr.strip() or done.stdout[-500:]}")
-        return json.loads(path.read_text())
-
-
 def closed_loop(target: str, batch: int, concurrency: int, seconds: float, repeats: int, processes: int = 1) -> dict:
     """Closed loop, many in flight: the most the generator and the client's gRPC stack push through."""
     runs = []
     for _ in range(repeats):
-        report = loadtest(target, ["--mode", "closed", "--concurrency", str(concurrency), "-G", "4", "-b",
+        report, _ = loadtest(target, ["--mode", "closed", "--concurrency", str(concurrency), "-G", "4", "-b",
                                    str(batch), "--warmup", "1s", "--duration", f"{seconds}s", "--pool", "300",
                                    "--processes", str(processes)])
         m = report["measured"]
@@ -107,16 +94,16 @@ def bare_grpc_baseline(target: str, batch: int, repeats: int) -> dict:
     """Baseline for the generator's own cost: bare gRPC streams, run in a fresh process like the loadtest."""
     runs = []
     for _ in range(repeats):
-        done = subprocess.run([sys.executable, __file__, "--bare", target, str(batch)], capture_output=True,
-                              text=True, timeout=300, check=True)
+        done = subprocess.run([sys.executable, "-m", "benchmarks.client.generator_throughput", "--bare", target,
+                               str(batch)], capture_output=True, text=True, timeout=300, check=True, cwd=REPO)
         runs.append(json.loads(done.stdout))
     return {"batch": batch, "runs": runs, "median": {k: statistics.median(r[k] for r in runs) for k in runs[0]}}
 
 
 def open_loop_sweep(target: str, batch: int, rates: str, seconds: float) -> dict:
     """Open-loop sweep: the highest rate the generator keeps on schedule with p99 ≤ 50 ms (instant server)."""
-    done_report = loadtest(target, ["-G", "4", "-b", str(batch), "--rate", rates, "--slo-ms", "50", "--warmup",
-                                    "1s", "--duration", f"{seconds}s", "--pool", "300"])
+    done_report, _ = loadtest(target, ["-G", "4", "-b", str(batch), "--rate", rates, "--slo-ms", "50", "--warmup",
+                                       "1s", "--duration", f"{seconds}s", "--pool", "300"])
     steps = [{"rate": run["schedule"]["rate"], "items_per_s": run["measured"]["throughput"]["items_per_s"],
               "p99_ms": run["measured"]["latency_ms"]["p99"], "lost": run["measured"]["lost"]}
              for run in done_report["sweep"]]

@@ -4,8 +4,8 @@ Trains the small EC2-latency model from the test fixture (seconds), starts `aels
 and runs `aelstm-client loadtest --rate START:STOP:STEP` against it several times (medians reported). Latency is
 measured from each message's intended send time (open loop).
 
-    python benchmarks/client/serve_sweep.py                       # in-process backend
-    python benchmarks/client/serve_sweep.py --backend ray         # Ray Serve backend
+    python -m benchmarks.client.serve_sweep                       # in-process backend
+    python -m benchmarks.client.serve_sweep --backend ray         # Ray Serve backend
 
 Writes benchmarks/results/client/serve_sweep_<backend>.{json,md}.
 """
@@ -15,51 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / "ec2_request_latency_system_failure.csv"
+from benchmarks.harness import REPO, free_port, loadtest, start_server, stop, train
+
 RESULTS = REPO / "benchmarks" / "results" / "client"
-AELSTM = [sys.executable, "-c", "from aelstm.server.cli import main; main()"]
-CLIENT = [sys.executable, "-c", "from aelstm.client.cli import main; main()"]
-
-
-def train(bundle: Path) -> None:
-    subprocess.run([*AELSTM, "train", str(FIXTURE), "--dataset", "nab", "--window", "16", "--epochs", "5",
-                    "-o", str(bundle), "--quiet"], check=True, capture_output=True, timeout=600)
-
-
-def start_server(bundle: Path, registry: Path, backend: str, port: int, log: Path) -> subprocess.Popen:
-    """`aelstm serve` with its output in `log` (a file, so a chatty server never blocks on a full pipe)."""
-    command = [*AELSTM, "serve", "--backend", backend, "--port", str(port), "--default-bundle", str(bundle),
-               "--registry", str(registry), "--metrics-port", "0", "--log-format", "text"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    with log.open("w") as sink:
-        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and server.poll() is None:
-        if "serving on" in log.read_text():
-            return server
-        time.sleep(0.5)
-    server.kill()
-    raise SystemExit(f"aelstm serve did not start ({backend}); its output:\n{log.read_text()[-2000:]}")
-
-
-def sweep(target: str, args: list[str]) -> tuple[dict, str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "sweep.json"
-        command = [*CLIENT, "--target", target, "loadtest", *args, "--no-progress", "--json", str(path)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-        if done.returncode not in (0, 7) or not path.exists():
-            raise SystemExit(f"loadtest failed ({done.returncode}): {done.stderr.strip()}")
-        return json.loads(path.read_text()), shlex.join(["aelstm-client", "--target", target, "loadtest", *args])
 
 
 def main() -> None:
@@ -68,7 +30,7 @@ def main() -> None:
     parser.add_argument("--rate", default="25:400:25", help="msgs/s sweep start:stop:step")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--port", type=int, default=50071)
+    parser.add_argument("--port", type=int, help="server port [default: a free one]")
     parser.add_argument("--bundle", type=Path, help="serve this bundle instead of training the fixture's model")
     args = parser.parse_args()
     loadtest_args = ["-G", "4", "-F", "2", "-D", "256", "-b", str(args.batch), "--rate", args.rate, "--slo-ms", "50",
@@ -77,12 +39,12 @@ def main() -> None:
         bundle, registry = args.bundle or Path(tmp) / "bundle", Path(tmp) / "registry"
         if args.bundle is None:
             train(bundle)
-        server = start_server(bundle, registry, args.backend, args.port, Path(tmp) / "serve.log")
+        port = args.port or free_port()
+        server = start_server(bundle, registry, args.backend, port, Path(tmp) / "serve.log")
         try:
-            runs = [sweep(f"127.0.0.1:{args.port}", loadtest_args) for _ in range(args.repeats)]
+            runs = [loadtest(f"127.0.0.1:{port}", loadtest_args) for _ in range(args.repeats)]
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
+            stop(server)
     command = runs[0][1]
     sweeps = [{"steps": [{"rate": r["schedule"]["rate"], "items_per_s": r["measured"]["throughput"]["items_per_s"],
                           "p50_ms": r["measured"]["latency_ms"]["p50"], "p99_ms": r["measured"]["latency_ms"]["p99"],

@@ -3,7 +3,7 @@
 Each backend runs as a real `aelstm serve` subprocess on 127.0.0.1; this script is the gateway, streaming real
 windows of the NAB EC2 latency fixture over StreamScore. Every scenario is repeated and the medians are reported.
 
-    python benchmarks/serving/bench_serving.py            # writes benchmarks/results/serving/serving.{json,md}
+    python -m benchmarks.serving.bench_serving            # writes benchmarks/results/serving/serving.{json,md}
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ import asyncio
 import json
 import os
 import platform
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +23,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from aelstm.training.data import load_nab
-from aelstm.training.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
+from benchmarks.harness import REPO, fixture_windows, free_port, raw_scorer, start_server, stop, train
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / "ec2_request_latency_system_failure.csv"
 RESULTS = REPO / "benchmarks" / "results" / "serving"
 
 
@@ -51,27 +45,6 @@ SCENARIOS = (
     Scenario("4 streams, 64 windows/request, 8 in flight each", 4, 64, 8, 80),
     Scenario("16 streams, 1 window/request, 4 in flight each", 16, 1, 4, 150),
 )
-
-
-def train_bundle(directory: Path) -> Path:
-    bundle = directory / "bundle"
-    subprocess.run([sys.executable, "-c", "from aelstm.server.cli import main; main()", "train", str(FIXTURE),
-                    "--dataset", "nab", "--window", "16", "--epochs", "5", "-o", str(bundle), "--quiet"],
-                   check=True, stdout=subprocess.DEVNULL)
-    return bundle
-
-
-def start_server(bundle: Path, registry: Path, backend: str, max_batch: int, wait_ms: float):
-    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
-               "--metrics-port", "0", "--backend", backend, "--registry", str(registry), "--default-bundle",
-               str(bundle), "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = process.stdout.readline()
-    match = re.search(r"serving on (\S+)", line)
-    if match is None:
-        process.kill()
-        raise SystemExit(f"aelstm serve --backend {backend} did not start: {line!r}")
-    return process, match.group(1)
 
 
 async def run_stream(stub, windows: np.ndarray, scenario: Scenario, stream: int) -> list[float]:
@@ -114,21 +87,6 @@ async def run_scenario(address: str, windows: np.ndarray, scenario: Scenario) ->
             "p50_ms": float(np.percentile(latencies, 50) * 1e3), "p99_ms": float(np.percentile(latencies, 99) * 1e3)}
 
 
-def raw_scorer(bundle: Path, windows: np.ndarray, batch: int, seconds: float = 2.0) -> dict:
-    """Baseline: onnxruntime alone (one thread, no gRPC) on calls of `batch` windows."""
-    from aelstm.training.bundle import load_bundle
-    from aelstm.training.runtime import BundleScorer
-
-    scorer = BundleScorer(load_bundle(bundle), device="cpu")
-    calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        scorer.score(windows[calls * batch % (len(windows) - batch):][:batch])
-        calls += 1
-    elapsed = time.perf_counter() - started
-    return {"items_per_s": calls * batch / elapsed, "requests_per_s": calls / elapsed,
-            "p50_ms": elapsed / calls * 1e3, "p99_ms": None}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each scenario (medians are reported)")
@@ -139,19 +97,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    windows = sliding_windows(load_nab(FIXTURE).values.astype(np.float32), 16)
+    windows = fixture_windows()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle or train_bundle(Path(tmp))
+        bundle = args.bundle or train(Path(tmp) / "bundle")
         for batch in (1, args.max_batch):
             runs = [raw_scorer(bundle, windows, batch) for _ in range(args.repeats)]
             rows.append({"backend": "onnxruntime alone", "scenario": f"{batch} windows/call, no gRPC, one thread",
-                         "runs": runs, **{k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "p99_ms"},
-                         "p99_ms": None})
+                         "runs": runs, **{k: statistics.median(r[k] for r in runs)
+                                          for k in ("items_per_s", "requests_per_s", "p50_ms")}, "p99_ms": None})
             print(f"baseline  {batch} windows/call: {rows[-1]['items_per_s']:.0f} windows/s", flush=True)
         for backend in args.backends.split(","):
-            process, address = start_server(bundle, Path(tmp) / f"registry-{backend}", backend, args.max_batch,
-                                            args.batch_wait_ms)
+            port = free_port()
+            address = f"127.0.0.1:{port}"
+            process = start_server(bundle, Path(tmp) / f"registry-{backend}", backend, port, Path(tmp) / "serve.log",
+                                   ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms)])
             try:
                 for scenario in SCENARIOS:
                     runs = [asyncio.run(run_scenario(address, windows, scenario)) for _ in range(args.repeats)]
@@ -162,8 +122,7 @@ def main() -> None:
                     print(f"{backend:9s} {scenario.name:50s} {row['items_per_s']:9.0f} items/s  "
                           f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms", flush=True)
             finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=120)
+                stop(process)
     write_results(args, rows)
 
 
@@ -172,7 +131,7 @@ def write_results(args, rows: list[dict]) -> None:
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
             "load_average_at_end": round(os.getloadavg()[0], 2),
             "repeats": args.repeats, "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
-            "command": "python benchmarks/serving/bench_serving.py " + " ".join(sys.argv[1:])}
+            "command": "python -m benchmarks.serving.bench_serving " + " ".join(sys.argv[1:])}
     (args.out / "serving.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     lines = ["# Serving latency and throughput", "",
              f"`{meta['command'].strip()}` — medians of {args.repeats} runs; client and server on one machine "

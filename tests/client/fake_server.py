@@ -42,6 +42,7 @@ class FakeBehaviour:
     token: str | None = None
     watch_ends_after_s: float | None = None  # end WatchAnomalies with status OK after this long, as a draining server
     requests_seen: int = 0
+    score_calls: int = 0  # unary Score calls answered (each waits service_time_s, concurrently)
     fleets: tuple[str, ...] = ("fleet-a", "fleet-b")
     has_default: bool = True  # without a default model, fleets not in `fleets` are NOT_FOUND
     watchers: list[asyncio.Queue] = field(default_factory=list)
@@ -141,6 +142,9 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
     async def Score(self, request, context):
         if self._refused(context):
             return pb.ScoreResponse()
+        if self.b.service_time_s:
+            await asyncio.sleep(self.b.service_time_s)
+        self.b.score_calls += 1
         return self._answer(request, {})
 
     def _info(self, fleet: str) -> pb.ModelInfo:

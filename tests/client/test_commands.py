@@ -223,6 +223,18 @@ def test_progress_in_a_log_is_plain_periodic_lines(fake, monkeypatch):
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
 
 
+def test_loadtest_rpc_unary_sends_score_calls(fake, behaviour, tmp_path):
+    path = tmp_path / "report.json"
+    result = invoke("--target", fake.target, "loadtest", "-G", "2", "-D", "16", "-b", "4", "--rate", "100",
+                    "--rpc", "unary", "--warmup", "0.2s", "--duration", "1s", "--no-progress", "--json", path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(path.read_text())
+    measured = report["measured"]
+    assert measured["sent"] == measured["answered"] > 0 and measured["lost"] == 0
+    assert report["config"]["rpc"] == report["schedule"]["rpc"] == "unary"
+    assert behaviour.score_calls == measured["sent"] + report["warmup"]["sent"] and behaviour.requests_seen == 0
+
+
 def test_loadtest_exits_check_failed_when_an_answer_is_lost(fake, behaviour):
     behaviour.drop_request_number = 10
     result = invoke("--target", fake.target, "--deadline", "1s", "loadtest", "-G", "1", "-D", "8", "-b", "2",

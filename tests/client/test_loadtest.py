@@ -138,3 +138,41 @@ async def test_readings_mode_warms_up_then_scores_and_finds_spikes(fake):
     assert measured["item_status"]["ok"] == measured["items_answered"] - 8 * 15
     assert measured["detection"]["events"]["seen"] >= 3
     assert measured["detection"]["events"]["recall"] >= 0.75
+
+
+async def test_unary_calls_carry_the_same_schedule_and_count_alike(fake, behaviour):
+    report = await load(fake.target, Schedule(rate=200, warmup_s=0.3, duration_s=1.0, rpc="unary"))
+    measured, warmup = report["measured"], report["warmup"]
+    for phase in (measured, warmup):
+        assert_counts_add_up(phase)
+        assert phase["lost"] == 0 and not phase["errors"]
+    assert measured["sent"] == pytest.approx(200, abs=2) and warmup["sent"] == pytest.approx(60, abs=2)
+    assert behaviour.score_calls == measured["sent"] + warmup["sent"] and behaviour.requests_seen == 0
+    assert measured["item_status"] == {"ok": measured["items_answered"]} == {"ok": measured["answered"] * 4}
+    assert measured["detection"]["events"]["seen"] >= 1
+    assert report["schedule"]["rpc"] == "unary" and report["passed"]
+
+
+async def test_a_refused_unary_call_is_an_error_of_its_own_message(fake, behaviour):
+    behaviour.token = "right"
+    report = await load(fake.target, Schedule(rate=100, warmup_s=0.0, duration_s=0.3, rpc="unary"), token="wrong")
+    measured = report["measured"]
+    assert measured["answered"] == 0 and measured["lost"] == 0
+    assert measured["errors"] == {"UNAUTHENTICATED": measured["sent"]} and measured["sent"] > 0
+
+
+async def test_a_unary_call_past_its_deadline_is_deadline_exceeded(fake, behaviour):
+    behaviour.service_time_s = 0.05
+    report = await load(fake.target, Schedule(rate=20, warmup_s=0.0, duration_s=0.3, rpc="unary"), deadline_s=0.02)
+    measured = report["measured"]
+    assert measured["lost"] == 0 and measured["answered"] == 0
+    assert measured["errors"] == {"DEADLINE_EXCEEDED": measured["sent"]}
+
+
+async def test_unary_closed_loop_keeps_the_concurrency(fake, behaviour):
+    behaviour.service_time_s = 0.02  # concurrent calls: 4 in flight answer ~200 msgs/s at most
+    report = await load(fake.target, Schedule(mode="closed", concurrency=4, warmup_s=0.1, duration_s=0.5,
+                                              rpc="unary"))
+    measured = report["measured"]
+    assert measured["lost"] == 0 and measured["answered"] == measured["sent"] > 20
+    assert measured["throughput"]["msgs_per_s"] < 230
