@@ -8,6 +8,7 @@ stop reading and answer what they received, the server waits for in-flight calls
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import grpc
@@ -111,6 +112,10 @@ class ScoringServer:
             raise
         self._watch = asyncio.create_task(self.models.watch())
         self._monitor = asyncio.create_task(self._follow_backend())
+        # Everything loaded so far (Ray, gRPC, onnxruntime: over 100,000 objects) lives as long as the server: kept
+        # out of garbage collection, a full collection takes milliseconds instead of stalling every stream ~70 ms.
+        gc.collect()
+        gc.freeze()
 
     async def check_backend(self) -> bool:
         """Health follows the backend's real ability to score. When it comes (back), every model is loaded into

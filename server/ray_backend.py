@@ -54,7 +54,8 @@ def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
             if address:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                # address="local": a new Ray of its own, even where `ray start` left a cluster to join on this machine
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
             return
         except Exception as exc:  # Ray raises bare Exception, RuntimeError or ConnectionError here

@@ -177,7 +177,7 @@ def build(settings: ScorerSettings):
         scorer_cls = scorer_cls.options(num_replicas="auto", autoscaling_config={
             "min_replicas": settings.replicas, "max_replicas": settings.max_replicas,
             "target_ongoing_requests": settings.target_ongoing_requests,
-            "upscale_delay_s": 2.0, "downscale_delay_s": 20.0})
+            "upscale_delay_s": 2.0, "downscale_delay_s": 20.0, "look_back_period_s": 15.0})
     else:
         scorer_cls = scorer_cls.options(num_replicas=settings.replicas)
     return scorer_cls.bind(store_cls.bind())
