@@ -5,9 +5,9 @@ Ray Serve's proxy actor receives `aelstm.v1.AnomalyScorer` calls and hands each 
 application, so no `application` metadata is needed). The replica decodes the items with the server's own helpers
 (`aelstm.server.items`), scores them with the same `BundleScorer`, and answers a `ScoreResponse`; `@serve.batch`
 merges the windows of calls queued at the replica into one onnxruntime run, as our Ray backend's replicas do. It
-implements `Score` (what the benchmark measures) and `GetModel` (what `aelstm-client loadtest` asks first); its
-replicas keep no per-device state, so it scores whole windows only. Ray runs with the settings `aelstm serve` gives
-its embedded Ray (2 CPUs, one replica of 1 CPU, Serve's throughput-optimised mode, no direct ingress).
+implements `Score` (what the benchmark measures), `GetModel` and `ListModels` (what `aelstm-client loadtest` asks
+first); its replicas keep no per-device state, so it scores whole windows only. Ray runs with the settings `aelstm
+serve` gives its embedded Ray (2 CPUs, one replica of 1 CPU, Serve's throughput-optimised mode, no direct ingress).
 
     python -m benchmarks.performance.peer --bundle BUNDLE --port 50090    # prints "serving on 127.0.0.1:50090"
 
@@ -60,6 +60,9 @@ def peer_deployment(bundle_dir: str, max_batch: int, batch_wait_s: float, device
 
         async def GetModel(self, request: pb.GetModelRequest) -> pb.ModelInfo:
             return model_info(self.entry)
+
+        async def ListModels(self, request: pb.ListModelsRequest) -> pb.ListModelsResponse:
+            return pb.ListModelsResponse(models=[model_info(self.entry)])
 
         async def Score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
             started = time.perf_counter()

@@ -49,6 +49,7 @@ def summarise(meta: dict, top: dict, found: dict[str, dict], fixed: dict[str, di
         if name.endswith("_light"):
             summary[f"{name}_p50_ms"], summary[f"{name}_p99_ms"] = run["p50_ms"], run["p99_ms"]
             summary["light_rate_msgs_per_s"] = run["rate"]
+    summary["breakdown_ms"] = {name: run["stages_ms"] for name, run in fixed.items() if run.get("stages_ms")}
     return {**summary, "limits": found, "fixed_runs": fixed}
 
 
@@ -92,6 +93,14 @@ def markdown(s: dict) -> str:
         for name, run in s["fixed_runs"].items():
             cpu = run["cpu"][what]
             lines.append(f"| {name} | " + " | ".join(_n(cpu.get(role), digits) for role in ROLES) + " |")
+    stage_names = ("prepare", "queue", "call", "compute", "transport", "respond", "windows_per_call")
+    lines += ["", "| where a request's time goes (server's own timing, mean ms) | " + " | ".join(stage_names) + " |",
+              "|---|" + "---:|" * len(stage_names)]
+    for name, stages in s["breakdown_ms"].items():
+        lines.append(f"| {name} | " + " | ".join(_n(stages.get(k), 2) for k in stage_names) + " |")
+    lines += ["", "Stages: prepare (validation, decoding, device windows), queue (waiting to join a backend call), "
+              "call (the backend call), compute (preprocessing + onnxruntime inside it), transport (call − compute: "
+              "Ray's share), respond (building the response); gRPC's own decoding and encoding come on top."]
     lines += ["", "CPU: what each process used while the run measured, as a share of the whole machine (all cores) "
               "and per item answered; ingress is `aelstm serve`, driver is the peer's launcher, proxy is Serve's proxy "
               "actor, ray_other is the rest of Ray (GCS, raylet, controller), client is the load generator."]

@@ -51,6 +51,7 @@ from benchmarks.harness import (
 from benchmarks.performance.cpu import CpuWatch, cool_down, roles
 from benchmarks.performance.limits import SLO_MS, Grid, Phase, Workload, find_limit
 from benchmarks.performance.report import summarise, write_outputs
+from benchmarks.performance.stages import scrape, stage_means_ms
 
 RESULTS = REPO / "benchmarks" / "results" / "performance"
 CEILING_BATCHES = (1, 16, 64, 256, 1024)
@@ -104,6 +105,7 @@ class Server:
     main_role: str
     start: Callable[[Path, int], subprocess.Popen]
     port: int = field(default_factory=free_port)
+    metrics_port: int | None = None  # where its per-stage timing can be read (our servers only)
 
     @property
     def target(self) -> str:
@@ -112,9 +114,12 @@ class Server:
 
 def ours(backend: str, bundle: Path, registry: Path, device: str = "cpu", extra: tuple[str, ...] = (),
          name: str | None = None) -> Server:
-    """`aelstm serve --backend <backend>` with its defaults, on `device`."""
-    return Server(name or backend, "ingress", lambda log, port: start_server(bundle, registry, backend, port, log,
-                                                                              ["--device", device, *extra]))
+    """`aelstm serve --backend <backend>` with its defaults, on `device`, its metrics on a port of their own."""
+    metrics_port = free_port()
+    return Server(name or backend, "ingress",
+                  lambda log, port: start_server(bundle, registry, backend, port, log,
+                                                 ["--device", device, "--metrics-port", str(metrics_port), *extra]),
+                  metrics_port=metrics_port)
 
 
 def peer(bundle: Path, device: str = "cpu", extra: tuple[str, ...] = ()) -> Server:
@@ -211,7 +216,9 @@ def fixed_run(server: Server, process: subprocess.Popen, workload: Workload, rat
         return watches[0]
 
     cool_down([process.pid, *descendants(process.pid)])
+    before = scrape(server.metrics_port) if server.metrics_port else {}
     report, command = loadtest(server.target, [*workload.args(phase), "--rate", f"{rate:g}"], during=watch)
+    stages = stage_means_ms(before, scrape(server.metrics_port)) if server.metrics_port else None
     end = watches[0].samples[-1].at  # sampled as the client exited
     measured = report["measured"]
     cpu = watches[0].shares(end - phase.duration_s, end - EXIT_MARGIN_S)
@@ -222,7 +229,7 @@ def fixed_run(server: Server, process: subprocess.Popen, workload: Workload, rat
     return {"rate": rate, "batch": workload.batch, "rpc": workload.rpc, "command": command,
             "items_per_s": items_per_s, "p50_ms": measured["latency_ms"]["p50"],
             "p99_ms": measured["latency_ms"]["p99"], "max_ms": measured["latency_ms"]["max"],
-            "passed": report["passed"], "cpu": cpu, "pids": groups}
+            "passed": report["passed"], "cpu": cpu, "pids": groups, "stages_ms": stages}
 
 
 def guesser(ceiling_result: dict, known: dict[str, float]) -> Callable[[Config], float]:
@@ -313,7 +320,7 @@ def main() -> None:
                     if name in fixed:
                         run = fixed[name]
                         say(f"{name}: {run['rate']:g} msgs/s, p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} "
-                            f"ms, CPU µs/item {run['cpu']['us_per_item']}")
+                            f"ms, CPU µs/item {run['cpu']['us_per_item']}, stages (mean ms) {run['stages_ms']}")
     meta["finished"] = now()
     meta["load_average"]["end"] = load_average()
     summary = summarise(meta, top, found, fixed)
