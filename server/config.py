@@ -93,7 +93,8 @@ class ScorerSettings(_Settings):
         2.0, "Autoscaling: scoring calls under way per replica that Ray Serve aims for.", minimum=0.1)
     max_batch: int = setting(256, "Most windows per scoring call.", minimum=1)
     replica_batch_wait_ms: float = setting(
-        0.0, "How long a replica waits to merge calls from several ingresses (@serve.batch).", minimum=0)
+        0.0, "How long a replica waits to merge calls from several ingresses (@serve.batch); 0: no merging, each "
+             "call (already coalesced by its ingress) is scored as it comes.", minimum=0)
     threads_per_replica: int = setting(1, "onnxruntime threads per replica (in-process: scoring threads).",
                                        minimum=1)
     cpus_per_replica: float = setting(1.0, "CPUs Ray reserves per replica.", minimum=0)

@@ -29,7 +29,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aelstm.server.app import ScoringServer
 from aelstm.server.config import ScorerSettings, ServeConfig
 from aelstm.server.registry import publish
+from aelstm.training.bundle import load_bundle
 from aelstm.training.preprocess import sliding_windows
+from aelstm.training.runtime import BundleScorer
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 
@@ -163,13 +165,18 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
                                  "longest_gap_s": round(gap, 3)}}
         assert statuses.count(pb.ITEM_STATUS_OK) >= len(load) - 5  # at most the calls in flight on the lost node
 
-        # The application disappears: health tells the truth, then recovers once it is deployed again.
+        # The application disappears: health tells the truth, then recovers once it is deployed again (this time
+        # with replicas that merge concurrent calls through @serve.batch: the scores must not change).
         await asyncio.to_thread(serve.delete, "aelstm")
         await wait_for_health(first.address, NOT_SERVING, timeout_s=30)
-        await asyncio.to_thread(deploy, ScorerSettings(replicas=1, cpus_per_replica=1.0))
+        await asyncio.to_thread(deploy, ScorerSettings(replicas=1, cpus_per_replica=1.0, replica_batch_wait_ms=2.0))
         await wait_for_health(first.address, SERVING, timeout_s=120)
-        answers = await stream_answers(first.address, requests(ec2_bundle, 10, "redeployed"))
+        batch = requests(ec2_bundle, 10, "redeployed")
+        answers = await stream_answers(first.address, batch)
         assert all(r.results[0].status == pb.ITEM_STATUS_OK for r, _ in answers.values())
+        windows = np.stack([np.frombuffer(r.items[0].window.packed, "<f4").reshape(16, 1) for r in batch])
+        offline = BundleScorer(load_bundle(ec2_bundle.path), device="cpu").score(windows).score
+        np.testing.assert_allclose([answers[r.request_id][0].results[0].score for r in batch], offline, rtol=1e-4)
         return figures
     finally:
         if second.poll() is None:

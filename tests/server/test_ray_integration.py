@@ -170,3 +170,19 @@ async def test_ray_backend_reports_its_provider(live):
     server = live[0]
     entry = server.models.resolve("ec2")
     assert await server.backend.prepare(entry) in ("CPUExecutionProvider", "CUDAExecutionProvider")
+
+
+async def test_two_fleets_sharing_replicas_get_their_own_models_scores(live, stub, wire, ec2_bundle, machine_bundle):
+    """The same windows for two fleets at once: each score is the one its own model computes in the replica (the
+    two models score these windows differently), never the other fleet's."""
+    windows = sliding_windows(ec2_bundle.series.values.astype(np.float32), 16)[:64]
+    offline = {fleet: BundleScorer(load_bundle(trained.path), device="cpu").score(windows).score
+               for fleet, trained in (("ec2", ec2_bundle), ("machines", machine_bundle))}
+    assert not np.allclose(offline["ec2"], offline["machines"], rtol=1e-3)
+    requests = [pb.ScoreRequest(request_id=f"{fleet}-{i}", fleet_id=fleet,
+                                items=[wire.window("d", windows[k]) for k in range(i, i + 8)])
+                for i in range(0, 64, 8) for fleet in ("ec2", "machines")]  # interleaved, in flight together
+    answers = await wire.stream(stub, requests)
+    for fleet in ("ec2", "machines"):
+        served = [r.score for i in range(0, 64, 8) for r in answers[f"{fleet}-{i}"][0].results]
+        np.testing.assert_allclose(served, offline[fleet], rtol=1e-4)
