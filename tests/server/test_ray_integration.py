@@ -7,6 +7,7 @@ One Ray instance for the whole module (started and shut down by the `live` fixtu
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import numpy as np
@@ -46,8 +47,10 @@ async def live(tmp_path_factory, ec2_bundle, machine_bundle):
             starting.result()  # a start that failed says why
         async with grpc.aio.insecure_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            while not seen or seen[-1] != SERVING:
-                seen.append((await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status)
+            while not seen or seen[-1][0] != SERVING:
+                asked = time.monotonic()
+                status = (await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status
+                seen.append((status, time.monotonic() - asked))
                 await asyncio.sleep(0.05)
         await starting
         yield server, registry, seen
@@ -63,10 +66,12 @@ async def stub(live):
         yield pb_grpc.AnomalyScorerStub(channel)
 
 
-async def test_health_goes_from_not_serving_to_serving(live):
+async def test_health_goes_from_not_serving_to_serving_and_answers_while_ray_starts(live):
     seen = live[2]
-    assert seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING
-    assert seen[-1] == SERVING
+    assert seen[0][0] == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert seen[-1][0] == SERVING
+    assert len(seen) > 10  # Ray took a while to start, and health kept answering meanwhile...
+    assert max(took for _, took in seen) < 1.0  # ...at once: starting Ray does not block the event loop
 
 
 def readings_requests(series, fleet: str, device: str, per_request: int) -> list[pb.ScoreRequest]:
