@@ -93,10 +93,21 @@ def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pre
                          model_name=entry.bundle.name, model_version=entry.version, timestamp_ms=item.timestamp_ms)
 
 
+def threshold_method(manifest: dict) -> str:
+    """The threshold method really used: bundles written before the fallback was named say `pot` with a
+    `fallback` parameter when POT fell back to a quantile."""
+    threshold = manifest.get("threshold", {})
+    method = str(threshold.get("method", ""))
+    fallback = (threshold.get("params") or {}).get("fallback")
+    if method == "pot" and fallback:
+        return f"quantile (pot fallback: {str(fallback).removeprefix('quantile: ')})"
+    return method
+
+
 def model_info(entry: ModelEntry) -> pb.ModelInfo:
     """What GetModel and ListModels say about a served model."""
     b = entry.bundle
     return pb.ModelInfo(fleet_id="" if entry.is_default else entry.fleet, model_name=b.name,
                         model_version=entry.version, window=b.window, features=list(b.features),
-                        threshold=b.threshold, threshold_method=str(b.manifest["threshold"].get("method", "")),
+                        threshold=b.threshold, threshold_method=threshold_method(b.manifest),
                         is_default=entry.is_default, manifest_json=json.dumps(b.manifest))
