@@ -67,6 +67,10 @@ class ScoringServer:
         return f"{self.config.host}:{self.port}"
 
     @property
+    def backend_ready(self) -> bool:
+        return self._backend_ready
+
+    @property
     def serving(self) -> bool:
         return self._backend_ready and bool(self.models.snapshot.entries())
 
