@@ -53,6 +53,12 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
+def _brief(exc: Exception, limit: int = 300) -> str:
+    """An exception for an item error: cut to `limit` characters (its text may carry input of any size)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-request limits; anything above gets RESOURCE_EXHAUSTED item errors saying what to split."""
@@ -91,7 +97,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
                 results = await self._score_items(request)
         except Exception as exc:
             log.exception("request %s failed", quote(request.request_id))
-            results = [error_result(item, INTERNAL, f"internal error: {exc}") for item in request.items]
+            results = [error_result(item, INTERNAL, f"internal error: {_brief(exc)}") for item in request.items]
         elapsed = time.perf_counter() - started
         fleet = self._fleet_label(request.fleet_id)
         self.metrics.requests.labels(fleet, rpc).inc()
@@ -176,13 +182,14 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
             stages.labels("prepare").observe(time.perf_counter() - started)
             try:
                 scores = await self.coalescer.score(entry.key, np.stack(windows))
-                finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
             except Exception as exc:
                 log.warning("scoring backend failed for %s: %s", entry.key, exc)
                 for i in positions:
-                    results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {exc}", entry)
+                    results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {_brief(exc)}",
+                                              entry)
             else:
                 responding = time.perf_counter()
+                finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
                 for k, i in enumerate(positions):
                     if not finite[k]:
                         log.error("model %s gave a non-finite score: refused as INTERNAL", entry.key)
