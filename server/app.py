@@ -53,7 +53,8 @@ class ScoringServer:
                                 poll_s=config.poll_s, on_change=self._models_changed)
         self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_s(),
                                    config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
-        self.service = AnomalyScorerService(self.models, self.coalescer, DeviceWindows(config.max_devices),
+        devices = DeviceWindows(config.max_devices, config.max_device_bytes())
+        self.service = AnomalyScorerService(self.models, self.coalescer, devices,
                                             AnomalyHub(config.watcher_queue), self.metrics, config.limits())
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
@@ -66,6 +67,10 @@ class ScoringServer:
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
+
+    @property
+    def backend_ready(self) -> bool:
+        return self._backend_ready
 
     @property
     def serving(self) -> bool:
@@ -169,6 +174,7 @@ class ScoringServer:
         await self.coalescer.drain()
         await self.backend.close()
         if self._metrics_http is not None:
-            self._metrics_http.shutdown()
-            self._metrics_http.server_close()
+            http, self._metrics_http = self._metrics_http, None
+            await asyncio.to_thread(http.shutdown)  # waits up to its 0.5 s poll: never on the loop
+            http.server_close()
         log.info("stopped", extra={"fields": {"address": self.address}})

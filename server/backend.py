@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -65,13 +66,16 @@ class InProcessBackend:
 
     name = "inprocess"
 
-    def __init__(self, threads: int = 1, intra_op_threads: int = 1, device: str = "auto") -> None:
+    def __init__(self, threads: int = 1, intra_op_threads: int = 1, device: str = "auto",
+                 retired_grace_s: float = 60.0) -> None:
         self._threads = threads
         self._intra_op_threads = intra_op_threads
         self._device = device
         self._scorers: dict[str, BundleScorer] = {}
-        # Models replaced by the last swap: calls queued just before it still find their model.
-        self._retired: dict[str, BundleScorer] = {}
+        # Models swapped out, kept `retired_grace_s` after their swap (however many swaps follow): calls that
+        # resolved them just before a swap still find them. key -> (scorer, monotonic time it was retired).
+        self.retired_grace_s = retired_grace_s
+        self._retired: dict[str, tuple[BundleScorer, float]] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -94,20 +98,25 @@ class InProcessBackend:
         return scorer
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
-        scorer = self._scorers.get(key) or self._retired.get(key)
+        scorer = self._scorers.get(key) or self._retired.get(key, (None, 0.0))[0]
         if scorer is None:
             raise LookupError(f"model {key} is not loaded")
         return await self._run(scorer.score, windows)
 
     async def retain(self, keys: set[str]) -> None:
-        self._retired = {key: self._scorers.pop(key) for key in set(self._scorers) - keys}
+        now = time.monotonic()
+        self._retired = {key: retired for key, retired in self._retired.items()
+                         if key not in keys and now - retired[1] < self.retired_grace_s}
+        for key in set(self._scorers) - keys:
+            self._retired[key] = (self._scorers.pop(key), now)
 
     async def healthy(self) -> bool:
         return self._pool is not None
 
     async def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True)  # waits for running calls: never on the loop
         self._scorers.clear()
         self._retired.clear()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from aelstm.training.cli import MODEL_COMMANDS, OneLineErrorGroup
+from aelstm.training.errors import AelstmError
 
 from .config import ScorerSettings, ServeConfig, load_config, shown_default
 from .registry import DEFAULT_FLEET
@@ -103,6 +104,10 @@ async def _serve(config) -> None:
     if stop.is_set():
         await server.stop()
         return
+    if hopeless(server):
+        await server.stop(0)
+        raise AelstmError(f"cannot serve: the registry {config.registry} has no model and the default bundle "
+                          f"{config.default_bundle} was refused (see the log above)")
     models = len(server.models.snapshot.entries())
     state = "SERVING" if server.serving else f"NOT_SERVING until a model is published to {config.registry}"
     click.echo(f"aelstm serving on {server.address} (backend {server.backend.name}, {models} model(s), "
@@ -111,6 +116,13 @@ async def _serve(config) -> None:
     await stop.wait()
     click.echo("stopping: answering requests in flight", err=True)
     await server.stop()
+
+
+def hopeless(server) -> bool:
+    """A server that can never serve: its backend is up, yet nothing loaded, and it was given a default bundle
+    that failed (a registry that is merely empty waits for `aelstm publish` instead)."""
+    return (server.config.default_bundle is not None and server.backend_ready
+            and not server.models.snapshot.entries())
 
 
 @main.command()

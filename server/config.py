@@ -144,6 +144,10 @@ class ServeConfig(ScorerSettings):
     metrics_port: int | None = setting(9464, "Prometheus /metrics port; 0 turns it off.", minimum=0)
     max_devices: int = setting(100_000, "Device windows held for `readings` items (least recent evicted).",
                                minimum=1)
+    max_device_window_mb: float = setting(256.0, "MiB of device windows held in all, ids included (least recent "
+                                                 "evicted).", minimum=0.001)
+    max_id_bytes: int = setting(256, "Longest fleet_id, device_id and request_id in UTF-8 bytes (longer ones "
+                                     "get INVALID_ARGUMENT).", minimum=1)
     max_items: int = setting(4096, "Items per request.", minimum=1)
     max_readings_per_item: int = setting(4096, "Readings per `readings` item.", minimum=1)
     max_in_flight_per_stream: int = setting(256, "Requests of one stream scored at once (then reading pauses).",
@@ -196,7 +200,11 @@ class ServeConfig(ScorerSettings):
 
     def limits(self) -> Limits:
         return Limits(max_items=self.max_items, max_readings_per_item=self.max_readings_per_item,
-                      max_in_flight_per_stream=self.max_in_flight_per_stream)
+                      max_in_flight_per_stream=self.max_in_flight_per_stream, max_id_bytes=self.max_id_bytes,
+                      max_response_bytes=self.max_message_mb * 1024 * 1024)
+
+    def max_device_bytes(self) -> int:
+        return int(self.max_device_window_mb * 1024 * 1024)
 
 
 def read_yaml(path: str | Path) -> dict:

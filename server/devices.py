@@ -1,39 +1,74 @@
 """Per-device sliding windows for `readings` items, kept by the ingress (replicas stay stateless).
 
-Bounded: at most `max_devices` windows; the least recently updated device is forgotten first and simply warms up
-again if it comes back.
+Bounded by count and by bytes: at most `max_devices` windows and `max_bytes` in all (readings plus the ids that key
+them); the least recently updated device is forgotten first and simply warms up again if it comes back.
+
+Idempotent by timestamp: an item whose `timestamp_ms` (the time of its last reading) is not after the device's last
+one is not appended again, so a request resent after a backend failure scores the same window instead of
+appending its readings twice. `timestamp_ms` 0 means "no timestamp": such readings are always appended.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
+
+# Bookkeeping per device besides its readings and ids (the key tuple, the dict slot, the array header).
+ENTRY_OVERHEAD_BYTES = 256
+
+
+@dataclass
+class _Held:
+    readings: np.ndarray
+    last_timestamp_ms: int
+    size: int
 
 
 class DeviceWindows:
     """The last `window` readings of each (fleet, device)."""
 
-    def __init__(self, max_devices: int = 100_000) -> None:
+    def __init__(self, max_devices: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> None:
         if max_devices < 1:
             raise ValueError(f"max devices must be ≥ 1, got {max_devices}")
+        if max_bytes < 1:
+            raise ValueError(f"max bytes must be ≥ 1, got {max_bytes}")
         self.max_devices = max_devices
-        self._held: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._held: OrderedDict[tuple[str, str], _Held] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def append(self, fleet: str, device: str, readings: np.ndarray, window: int) -> tuple[np.ndarray | None, int]:
+    def append(self, fleet: str, device: str, readings: np.ndarray, window: int,
+               timestamp_ms: int = 0) -> tuple[np.ndarray | None, int]:
         """Append `readings [n, features]`; returns (the full window ending at the last reading or None, held).
 
-        A device whose feature count changed (its fleet got a model with other features) starts over.
+        A device whose feature count changed (its fleet got a model with other features) starts over. Readings
+        whose `timestamp_ms` is not after the device's last timestamp are not appended (a resend): the result is
+        that of the window already held.
         """
         key = (fleet, device)
         held = self._held.pop(key, None)
-        if held is not None and held.shape[1] == readings.shape[1]:
-            readings = np.concatenate([held, readings])
-        readings = readings[-window:].copy() if len(readings) > window else readings
-        self._held[key] = readings
-        while len(self._held) > self.max_devices:
-            self._held.popitem(last=False)
+        if held is not None:
+            self.bytes -= held.size
+        last = 0
+        if held is not None and held.readings.shape[1] == readings.shape[1]:
+            last = held.last_timestamp_ms
+            if timestamp_ms and last and timestamp_ms <= last:
+                readings = held.readings  # already appended: a resend after a failure
+            else:
+                readings = np.concatenate([held.readings, readings])
+        readings = readings[-window:].copy()  # a copy: never a view of the request's bytes
+        size = readings.nbytes + len(fleet.encode()) + len(device.encode()) + ENTRY_OVERHEAD_BYTES
+        self._held[key] = _Held(readings, max(last, timestamp_ms), size)
+        self.bytes += size
+        while len(self._held) > 1 and (len(self._held) > self.max_devices or self.bytes > self.max_bytes):
+            _, evicted = self._held.popitem(last=False)
+            self.bytes -= evicted.size
+        if self.bytes > self.max_bytes:  # one device alone is over the budget: keep nothing
+            self._held.clear()
+            self.bytes = 0
         return (readings if len(readings) == window else None), len(readings)

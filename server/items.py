@@ -19,6 +19,23 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 
 
+# Scaled values (0..1 over the training range) beyond this many training ranges are refused: squared errors of
+# such windows would overflow float32 inside the model and the score would be +Inf.
+MAX_SCALED = 1e12
+QUOTE_CHARS = 64
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` for an error message: repr'd, and cut to `limit` characters (never echo unbounded input)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text.encode())} bytes)"
+
+
+def show_shape(shape: tuple[int, ...]) -> str:
+    return str(list(shape)) if len(shape) <= 4 else f"{len(shape)} dimensions"
+
+
 class ItemProblem(Exception):
     """Why one item cannot be scored, as a google.rpc code and a message saying what to fix."""
 
@@ -32,7 +49,8 @@ def decode_tensor(tensor: pb.Tensor, what: str) -> np.ndarray:
     """A `Tensor` as a float32 array of its declared 2-D shape."""
     shape = tuple(int(d) for d in tensor.shape)
     if len(shape) != 2 or 0 in shape:
-        raise ItemProblem(INVALID_ARGUMENT, f"{what} shape must be [rows, features] with both > 0, got {list(shape)}")
+        raise ItemProblem(INVALID_ARGUMENT, f"{what} shape must be [rows, features] with both > 0, got "
+                                            f"{show_shape(shape)}")
     size = shape[0] * shape[1]
     kind = tensor.WhichOneof("data")
     if kind == "packed":
@@ -55,6 +73,25 @@ def check_features(values: np.ndarray, entry: ModelEntry, what: str) -> None:
                                             f"expects {features} {list(entry.bundle.features)}")
     if np.isinf(values).any():
         raise ItemProblem(INVALID_ARGUMENT, f"{what} contains ±Inf; send NaN for a missing reading")
+    low, high = value_bounds(entry)
+    wide = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        outside = ((wide < low) | (wide > high)).any(axis=0)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ItemProblem(INVALID_ARGUMENT, f"{what} has values of feature {entry.bundle.features[i]!r} outside "
+                                            f"[{low[i]:.6g}, {high[i]:.6g}], the limit of model "
+                                            f"{entry.bundle.name} ({MAX_SCALED:g} training ranges): beyond it "
+                                            f"the score would overflow float32")
+
+
+def value_bounds(entry: ModelEntry) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the raw values a model can score with a finite result: MAX_SCALED training ranges around
+    its training range (the scaler maps that range to [0, 1])."""
+    scaler = entry.bundle.manifest["preprocessing"]["scaler"]
+    low, high = np.asarray(scaler["min"], np.float64), np.asarray(scaler["max"], np.float64)
+    span = np.where(high - low > 0, high - low, 1.0)  # as MinMaxScaler.span
+    return low - MAX_SCALED * span, high + MAX_SCALED * span
 
 
 def check_window(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
@@ -93,10 +130,21 @@ def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pre
                          model_name=entry.bundle.name, model_version=entry.version, timestamp_ms=item.timestamp_ms)
 
 
+def threshold_method(manifest: dict) -> str:
+    """The threshold method really used: bundles written before the fallback was named say `pot` with a
+    `fallback` parameter when POT fell back to a quantile."""
+    threshold = manifest.get("threshold", {})
+    method = str(threshold.get("method", ""))
+    fallback = (threshold.get("params") or {}).get("fallback")
+    if method == "pot" and fallback:
+        return f"quantile (pot fallback: {str(fallback).removeprefix('quantile: ')})"
+    return method
+
+
 def model_info(entry: ModelEntry) -> pb.ModelInfo:
     """What GetModel and ListModels say about a served model."""
     b = entry.bundle
     return pb.ModelInfo(fleet_id="" if entry.is_default else entry.fleet, model_name=b.name,
                         model_version=entry.version, window=b.window, features=list(b.features),
-                        threshold=b.threshold, threshold_method=str(b.manifest["threshold"].get("method", "")),
+                        threshold=b.threshold, threshold_method=threshold_method(b.manifest),
                         is_default=entry.is_default, manifest_json=json.dumps(b.manifest))

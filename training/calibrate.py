@@ -45,7 +45,8 @@ def pot_threshold(scores: np.ndarray, risk: float = 1e-3, initial_q: float = 0.9
     params = {"risk": risk, "initial_q": initial_q, "initial_threshold": initial, "n": int(scores.size)}
     if excesses.size < 10:
         fallback = quantile_threshold(scores, 1.0 - risk)
-        return Threshold(fallback.value, "pot", {**params, "fallback": "quantile: fewer than 10 peaks"})
+        reason = f"too few peaks, {excesses.size} < 10"
+        return Threshold(fallback.value, f"quantile (pot fallback: {reason})", {**params, "fallback": reason})
     shape, _, scale = stats.genpareto.fit(excesses, floc=0.0)
     ratio = risk * scores.size / excesses.size
     if abs(shape) < 1e-8:

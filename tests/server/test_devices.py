@@ -47,3 +47,20 @@ def test_a_change_of_features_starts_the_window_over():
 def test_max_devices_must_be_positive():
     with pytest.raises(ValueError):
         DeviceWindows(max_devices=0)
+
+
+def test_windows_are_bounded_in_bytes_ids_included():
+    held = DeviceWindows(max_bytes=200_000)
+    for i in range(100):
+        held.append("f", f"{i:03d}" + "x" * 65_536, rows(1), window=4)
+    assert held.bytes <= 200_000 and 1 <= len(held) <= 3
+    assert held.append("f", "099" + "x" * 65_536, rows(2), window=4)[1] == 2  # the most recent was kept
+
+
+def test_a_reading_not_after_the_last_timestamp_is_not_appended_again():
+    held = DeviceWindows()
+    assert held.append("f", "d", rows(1, 2), window=4, timestamp_ms=20) == (None, 2)
+    assert held.append("f", "d", rows(1, 2), window=4, timestamp_ms=20) == (None, 2)  # a resend
+    assert held.append("f", "d", rows(0), window=4, timestamp_ms=19) == (None, 2)  # older
+    assert held.append("f", "d", rows(3), window=4, timestamp_ms=21) == (None, 3)
+    assert held.append("f", "d", rows(4), window=4)[1] == 4  # 0: no timestamp, always appended

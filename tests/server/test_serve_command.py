@@ -52,3 +52,17 @@ def test_serve_on_embedded_ray(tmp_path, ec2_bundle):
     assert time.monotonic() - started < 240
     stderr = check_and_stop(process, address)
     assert "ready on CPUExecutionProvider" in stderr or "ready on CUDAExecutionProvider" in stderr
+
+
+def test_a_server_that_can_never_serve_exits_with_one_error_line(tmp_path):
+    bad = tmp_path / "bad-bundle"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{not json")
+    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+               "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--default-bundle", str(bad),
+               "--backend", "inprocess", "--log-format", "text"]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1, process.stderr
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "default bundle" in errors[0], process.stderr
+    assert "Traceback" not in process.stderr and process.stdout == ""
