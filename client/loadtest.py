@@ -243,12 +243,16 @@ class LoadRun:
         slots = self._slots(gateway)
         live: list = [None]  # the open call, None while reconnecting
         giving_up = [False]
+        writing = asyncio.Lock()  # one write at a time on a call: grpc.aio does not allow concurrent writes
+        resent: set[str] = set()  # request ids already resent on the open call
 
-        async def write(_request_id: str, message: bytes) -> None:
-            call = live[0]
-            if call is not None:  # a write on a failed stream: the reader sees its status, the message is resent
-                with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
-                    await call.write(message)
+        async def write(request_id: str, message: bytes) -> None:
+            async with writing:
+                call = live[0]
+                if call is not None and request_id not in resent:
+                    # a write on a failed stream: the reader sees its status, and the message is resent
+                    with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                        await call.write(message)
 
         sender = (asyncio.create_task(self._send(gateway, write, outstanding, slots, lambda: giving_up[0]))
                   if self._sends(slots) else None)
@@ -260,13 +264,17 @@ class LoadRun:
                 call = method(metadata=self.options.metadata, timeout=max(1.0, self.hard_end - self.loop.time()))
                 answers = [0]
                 reader = asyncio.create_task(self._read(call, outstanding, slots, answers))
-                live[0] = call
-                if broken_since is not None:
-                    tally = self.measured if self.loop.time() >= self.measure_start else self.warmup
-                    tally.reconnects += 1
-                    for request_id, (_intended, payload, owner) in list(outstanding.items()):
-                        owner.resent += 1
-                        await write(request_id, with_request_id(request_id, payload.body))
+                async with writing:
+                    live[0] = call
+                    resent.clear()
+                    if broken_since is not None:
+                        tally = self.measured if self.loop.time() >= self.measure_start else self.warmup
+                        tally.reconnects += 1
+                        for request_id, (_intended, payload, owner) in list(outstanding.items()):
+                            owner.resent += 1
+                            resent.add(request_id)
+                            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                                await call.write(with_request_id(request_id, payload.body))
                 if sender is not None and not sender.done():
                     await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
                 if not reader.done():  # everything was sent: half-close, then wait for the answers

@@ -60,3 +60,25 @@ async def test_loadtest_reconnects_and_resends_across_an_ingress_restart(tiny_bu
     assert measured["reconnects"] >= 2  # both gateways
     assert measured["resent"] > 0  # at least the messages due while the server was down
     assert report["passed"]
+
+
+async def test_replay_reconnects_and_resends_across_an_ingress_restart(tiny_bundle, tmp_path):
+    from aelstm.client.replay import replay
+    from aelstm.training.data import Series
+
+    _, bundle, full = tiny_bundle
+    series = Series("part", full.values[:300], full.feature_names)  # 300 rows in about 2.4 s: interval 8 ms
+    server = app.ScoringServer(serve_config(bundle, tmp_path))
+    await server.start()
+    reconnects: list[int] = []
+    restarted = asyncio.create_task(restart_later(server, bundle, tmp_path, after_s=0.8, down_s=0.5))
+    try:
+        table = await replay(ConnectionOptions(target=server.address, deadline_s=5.0), series, fleet_id="default",
+                             device_id="d1", mode="windows", window=bundle.window, speed=1.0, interval_s=0.008,
+                             on_reconnect=reconnects.append)
+    finally:
+        (again,) = await asyncio.gather(restarted, return_exceptions=True)
+        await (again if isinstance(again, app.ScoringServer) else server).stop(0)
+    assert len(table) == 300 - bundle.window + 1
+    assert set(table["status"]) == {"ok"}, table["status"].value_counts()
+    assert reconnects and sum(reconnects) > 0
