@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,11 +39,18 @@ def configure_ray_environment(address: str | None = None) -> None:
     reporting; Serve's throughput-optimised call path (direct gRPC between handle and replica, about half the
     latency), without its per-replica HTTP ingress, which we do not use and which holds every replica 30 s at
     shutdown. Joining a cluster with a token on this machine sends it: `ray start` clusters require one, and a
-    driver must opt in."""
+    driver must opt in. When Ray is already imported, its cached config is refreshed as Ray itself does when it
+    turns token mode on: otherwise this process's Ray client stays in 'disabled' mode while every Ray process it
+    starts later inherits RAY_AUTH_MODE=token, and an embedded Ray started afterwards in the same process never
+    comes up (its GCS logs "Missing authorization header in request!", the start times out)."""
     for name, value in REPLICA_ENV.items():
         os.environ.setdefault(name, value)
     if address and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:
+            from ray._raylet import Config
+
+            Config.initialize("")
 
 
 def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
