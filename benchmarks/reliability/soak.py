@@ -216,6 +216,7 @@ def main() -> None:
         "item_errors_by_code": dict(item_errors),
         "resent": measured.get("resent", 0) + warmup.get("resent", 0),
         "reconnects": measured.get("reconnects", 0) + warmup.get("reconnects", 0),
+        "kill_every_s": args.kill_every,
         "replica_kills": len([k for k in killer.kills if k["pid"]]),
         "kills": killer.kills,
         "churn": churned,
@@ -238,7 +239,8 @@ def markdown(s: dict) -> str:
     return "\n".join([
         "# Soak", "",
         f"`{s['command']}` — {s['soak_s']:.0f} s at {s['rate_msgs_per_s']} messages/s (half of "
-        f"{s['full_rate_msgs_per_s']}), a Scorer replica killed every so often ({s['replica_kills']} kills), "
+        f"{s['full_rate_msgs_per_s']}), a Scorer replica SIGKILLed every {s['kill_every_s']:.0f} s "
+        f"({s['replica_kills']} kills), "
         f"gateways reconnecting ({s['churn']['streams']} short streams) and bad items mixed in.", "",
         "| sent | answered | lost | errors | item errors by code | resent | reconnects | ingress RSS |",
         "|---|---|---|---|---|---|---|---|",
