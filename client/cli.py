@@ -266,7 +266,10 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
                    f"{result.threshold:.4g}{label}")
 
     table = run(replay_series(options, series, fleet_id=fleet, device_id=device_id, mode=mode, window=window,
-                              speed=speed, interval_s=interval, max_in_flight=max_in_flight, on_result=show))
+                              speed=speed, interval_s=interval, max_in_flight=max_in_flight, on_result=show,
+                              on_reconnect=lambda resent: click.echo(
+                                  f"stream ended UNAVAILABLE: reopened it, resent {resent} unanswered message(s)",
+                                  err=True)))
     if output:
         table.to_csv(output, index=False)
     episodes = flag_episodes(table, gap=window)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +28,9 @@ from .connection import SCORE, STREAM_SCORE, ConnectionOptions
 from .payloads import with_request_id
 from .report import Detection, Tally, passed
 from .workload import Workload
+
+RECONNECT_BACKOFF_S = 0.05  # first wait before reopening a stream that ended UNAVAILABLE (jittered, doubling)
+RECONNECT_BACKOFF_MAX_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class LoadRun:
         self.warmup = Tally(Detection(workload.event_kinds))
         self.measured = Tally(Detection(workload.event_kinds))
         self.failure: StreamFailure | None = None
+        self._last_error: StreamFailure | None = None
         self._measured_sent = 0
         self._in_flight = 0
         self._recent_latencies: list[float] = []
@@ -211,41 +216,102 @@ class LoadRun:
         """Whether this gateway sends at all (closed loop with more gateways than messages in flight: not all do)."""
         return self.schedule.mode == "open" or slots is not None
 
-    async def _read(self, call, outstanding: dict, slots: asyncio.Semaphore | None) -> grpc.StatusCode:
+    async def _read(self, call, outstanding: dict, slots: asyncio.Semaphore | None,
+                    answers: list[int] | None = None) -> grpc.StatusCode:
+        """Answers of one call into the tally until it ends; its status. `answers[0]` counts what it answered."""
         try:
             async for response in call:
                 self._answered(response, outstanding, slots)
+                if answers is not None:
+                    answers[0] += 1
             return grpc.StatusCode.OK
         except grpc.RpcError as exc:
-            self.failure = self.failure or StreamFailure(exc.code(), exc.details() or "")
+            self._last_error = StreamFailure(exc.code(), exc.details() or "")
             return exc.code()
-        finally:
-            if slots is not None:
-                for _ in range(self.schedule.concurrency):
-                    slots.release()
 
     def _drain_s(self) -> float:
         return max(0.0, min(self.schedule.drain_s, self.hard_end - self.loop.time()))
 
     async def _stream_gateway(self, gateway: int, channel: grpc.aio.Channel) -> None:
+        """One long-lived stream. A stream that ends with UNAVAILABLE (a draining or restarted server, a broken
+        connection) is reopened with backoff for up to the deadline, and every message it left unanswered is sent
+        again by request id (counted as resent): nothing is silently gone. Messages due while no stream is open
+        wait in `outstanding` and go out on the next one."""
         method = channel.stream_stream(STREAM_SCORE, request_serializer=None,
                                        response_deserializer=pb.ScoreResponse.FromString)
-        call = method(metadata=self.options.metadata, timeout=max(1.0, self.hard_end - self.loop.time()))
         outstanding: dict = {}
         slots = self._slots(gateway)
-        reader = asyncio.create_task(self._read(call, outstanding, slots))
-        # A stream that failed shows its status through the reader; writes on it just stop the sender.
-        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
-            if self._sends(slots):
-                await self._send(gateway, lambda _id, message: call.write(message), outstanding, slots, reader.done)
-            await call.done_writing()
-        done, _ = await asyncio.wait({reader}, timeout=self._drain_s())
-        status = reader.result() if done else None
-        if not done:
-            reader.cancel()
-            call.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        live: list = [None]  # the open call, None while reconnecting
+        giving_up = [False]
+        writing = asyncio.Lock()  # one write at a time on a call: grpc.aio does not allow concurrent writes
+        resent: set[str] = set()  # request ids already resent on the open call
+
+        async def write(request_id: str, message: bytes) -> None:
+            async with writing:
+                call = live[0]
+                if call is not None and request_id not in resent:
+                    # a write on a failed stream: the reader sees its status, and the message is resent
+                    with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                        await call.write(message)
+
+        sender = (asyncio.create_task(self._send(gateway, write, outstanding, slots, lambda: giving_up[0]))
+                  if self._sends(slots) else None)
+        status: grpc.StatusCode | None = None
+        broken_since: float | None = None
+        backoff = RECONNECT_BACKOFF_S
+        try:
+            while True:
+                call = method(metadata=self.options.metadata, timeout=max(1.0, self.hard_end - self.loop.time()))
+                answers = [0]
+                reader = asyncio.create_task(self._read(call, outstanding, slots, answers))
+                async with writing:
+                    live[0] = call
+                    resent.clear()
+                    if broken_since is not None:
+                        tally = self.measured if self.loop.time() >= self.measure_start else self.warmup
+                        tally.reconnects += 1
+                        for request_id, (_intended, payload, owner) in list(outstanding.items()):
+                            owner.resent += 1
+                            resent.add(request_id)
+                            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                                await call.write(with_request_id(request_id, payload.body))
+                if sender is not None and not sender.done():
+                    await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():  # everything was sent: half-close, then wait for the answers
+                    with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                        await call.done_writing()
+                    done, _ = await asyncio.wait({reader}, timeout=self._drain_s())
+                    if not done:
+                        status = None
+                        break
+                status = reader.result()
+                live[0] = None
+                sending = sender is not None and not sender.done()
+                if status != grpc.StatusCode.UNAVAILABLE or not (outstanding or sending):
+                    break
+                now = self.loop.time()
+                if answers[0] or broken_since is None:
+                    broken_since, backoff = now, RECONNECT_BACKOFF_S
+                if now + backoff > min(broken_since + self.options.deadline_s, self.hard_end - 0.1):
+                    break  # no stream within the deadline: what is outstanding counts as UNAVAILABLE
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
+        finally:
+            live[0] = None
+            giving_up[0] = True
+            if not reader.done():
+                reader.cancel()
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            if sender is not None:
+                if slots is not None:  # wake a closed-loop sender waiting for a slot
+                    for _ in range(self.schedule.concurrency):
+                        slots.release()
+                with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+                    await sender
+        if status not in (None, grpc.StatusCode.OK) and self.failure is None:
+            self.failure = self._last_error
         self._unanswered(outstanding, status)
 
     async def _unary_gateway(self, gateway: int, channel: grpc.aio.Channel) -> None:

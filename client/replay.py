@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable
 
 import grpc
@@ -36,62 +37,119 @@ def send_offsets(series: Series, speed: float, interval_s: float) -> np.ndarray 
 
 async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, device_id: str, mode: str,
                  window: int, speed: float, interval_s: float = 1.0, max_in_flight: int = 64,
-                 on_result: Callable[[int, pb.ItemResult], None] | None = None) -> pd.DataFrame:
-    """Send the series, return one table row per message (status 'lost' for a message never answered)."""
+                 on_result: Callable[[int, pb.ItemResult], None] | None = None,
+                 on_reconnect: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Send the series, return one table row per message (status 'lost' for a message never answered).
+
+    A stream that ends with UNAVAILABLE after it worked (the server drained or restarted) is reopened with backoff
+    for up to the deadline, and the messages it left unanswered are sent again first, in order, by request id
+    (`on_reconnect(resent)` is told how many). A server that restarted holds no window for the device yet: readings
+    resent to it start the window again (WARMING_UP)."""
     stamps = timestamps_ms(series)
     rows = np.arange(len(series)) if mode == "readings" else np.arange(window - 1, len(series))
     offsets = send_offsets(series, speed, interval_s)
     results: dict[int, pb.ItemResult] = {}
     sent_at: dict[int, float] = {}
     latency_ms: dict[int, float] = {}
+    unanswered: dict[int, pb.ScoreRequest] = {}  # sent (or due while no stream was open), no answer yet
     slots = asyncio.Semaphore(max_in_flight)
     loop = asyncio.get_running_loop()
-    async with options.channel() as channel:
-        call = stub(channel).StreamScore(metadata=options.metadata)
+    writing = asyncio.Lock()  # resending and sending never interleave: readings stay in order
+    live: list = [None]
+    stop_sending = [False]
 
-        async def read() -> None:
-            try:
-                async for response in call:
-                    row = int(response.request_id)
-                    latency_ms[row] = (loop.time() - sent_at[row]) * 1e3
-                    if response.results:
-                        results[row] = response.results[0]
-                        if on_result is not None:
-                            on_result(row, response.results[0])
-                    slots.release()
-            finally:  # wake the sender if the stream ended early
-                for _ in range(max_in_flight):
-                    slots.release()
-
-        reader = asyncio.create_task(read())
-        start = loop.time()
+    async def read(call, answered: list[int]) -> grpc.RpcError | None:
         try:
-            with contextlib.suppress(asyncio.InvalidStateError):
-                for row in rows:
-                    if offsets is not None:
-                        delay = start + offsets[row] - loop.time()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                    await slots.acquire()
-                    if reader.done():
-                        break
-                    if mode == "readings":
-                        item = readings_item(device_id, series.values[row], int(stamps[row]))
-                    else:
-                        item = window_item(device_id, series.values[row - window + 1 : row + 1], int(stamps[row]))
-                    sent_at[int(row)] = loop.time()
-                    await call.write(pb.ScoreRequest(request_id=str(row), fleet_id=fleet_id, items=[item]))
-                await call.done_writing()
-            await asyncio.wait_for(asyncio.shield(reader), options.deadline_s)
-        except TimeoutError:
-            pass  # rows still unanswered after the deadline are reported as lost
+            async for response in call:
+                row = int(response.request_id)
+                if unanswered.pop(row, None) is None:
+                    continue  # an answer to a message resent after all
+                answered[0] += 1
+                latency_ms[row] = (loop.time() - sent_at[row]) * 1e3
+                if response.results:
+                    results[row] = response.results[0]
+                    if on_result is not None:
+                        on_result(row, response.results[0])
+                slots.release()
+            return None
         except grpc.RpcError as exc:
-            raise rpc_failure(exc, options, "StreamScore") from None
+            return exc
+
+    async def send() -> None:
+        start = loop.time()
+        for row in rows:
+            if offsets is not None:
+                delay = start + offsets[row] - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await slots.acquire()
+            if stop_sending[0]:
+                return
+            if mode == "readings":
+                item = readings_item(device_id, series.values[row], int(stamps[row]))
+            else:
+                item = window_item(device_id, series.values[row - window + 1 : row + 1], int(stamps[row]))
+            request = pb.ScoreRequest(request_id=str(row), fleet_id=fleet_id, items=[item])
+            async with writing:
+                unanswered[int(row)] = request
+                sent_at[int(row)] = loop.time()
+                if live[0] is not None:
+                    with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                        await live[0].write(request)
+
+    async with options.channel() as channel:
+        sender = asyncio.create_task(send())
+        reader = call = None
+        broken_since: float | None = None
+        backoff = 0.05
+        failure: grpc.RpcError | None = None
+        try:
+            while True:
+                call = stub(channel).StreamScore(metadata=options.metadata)
+                answered = [0]
+                reader = asyncio.create_task(read(call, answered))
+                async with writing:
+                    live[0] = call
+                    if broken_since is not None:
+                        if on_reconnect is not None:
+                            on_reconnect(len(unanswered))
+                        for request in list(unanswered.values()):
+                            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                                await call.write(request)
+                if not sender.done():
+                    await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():
+                    with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                        await call.done_writing()
+                    done, _ = await asyncio.wait({reader}, timeout=options.deadline_s)
+                    if not done:
+                        break  # rows still unanswered after the deadline are reported as lost
+                failure = reader.result()
+                live[0] = None
+                if failure is None or failure.code() != grpc.StatusCode.UNAVAILABLE:
+                    break
+                if not (unanswered or not sender.done()) or not (answered[0] or broken_since is not None):
+                    break  # nothing left to send, or a stream that never worked: no reconnecting
+                now = loop.time()
+                if answered[0]:
+                    broken_since, backoff = now, 0.05
+                if now + backoff > broken_since + options.deadline_s:
+                    break
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 2.0)
         finally:
-            call.cancel()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
-                await reader
+            live[0] = None
+            stop_sending[0] = True
+            for _ in range(max_in_flight):
+                slots.release()
+            for task in (reader, sender):
+                if task is not None and not task.done():
+                    task.cancel()
+            if call is not None:
+                call.cancel()
+            await asyncio.gather(*(t for t in (reader, sender) if t is not None), return_exceptions=True)
+        if failure is not None and failure.code() != grpc.StatusCode.OK:
+            raise rpc_failure(failure, options, "StreamScore") from None
     table = results_table(series, rows, [results.get(int(r)) for r in rows])
     table["latency_ms"] = [latency_ms.get(int(r), np.nan) for r in rows]
     return table

@@ -116,6 +116,8 @@ class Tally:
     fleets: dict[str, FleetTally] = field(default_factory=dict)
     item_status: Counter = field(default_factory=Counter)
     unmatched: int = 0
+    resent: int = 0  # messages sent again on a reopened stream (the previous one ended UNAVAILABLE unanswered)
+    reconnects: int = 0  # streams reopened after UNAVAILABLE
     first_send: float | None = None
     last_answer: float | None = None
 
@@ -163,6 +165,8 @@ class Tally:
             mine.latencies_us.extend(theirs.latencies_us)
         self.item_status.update(other.item_status)
         self.unmatched += other.unmatched
+        self.resent += other.resent
+        self.reconnects += other.reconnects
         self.detection.merge(other.detection)
         self.first_send = _either(min, self.first_send, other.first_send)
         self.last_answer = _either(max, self.last_answer, other.last_answer)
@@ -196,6 +200,8 @@ class Tally:
         span = (self.last_answer - self.first_send) if self.first_send and self.last_answer else 0.0
         totals.update(
             unmatched_answers=self.unmatched,
+            resent=self.resent,
+            reconnects=self.reconnects,
             item_status={status_name(k): v for k, v in sorted(self.item_status.items())},
             duration_s=span,
             throughput={"msgs_per_s": totals["answered"] / span if span else 0.0,
@@ -265,4 +271,7 @@ def render(report: dict) -> Group:
         parts.append(table)
     if measured["unmatched_answers"]:
         parts.append(f"answers matching no request: {measured['unmatched_answers']}")
+    if measured.get("reconnects"):
+        parts.append(f"streams reopened after UNAVAILABLE: {measured['reconnects']}, messages resent: "
+                     f"{measured['resent']}")
     return Group(*parts)

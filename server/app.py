@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .models import ModelBook
 from .ray_backend import RayServeBackend
 from .registry import RegistryScanner, RegistrySnapshot
-from .security import BearerTokenInterceptor, server_credentials
+from .security import server_credentials, token_interceptors
 from .service import AnomalyScorerService
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class ScoringServer:
     async def start(self) -> None:
         c = self.config
         limit = c.max_message_mb * 1024 * 1024
-        interceptors = [BearerTokenInterceptor(list(c.tokens))] if c.tokens else []
+        interceptors = token_interceptors(c.tokens, c.tokens_file)
         self._server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on a busy port must fail, not share it

@@ -56,14 +56,18 @@ def settings_options(kind: type[ScorerSettings]):
         for spec in reversed(fields(kind)):
             meta = spec.metadata
             help_text = f"{meta['help']} [default: {shown_default(spec)}]"
-            if meta.get("envvar"):
+            base = str(spec.type).split("|")[0].strip()
+            if meta.get("envvar") and base.startswith("tuple"):
                 command = click.option(meta["flag"], spec.name, multiple=True, envvar=meta["envvar"],
                                        help=help_text)(command)
                 continue
-            base = str(spec.type).split("|")[0].strip()
+            if base == "bool":
+                command = click.option(f"--{spec.name.replace('_', '-')}", default=None, is_flag=True,
+                                       help=help_text)(command)
+                continue
             kind_of_value = click.Choice(meta["choices"]) if meta["choices"] else _CLICK_TYPES[base]
             command = click.option(f"--{spec.name.replace('_', '-')}", default=None, type=kind_of_value,
-                                   help=help_text)(command)
+                                   envvar=meta.get("envvar"), help=help_text)(command)
         return command
 
     return decorate

@@ -159,6 +159,9 @@ class ServeConfig(ScorerSettings):
     tls_client_ca: str | None = setting(None, "PEM CA: require client certificates it signed (mutual TLS).")
     tokens: tuple[str, ...] = setting((), "Accepted bearer token (repeatable; env AELSTM_TOKENS, space-separated). "
                                           "None: no auth.", flag="--token", envvar="AELSTM_TOKENS")
+    tokens_file: str | None = setting(None, "YAML file of fleet-scoped tokens: `token or sha256:<digest>: fleet, "
+                                            "fleet` (env AELSTM_TOKENS_FILE).", envvar="AELSTM_TOKENS_FILE")
+    allow_plaintext_tokens: bool = setting(False, "Accept tokens without TLS on a non-loopback address.")
     drain_grace_s: float = setting(10.0, "Seconds to finish in-flight calls on shutdown.", minimum=0)
     log_format: str = setting("json", "Log lines as JSON or text.", choices=("json", "text"))
 
@@ -170,6 +173,12 @@ class ServeConfig(ScorerSettings):
             problems.append("TLS needs both tls-cert and tls-key")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls-client-ca (mutual TLS) needs tls-cert and tls-key")
+        if (self.tokens or self.tokens_file) and not self.tls_cert and not self.allow_plaintext_tokens:
+            from .security import is_loopback
+
+            if not is_loopback(self.host):
+                problems.append(f"tokens would cross the network in plaintext on {self.host}: serve TLS "
+                                f"(--tls-cert, --tls-key) or pass --allow-plaintext-tokens")
         self.raise_problems(problems)
 
     @property

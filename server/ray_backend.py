@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 10.0
 RETIRED_GRACE_S = 300.0
+GCS_PORT_WAIT_S = 90
 
 
 def configure_ray_environment(address: str | None = None) -> None:
@@ -36,34 +39,67 @@ def configure_ray_environment(address: str | None = None) -> None:
     reporting; Serve's throughput-optimised call path (direct gRPC between handle and replica, about half the
     latency), without its per-replica HTTP ingress, which we do not use and which holds every replica 30 s at
     shutdown. Joining a cluster with a token on this machine sends it: `ray start` clusters require one, and a
-    driver must opt in."""
+    driver must opt in. When Ray is already imported, its cached config is refreshed as Ray itself does when it
+    turns token mode on: otherwise this process's Ray client stays in 'disabled' mode while every Ray process it
+    starts later inherits RAY_AUTH_MODE=token, and an embedded Ray started afterwards in the same process never
+    comes up (its GCS logs "Missing authorization header in request!", the start times out)."""
     for name, value in REPLICA_ENV.items():
         os.environ.setdefault(name, value)
     if address and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:
+            from ray._raylet import Config
+
+            Config.initialize("")
 
 
 def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
     """Start an embedded Ray (or join `address`). A start on a loaded machine occasionally times out waiting for
-    its own GCS or raylet; one clean retry gets past that, and a second failure is a one-line error."""
+    its own GCS or raylet; one clean retry gets past that, and a second failure is a one-line error.
+
+    An embedded Ray gets a temp dir of its own (`/tmp/aelstm-ray-*`): Ray's shared /tmp/ray holds every Ray
+    started on the machine (session_latest, port files, logs), and two starting at once there can trip over each
+    other; a private one also makes its logs easy to find, and a failure names it. The GCS port-file wait is
+    raised from Ray's 30 s to `GCS_PORT_WAIT_S` (Ray's RAY_gcs_server_port_wait_time_s, unless set)."""
     import ray
 
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(GCS_PORT_WAIT_S))
     where = f"the Ray cluster at {address}" if address else "an embedded local Ray"
     for attempt in range(1, attempts + 1):
+        temp_dir = None
         try:
             if address:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             else:
-                # address="local": a new Ray of its own, even where `ray start` left a cluster to join on this machine
+                # address="local": a new Ray of its own, even where `ray start` left a cluster to join on this
+                # machine; a private temp dir, so no other Ray starting meanwhile shares its session and port files
+                temp_dir = tempfile.mkdtemp(prefix="aelstm-ray-")
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
+                         logging_level=logging.WARNING, _temp_dir=temp_dir)
             return
         except Exception as exc:  # Ray raises bare Exception, RuntimeError or ConnectionError here
             ray.shutdown()
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if temp_dir is not None:
+                message += f" ({start_failure_hint(temp_dir)})"
             if attempt == attempts:
                 raise AelstmError(f"could not start {where}: {message}") from exc
             log.warning("starting %s failed (%s); retrying once", where, message)
+
+
+def start_failure_hint(temp_dir: str) -> str:
+    """What the failed embedded Ray's own logs say, in a few words, and where they are."""
+    logs = sorted(Path(temp_dir).glob("session_*/logs"))
+    if not logs:
+        return f"no Ray session was created under {temp_dir}"
+    gcs = logs[-1] / "gcs_server.out"
+    text = gcs.read_text(errors="replace") if gcs.is_file() else ""
+    if "Missing authorization header" in text:
+        return (f"its GCS requires a Ray token that this process did not send: RAY_AUTH_MODE or the token "
+                f"changed in this process since Ray was first used; logs in {logs[-1]}")
+    if not (logs[-1] / "raylet.out").is_file():
+        return f"its raylet never started; logs in {logs[-1]}"
+    return f"logs in {logs[-1]}"
 
 
 def _auth_token_available() -> bool:

@@ -39,6 +39,7 @@ from .items import (
 from .metrics import Metrics
 from .models import ModelBook
 from .registry import ModelEntry
+from .security import PERMISSION_DENIED, allowed, denied_message, granted_fleets
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         if len(items) > self.limits.max_items:
             message = f"request has {len(items)} items, the limit is {self.limits.max_items}: split it"
             return [error_result(item, RESOURCE_EXHAUSTED, message) for item in items]
+        if not allowed(request.fleet_id):
+            return [error_result(item, PERMISSION_DENIED, denied_message(request.fleet_id)) for item in items]
         entry = self.models.resolve(request.fleet_id)
         if entry is None:
             message = (f"fleet {quote(request.fleet_id)} has no model and no default model is configured: publish "
@@ -295,9 +298,16 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
     # --- models and anomalies --------------------------------------------------------------------------------
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[model_info(e) for e in self.models.snapshot.entries()])
+        snapshot, grant = self.models.snapshot, granted_fleets()
+        entries = snapshot.entries()
+        if grant is not None:  # its fleets' own models, and the default when one of them has none
+            entries = [e for e in entries if (not e.is_default and e.fleet in grant)
+                       or (e.is_default and any(f not in snapshot.fleets for f in grant))]
+        return pb.ListModelsResponse(models=[model_info(e) for e in entries])
 
     async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:
+        if not allowed(request.fleet_id):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied_message(request.fleet_id))
         entry = self.models.resolve(request.fleet_id)
         if entry is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"fleet {quote(request.fleet_id)} has no model and "
@@ -306,6 +316,9 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
 
     async def WatchAnomalies(self, request: pb.WatchAnomaliesRequest, context):
         """Flagged items as they come; on drain the stream ends with UNAVAILABLE (reconnect elsewhere)."""
+        grant = granted_fleets()  # with a fleet-scoped token, "" means the token's fleets
+        if request.fleet_id and not allowed(request.fleet_id):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied_message(request.fleet_id))
         watcher = self.hub.subscribe(request.fleet_id)
         self.metrics.watchers.set(len(self.hub))
         drain = asyncio.ensure_future(self.draining.wait())
@@ -318,7 +331,9 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
                 if not following.done():
                     drained = True
                     break
-                yield following.result()
+                anomaly = following.result()
+                if grant is None or anomaly.fleet_id in grant:
+                    yield anomaly
         finally:
             # Also reached when the client cancels mid-wait: no pending task may outlive the call.
             if following is not None:

@@ -28,6 +28,13 @@ if _version_not_supported:
 class AnomalyScorerStub:
     """Scores device telemetry against the fleet's model. Every request gets exactly one response; every item in a
     request gets exactly one result, in the same order.
+
+    Authorisation: when the server requires tokens (`authorization: Bearer <token>`, scheme case-insensitive), a call
+    without a known token fails with UNAUTHENTICATED. A token may be scoped to some fleets; then a StreamScore or
+    Score request for another fleet is answered, not refused: every item gets an item error PERMISSION_DENIED (7) and
+    the stream goes on. GetModel of another fleet and WatchAnomalies of another fleet fail with PERMISSION_DENIED;
+    ListModels lists only the token's fleets (and the default model when one of them has no model of its own);
+    WatchAnomalies with an empty fleet_id watches the token's fleets. The health and reflection services need no token.
     """
 
     def __init__(self, channel):
@@ -66,6 +73,13 @@ class AnomalyScorerStub:
 class AnomalyScorerServicer:
     """Scores device telemetry against the fleet's model. Every request gets exactly one response; every item in a
     request gets exactly one result, in the same order.
+
+    Authorisation: when the server requires tokens (`authorization: Bearer <token>`, scheme case-insensitive), a call
+    without a known token fails with UNAUTHENTICATED. A token may be scoped to some fleets; then a StreamScore or
+    Score request for another fleet is answered, not refused: every item gets an item error PERMISSION_DENIED (7) and
+    the stream goes on. GetModel of another fleet and WatchAnomalies of another fleet fail with PERMISSION_DENIED;
+    ListModels lists only the token's fleets (and the default model when one of them has no model of its own);
+    WatchAnomalies with an empty fleet_id watches the token's fleets. The health and reflection services need no token.
     """
 
     def StreamScore(self, request_iterator, context):
@@ -142,6 +156,13 @@ def add_AnomalyScorerServicer_to_server(servicer, server):
 class AnomalyScorer:
     """Scores device telemetry against the fleet's model. Every request gets exactly one response; every item in a
     request gets exactly one result, in the same order.
+
+    Authorisation: when the server requires tokens (`authorization: Bearer <token>`, scheme case-insensitive), a call
+    without a known token fails with UNAUTHENTICATED. A token may be scoped to some fleets; then a StreamScore or
+    Score request for another fleet is answered, not refused: every item gets an item error PERMISSION_DENIED (7) and
+    the stream goes on. GetModel of another fleet and WatchAnomalies of another fleet fail with PERMISSION_DENIED;
+    ListModels lists only the token's fleets (and the default model when one of them has no model of its own);
+    WatchAnomalies with an empty fleet_id watches the token's fleets. The health and reflection services need no token.
     """
 
     @staticmethod
