@@ -2,10 +2,10 @@
 
 One window per backend call tops out near a thousand windows/s (the per-call overhead dominates), while calls of
 64–256 windows go an order of magnitude faster. Requests for the same model therefore share a queue. The queue is
-sent at once when no call of that model is under way (so a lone request never waits), or while fewer than
-`max_calls` are and the last one went out at least `min_gap_s` ago; otherwise it fills up until `max_batch` windows
-are waiting, one of those conditions holds again, or `max_wait_s` has passed since its first window arrived,
-whichever comes first. Under load calls fill up by themselves; when idle nothing waits.
+sent at once while fewer than `max_calls` calls of that model are under way and the last call went out at least
+`min_gap_s` ago (so a lone request never waits); otherwise it fills up until `max_batch` windows are waiting, both
+conditions hold again, or `max_wait_s` has passed since its first window arrived, whichever comes first. Under load
+calls fill up by themselves; when idle nothing waits.
 
 `min_gap_s` is for backends whose calls cost far more than their windows (a Ray Serve call costs about a
 millisecond of CPU on each side): spacing calls a few milliseconds apart under load turns many small calls into
@@ -83,11 +83,8 @@ class Coalescer:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        busy = self._busy.get(key, 0)
         due = queue.opened + self.max_wait_s
-        if not busy:  # nothing under way: waiting would only add latency
-            due = now
-        elif busy < self.max_calls:
+        if self._busy.get(key, 0) < self.max_calls:
             due = min(due, self._last_call.get(key, -math.inf) + self.min_gap_s)
         if queue.windows >= self.max_batch or due <= now:
             self._flush(key)
