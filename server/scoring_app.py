@@ -134,9 +134,12 @@ def _deployments(settings: ScorerSettings):
             files = await self._store.get.remote(digest)
             if files is None:
                 raise MissingBundle(f"bundle {digest[:12]}… is not in the model store")
-            path = await asyncio.to_thread(materialise, files, digest, self._cache)
-            return await asyncio.to_thread(BundleScorer, load_bundle(path), settings.device,
-                                           settings.threads_per_replica)
+            return await asyncio.to_thread(self._load, files, digest)
+
+        def _load(self, files: dict[str, bytes], digest: str) -> BundleScorer:
+            """Write, hash-check and open a bundle: file and hashing work, kept off the replica's event loop."""
+            path = materialise(files, digest, self._cache)
+            return BundleScorer(load_bundle(path), settings.device, settings.threads_per_replica)
 
         @serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.replica_batch_wait_ms / 1000,
                      batch_size_fn=lambda calls: sum(len(windows) for windows in calls))
