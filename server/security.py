@@ -151,64 +151,45 @@ def token_interceptors(tokens: Iterable[str], tokens_file: str | None) -> list[g
     return [BearerTokenInterceptor(tokens, grants)]
 
 
-def _kwargs(handler: grpc.RpcMethodHandler) -> dict:
-    return {"request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer}
+def _kind(handler: grpc.RpcMethodHandler) -> str:
+    """`unary_unary`, `unary_stream`, `stream_unary` or `stream_stream`: grpc's names for the four call shapes."""
+    return f"{'stream' if handler.request_streaming else 'unary'}_{'stream' if handler.response_streaming else 'unary'}"
+
+
+def _like(handler: grpc.RpcMethodHandler, answering, streaming) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler`: `streaming` (an async generator) where it streams responses,
+    `answering` (a coroutine) where it answers once."""
+    behaviour = streaming if handler.response_streaming else answering
+    return getattr(grpc, f"{_kind(handler)}_rpc_method_handler")(
+        behaviour, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
 
 
 def _granting(handler: grpc.RpcMethodHandler, fleets: frozenset[str]) -> grpc.RpcMethodHandler:
     """The same handler, run with `fleets` as the call's grant (tasks it starts inherit it)."""
-    if handler.request_streaming and handler.response_streaming:
-        original = handler.stream_stream
+    original = getattr(handler, _kind(handler))
 
-        async def stream_stream(requests, context):
-            _GRANT.set(fleets)
-            async for response in original(requests, context):
-                yield response
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream, **_kwargs(handler))
-    if handler.response_streaming:
-        original_stream = handler.unary_stream
-
-        async def unary_stream(request, context):
-            _GRANT.set(fleets)
-            async for response in original_stream(request, context):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **_kwargs(handler))
-    if handler.request_streaming:
-        original_su = handler.stream_unary
-
-        async def stream_unary(requests, context):
-            _GRANT.set(fleets)
-            return await original_su(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **_kwargs(handler))
-    original_uu = handler.unary_unary
-
-    async def unary_unary(request, context):
+    async def answering(request, context):
         _GRANT.set(fleets)
-        return await original_uu(request, context)
+        return await original(request, context)
 
-    return grpc.unary_unary_rpc_method_handler(unary_unary, **_kwargs(handler))
+    async def streaming(request, context):
+        _GRANT.set(fleets)
+        async for response in original(request, context):
+            yield response
+
+    return _like(handler, answering, streaming)
 
 
 def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same kind that fails with UNAUTHENTICATED."""
+    """A handler of the same shape that fails with UNAUTHENTICATED."""
     message = "missing or invalid token: send metadata `authorization: Bearer <token>`"
 
-    async def unary(request, context):
+    async def answering(request, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     async def streaming(request, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover - makes this an async generator
 
-    kwargs = _kwargs(handler)
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(streaming, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+    return _like(handler, answering, streaming)

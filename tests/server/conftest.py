@@ -6,10 +6,13 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from aelstm.v1 import scoring_pb2 as pb
+from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 from support import EC2_LATENCY, MACHINE_TEMPERATURE
 
 
@@ -82,6 +85,13 @@ class Wire:
         async for response in stub.StreamScore(send()):
             answers.setdefault(response.request_id, []).append(response)
         return answers
+
+
+@pytest_asyncio.fixture
+async def stub(server):
+    """A client of the module's `server` fixture."""
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        yield pb_grpc.AnomalyScorerStub(channel)
 
 
 @pytest.fixture(scope="session")

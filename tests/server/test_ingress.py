@@ -47,12 +47,6 @@ async def server(registry):
     await server.stop(0)
 
 
-@pytest_asyncio.fixture
-async def stub(server):
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        yield pb_grpc.AnomalyScorerStub(channel)
-
-
 def ec2_windows(ec2_bundle, count: int) -> np.ndarray:
     values = ec2_bundle.series.values.astype(np.float32)
     return sliding_windows(values, 16)[:count]

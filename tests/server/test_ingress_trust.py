@@ -50,12 +50,6 @@ async def server(registry):
     await server.stop(0)
 
 
-@pytest_asyncio.fixture
-async def stub(server):
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        yield pb_grpc.AnomalyScorerStub(channel)
-
-
 def good_window(ec2_bundle) -> np.ndarray:
     return ec2_bundle.series.values[:16].astype(np.float32).reshape(16, 1)
 
