@@ -29,6 +29,22 @@ class AnomalyScorerStub:
     """Scores device telemetry against the fleet's model. Every request gets exactly one response; every item in a
     request gets exactly one result, in the same order.
 
+    Limits (server settings, defaults shown):
+    - Ids (fleet_id, device_id, request_id) are at most 256 UTF-8 bytes (--max-id-bytes). A longer device_id gets an
+    INVALID_ARGUMENT item error; a longer fleet_id or request_id gets INVALID_ARGUMENT for every item. An id over
+    the limit is never echoed: the response (or result) carries "" in its place. Error messages quote client input
+    cut to 64 characters.
+    - No response exceeds the send limit (--max-message-mb, 16 MiB): one that would is replaced by compact
+    RESOURCE_EXHAUSTED item errors (in request order, without device ids) saying to send fewer items.
+    - At most --max-items (4096) items per request and --max-readings-per-item (4096) readings per item; a stream has
+    at most --max-in-flight-per-stream (256) requests unanswered or unsent: the server stops reading a stream whose
+    client stops reading its responses.
+    - Scores are always finite: a value more than 1e12 training ranges outside the model's training range (raw
+    units, per feature) would overflow float32 and gets an INVALID_ARGUMENT item error naming the limit; a
+    non-finite score is never returned (INTERNAL item error instead).
+    - Device windows kept for `readings` are bounded in count (--max-devices) and bytes (--max-device-window-mb);
+    the least recently updated device is forgotten first and warms up again.
+
     Authorisation: when the server requires tokens (`authorization: Bearer <token>`, scheme case-insensitive), a call
     without a known token fails with UNAUTHENTICATED. A token may be scoped to some fleets; then a StreamScore or
     Score request for another fleet is answered, not refused: every item gets an item error PERMISSION_DENIED (7) and
@@ -73,6 +89,22 @@ class AnomalyScorerStub:
 class AnomalyScorerServicer:
     """Scores device telemetry against the fleet's model. Every request gets exactly one response; every item in a
     request gets exactly one result, in the same order.
+
+    Limits (server settings, defaults shown):
+    - Ids (fleet_id, device_id, request_id) are at most 256 UTF-8 bytes (--max-id-bytes). A longer device_id gets an
+    INVALID_ARGUMENT item error; a longer fleet_id or request_id gets INVALID_ARGUMENT for every item. An id over
+    the limit is never echoed: the response (or result) carries "" in its place. Error messages quote client input
+    cut to 64 characters.
+    - No response exceeds the send limit (--max-message-mb, 16 MiB): one that would is replaced by compact
+    RESOURCE_EXHAUSTED item errors (in request order, without device ids) saying to send fewer items.
+    - At most --max-items (4096) items per request and --max-readings-per-item (4096) readings per item; a stream has
+    at most --max-in-flight-per-stream (256) requests unanswered or unsent: the server stops reading a stream whose
+    client stops reading its responses.
+    - Scores are always finite: a value more than 1e12 training ranges outside the model's training range (raw
+    units, per feature) would overflow float32 and gets an INVALID_ARGUMENT item error naming the limit; a
+    non-finite score is never returned (INTERNAL item error instead).
+    - Device windows kept for `readings` are bounded in count (--max-devices) and bytes (--max-device-window-mb);
+    the least recently updated device is forgotten first and warms up again.
 
     Authorisation: when the server requires tokens (`authorization: Bearer <token>`, scheme case-insensitive), a call
     without a known token fails with UNAUTHENTICATED. A token may be scoped to some fleets; then a StreamScore or
@@ -156,6 +188,22 @@ def add_AnomalyScorerServicer_to_server(servicer, server):
 class AnomalyScorer:
     """Scores device telemetry against the fleet's model. Every request gets exactly one response; every item in a
     request gets exactly one result, in the same order.
+
+    Limits (server settings, defaults shown):
+    - Ids (fleet_id, device_id, request_id) are at most 256 UTF-8 bytes (--max-id-bytes). A longer device_id gets an
+    INVALID_ARGUMENT item error; a longer fleet_id or request_id gets INVALID_ARGUMENT for every item. An id over
+    the limit is never echoed: the response (or result) carries "" in its place. Error messages quote client input
+    cut to 64 characters.
+    - No response exceeds the send limit (--max-message-mb, 16 MiB): one that would is replaced by compact
+    RESOURCE_EXHAUSTED item errors (in request order, without device ids) saying to send fewer items.
+    - At most --max-items (4096) items per request and --max-readings-per-item (4096) readings per item; a stream has
+    at most --max-in-flight-per-stream (256) requests unanswered or unsent: the server stops reading a stream whose
+    client stops reading its responses.
+    - Scores are always finite: a value more than 1e12 training ranges outside the model's training range (raw
+    units, per feature) would overflow float32 and gets an INVALID_ARGUMENT item error naming the limit; a
+    non-finite score is never returned (INTERNAL item error instead).
+    - Device windows kept for `readings` are bounded in count (--max-devices) and bytes (--max-device-window-mb);
+    the least recently updated device is forgotten first and warms up again.
 
     Authorisation: when the server requires tokens (`authorization: Bearer <token>`, scheme case-insensitive), a call
     without a known token fails with UNAUTHENTICATED. A token may be scoped to some fleets; then a StreamScore or
