@@ -149,6 +149,7 @@ class RayServeBackend:
         self.num_cpus = num_cpus
         self.owner = address is None  # an embedded Ray and its application belong to this ingress
         self.replicas = 0  # running Scorer replicas at the last health check
+        self._replica_lost: tuple[type[BaseException], ...] = ()  # Ray's errors for a replica gone mid-call
         self._connected_ray = False  # this backend started (or joined) Ray, so it also disconnects
         self._scorer = None
         self._store = None
@@ -165,6 +166,9 @@ class RayServeBackend:
 
     def _connect(self) -> None:
         import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+        self._replica_lost = (ActorDiedError, ActorUnavailableError)  # once, not on every call
 
         if not ray.is_initialized():
             init_ray(self.address, self.num_cpus)
@@ -237,8 +241,6 @@ class RayServeBackend:
         return provider
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
-        from ray.exceptions import ActorDiedError, ActorUnavailableError
-
         digest = self._digests.get(key)
         if digest is None:
             raise LookupError(f"model {key} is not loaded")
@@ -246,7 +248,7 @@ class RayServeBackend:
             return await self._for(digest).score.remote(windows)
         except MissingBundle:  # the store restarted: put the bundle back, then once more
             await self._put(digest, self._files[digest])
-        except (ActorDiedError, ActorUnavailableError) as exc:  # scoring is idempotent: another replica answers
+        except self._replica_lost as exc:  # scoring is idempotent: another replica answers
             log.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
         return await self._for(digest).score.remote(windows)
 
