@@ -42,8 +42,8 @@ def train(bundle: Path) -> Path:
 
 def fixture_windows() -> np.ndarray:
     """Every window of the fixture series, as the model sees them: `[n, 16, 1]` raw float32."""
-    from aelstm.training.data import load_nab
-    from aelstm.training.preprocess import sliding_windows
+    from aelstm.core.data import load_nab
+    from aelstm.core.preprocess import sliding_windows
 
     return sliding_windows(load_nab(FIXTURE).values.astype(np.float32), WINDOW)
 
@@ -163,8 +163,8 @@ def loadtest(target: str, args: Sequence[str], timeout_s: float = 1800,
 
 def raw_scorer(bundle: Path, windows: np.ndarray, batch: int, seconds: float = 2.0, device: str = "cpu") -> dict:
     """Ceiling: onnxruntime alone (one thread, no gRPC) on calls of `batch` windows, for `seconds`."""
-    from aelstm.training.bundle import load_bundle
-    from aelstm.training.runtime import BundleScorer
+    from aelstm.core.bundle import load_bundle
+    from aelstm.core.runtime import BundleScorer
 
     scorer = BundleScorer(load_bundle(bundle), device=device)
     pool = np.concatenate([windows] * (1 + 2 * batch // len(windows)))  # room for batches larger than the series

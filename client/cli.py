@@ -13,8 +13,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from aelstm.training.cli import OneLineErrorGroup, data_options, read_series
-from aelstm.training.progress import PLAIN_EVERY_S, ProgressBar
+from aelstm.core.cli_options import OneLineErrorGroup, data_options, read_series
+from aelstm.core.progress import PLAIN_EVERY_S, ProgressBar
 
 from .connection import EXIT_MEANINGS, ClientError, ConnectionOptions, ExitCode, rpc_failure
 from .fleets import load_fleets

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from aelstm.training.errors import AelstmError
+from aelstm.core.errors import AelstmError
 from aelstm.v1 import scoring_pb2_grpc
 
 STREAM_SCORE = "/aelstm.v1.AnomalyScorer/StreamScore"

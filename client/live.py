@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from aelstm.training.progress import StatusLine
+from aelstm.core.progress import StatusLine
 
 from .loadtest import Snapshot
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import grpc
 import numpy as np
 
-from aelstm.training.errors import DataError
+from aelstm.core.errors import DataError
 from aelstm.v1 import scoring_pb2 as pb
 
 from .connection import SCORE, STREAM_SCORE, ConnectionOptions

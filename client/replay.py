@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pandas as pd
 
-from aelstm.training.data import Series
+from aelstm.core.data import Series
 from aelstm.v1 import scoring_pb2 as pb
 
 from .connection import ConnectionOptions, rpc_failure, stub

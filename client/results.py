@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from aelstm.training.data import Series
-from aelstm.training.scoring import pointwise_report
+from aelstm.core.data import Series
+from aelstm.core.scoring import pointwise_report
 from aelstm.v1 import scoring_pb2 as pb
 
 from .itemstatus import by_code, error_code_name, status_name

@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 import pandas as pd
 
-from aelstm.training.data import Series
-from aelstm.training.preprocess import sliding_windows
+from aelstm.core.data import Series
+from aelstm.core.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
 
 from .connection import ClientError, ConnectionOptions, ExitCode, rpc_failure, stub

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aelstm.training.errors import DataError
-from aelstm.training.scoring import labelled_events
+from aelstm.core.errors import DataError
+from aelstm.core.scoring import labelled_events
 
 ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst")
 

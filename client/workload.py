@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aelstm.training.errors import DataError
+from aelstm.core.errors import DataError
 from aelstm.v1 import scoring_pb2 as pb
 
 from .payloads import readings_item, request_body, window_item

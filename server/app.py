@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from aelstm.training.errors import AelstmError
+from aelstm.core.errors import AelstmError
 from aelstm.v1 import scoring_pb2, scoring_pb2_grpc
 
 from .anomalies import AnomalyHub

@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from aelstm.training.bundle import load_bundle
-from aelstm.training.errors import AelstmError
-from aelstm.training.runtime import BundleScorer, Scores
+from aelstm.core.bundle import load_bundle
+from aelstm.core.errors import AelstmError
+from aelstm.core.runtime import BundleScorer, Scores
 
 from .registry import ModelEntry
 

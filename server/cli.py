@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from aelstm.training.cli import MODEL_COMMANDS, OneLineErrorGroup
-from aelstm.training.errors import AelstmError
+from aelstm.core.cli_options import OneLineErrorGroup
+from aelstm.core.errors import AelstmError
+from aelstm.training.cli import MODEL_COMMANDS
 
 from .config import ScorerSettings, ServeConfig, load_config, shown_default
 from .registry import DEFAULT_FLEET

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aelstm.training.runtime import Scores
+from aelstm.core.runtime import Scores
 
 from .backend import ScoringBackend
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from aelstm.training.errors import AelstmError
+from aelstm.core.errors import AelstmError
 
 from .service import Limits
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aelstm.training.errors import AelstmError
-from aelstm.training.runtime import Scores
+from aelstm.core.errors import AelstmError
+from aelstm.core.runtime import Scores
 
 from .backend import BackendUnavailable, probe_windows
 from .config import ScorerSettings

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aelstm.training.bundle import MANIFEST_FILE, Bundle, load_bundle
-from aelstm.training.errors import AelstmError, BundleError
+from aelstm.core.bundle import MANIFEST_FILE, Bundle, load_bundle
+from aelstm.core.errors import AelstmError, BundleError
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aelstm.training.bundle import MANIFEST_FILE, load_bundle
-from aelstm.training.errors import BundleError
-from aelstm.training.runtime import BundleScorer, Scores
+from aelstm.core.bundle import MANIFEST_FILE, load_bundle
+from aelstm.core.errors import BundleError
+from aelstm.core.runtime import BundleScorer, Scores
 
 from .config import ScorerSettings
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 import yaml
 
-from aelstm.training.errors import AelstmError
+from aelstm.core.errors import AelstmError
 
 # Load balancers and orchestrators probe health without credentials; reflection only describes the public API.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",

@@ -20,7 +20,7 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """A small joint AE-LSTM trained in seconds on the normal start of the EC2 latency fixture."""
-    from aelstm.training.data import load_nab
+    from aelstm.core.data import load_nab
     from aelstm.training.train import TrainConfig, train_series, training_rows
 
     series = load_nab(EC2_LATENCY)

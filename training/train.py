@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, SCHEMA_VERSION, load_bundle, write_manifest
-from .calibrate import THRESHOLD_METHODS, Threshold, calibrate
-from .data import Series
-from .errors import DataError
-from .model import JointAELSTM, ModelConfig
-from .preprocess import (
+from aelstm.core.bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, SCHEMA_VERSION, load_bundle, write_manifest
+from aelstm.core.calibrate import THRESHOLD_METHODS, Threshold, calibrate
+from aelstm.core.data import Series
+from aelstm.core.errors import DataError
+from aelstm.core.preprocess import (
     OUT_OF_RANGE_POLICIES,
     DenoiseConfig,
     MinMaxScaler,
@@ -28,7 +27,9 @@ from .preprocess import (
     prepare_windows,
     sliding_windows,
 )
-from .progress import ProgressBar
+from aelstm.core.progress import ProgressBar
+
+from .model import JointAELSTM, ModelConfig
 
 ONNX_OPSET = 17
 TRAINING_MODES = ("joint", "separate", "ae", "lstm")

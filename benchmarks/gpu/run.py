@@ -67,8 +67,8 @@ def refuse_without_cuda(bundle: Path) -> str:
     CUDA whenever onnxruntime-gpu is installed, and silently falls back to CPU when no GPU or driver works)."""
     import onnxruntime
 
-    from aelstm.training.bundle import load_bundle
-    from aelstm.training.runtime import BundleScorer
+    from aelstm.core.bundle import load_bundle
+    from aelstm.core.runtime import BundleScorer
 
     available = onnxruntime.get_available_providers()
     if CUDA not in available:

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aelstm.training.errors import AelstmError
+from aelstm.core.errors import AelstmError
+from aelstm.core.progress import ProgressBar
 from aelstm.training.nab.corpus import NabFile, load_corpus
 from aelstm.training.nab.scoring import PROFILES, NabScorer
 from aelstm.training.nab.streaming import AELSTMStreamDetector, StreamingDetector, ZScoreDetector
-from aelstm.training.progress import ProgressBar
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "nab"

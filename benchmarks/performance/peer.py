@@ -27,6 +27,8 @@ import time
 import grpc
 import numpy as np
 
+from aelstm.core.bundle import load_bundle
+from aelstm.core.runtime import BundleScorer, Scores
 from aelstm.server.items import (
     INVALID_ARGUMENT,
     ItemProblem,
@@ -37,8 +39,6 @@ from aelstm.server.items import (
     score_result,
 )
 from aelstm.server.registry import DEFAULT_FLEET, ModelEntry
-from aelstm.training.bundle import load_bundle
-from aelstm.training.runtime import BundleScorer, Scores
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 

@@ -19,9 +19,9 @@ from aelstm.client.connection import ExitCode
 from aelstm.client.payloads import window_item
 from aelstm.client.replay import send_offsets
 from aelstm.client.results import flag_episodes
-from aelstm.training import progress
-from aelstm.training.data import load_nab
-from aelstm.training.preprocess import sliding_windows
+from aelstm.core import progress
+from aelstm.core.data import load_nab
+from aelstm.core.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc
 from support import EC2_LATENCY

@@ -17,8 +17,8 @@ from fake_server import ServerThread
 
 from aelstm.client.cli import main
 from aelstm.client.payloads import window_item
-from aelstm.training.preprocess import sliding_windows
-from aelstm.training.scoring import score_series
+from aelstm.core.preprocess import sliding_windows
+from aelstm.core.scoring import score_series
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc
 from support import EC2_LATENCY

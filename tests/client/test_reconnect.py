@@ -64,7 +64,7 @@ async def test_loadtest_reconnects_and_resends_across_an_ingress_restart(tiny_bu
 
 async def test_replay_reconnects_and_resends_across_an_ingress_restart(tiny_bundle, tmp_path):
     from aelstm.client.replay import replay
-    from aelstm.training.data import Series
+    from aelstm.core.data import Series
 
     _, bundle, full = tiny_bundle
     series = Series("part", full.values[:300], full.feature_names)  # 300 rows in about 2.4 s: interval 8 ms

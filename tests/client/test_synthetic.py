@@ -8,7 +8,7 @@ import pytest
 from aelstm.client.payloads import request_body, window_item, with_request_id
 from aelstm.client.synthetic import ANOMALY_KINDS, inject_anomalies, normal_telemetry, telemetry_from_series
 from aelstm.client.workload import build_workload
-from aelstm.training.errors import DataError
+from aelstm.core.errors import DataError
 from aelstm.v1 import scoring_pb2 as pb
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from aelstm.training.errors import DataError
+from aelstm.core.errors import DataError
 from aelstm.training.evaluation.lineup import DETECTORS, SUPERVISED, Settings, build
 from aelstm.training.evaluation.protocols import Case
 from aelstm.training.evaluation.runner import fit_detector

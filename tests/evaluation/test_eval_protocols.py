@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aelstm.training.data import SKAB_FEATURES
-from aelstm.training.errors import DataError
+from aelstm.core.data import SKAB_FEATURES
+from aelstm.core.errors import DataError
 from aelstm.training.evaluation.protocols import SKAB_TRAIN_ROWS, TON_IOT_DEVICES, load_protocol
 
 WINDOW = 16

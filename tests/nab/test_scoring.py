@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aelstm.training.errors import DataError
+from aelstm.core.errors import DataError
 from aelstm.training.nab.corpus import load_corpus, probation_length
 from aelstm.training.nab.scoring import PROFILES, FileLayout, NabScorer, file_counts, scaled_sigmoid
 from aelstm.training.nab.zscore import rolling_zscore

@@ -25,7 +25,7 @@ def test_wheel_holds_only_the_aelstm_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"aelstm", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
-    for package in ("training", "server", "client", "v1"):
+    for package in ("core", "training", "server", "client", "v1"):
         assert f"aelstm/{package}/__init__.py" in names
     assert "aelstm/v1/scoring.proto" in names
 
@@ -38,8 +38,8 @@ def test_installed_wheel_imports_from_outside_the_checkout(wheel, tmp_path):
         timeout=300,
     )
     code = (
-        "import aelstm.training.bundle, aelstm.server, aelstm.client, aelstm.v1.scoring_pb2_grpc as g, sys;"
-        "assert aelstm.training.bundle.__file__.startswith(sys.argv[1]), aelstm.training.bundle.__file__;"
+        "import aelstm.core.bundle, aelstm.server, aelstm.client, aelstm.v1.scoring_pb2_grpc as g, sys;"
+        "assert aelstm.core.bundle.__file__.startswith(sys.argv[1]), aelstm.core.bundle.__file__;"
         "assert 'torch' not in sys.modules"
     )
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}

@@ -26,12 +26,12 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aelstm.core.bundle import load_bundle
+from aelstm.core.preprocess import sliding_windows
+from aelstm.core.runtime import BundleScorer
 from aelstm.server.app import ScoringServer
 from aelstm.server.config import ScorerSettings, ServeConfig
 from aelstm.server.registry import publish
-from aelstm.training.bundle import load_bundle
-from aelstm.training.preprocess import sliding_windows
-from aelstm.training.runtime import BundleScorer
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 
@@ -62,7 +62,7 @@ class Trained:
     """The bundle and the series it was trained on (what the scenario needs of the test's fixture)."""
 
     def __init__(self, path: Path, csv: Path) -> None:
-        from aelstm.training.data import load_nab
+        from aelstm.core.data import load_nab
 
         self.path = path
         self.series = load_nab(csv)

@@ -25,7 +25,7 @@ class Trained:
 
 
 def _train(path: Path, csv: Path, name: str, max_rows: int) -> Trained:
-    from aelstm.training.data import load_nab
+    from aelstm.core.data import load_nab
     from aelstm.training.train import TrainConfig, train_series, training_rows
 
     series = load_nab(csv)

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from aelstm.core.runtime import Scores
 from aelstm.server.coalescer import Coalescer
-from aelstm.training.runtime import Scores
 
 
 class RecordingBackend:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from aelstm.core.errors import AelstmError
 from aelstm.server.cli import main
 from aelstm.server.config import ServeConfig, load_config
-from aelstm.training.errors import AelstmError
 
 
 def test_flags_override_the_file_which_overrides_defaults(tmp_path):

@@ -9,10 +9,10 @@ import grpc
 import numpy as np
 import pytest
 
+from aelstm.core.preprocess import sliding_windows
 from aelstm.server.app import ScoringServer
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
-from aelstm.training.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 

@@ -12,13 +12,13 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aelstm.core.bundle import load_bundle
+from aelstm.core.preprocess import sliding_windows
+from aelstm.core.runtime import BundleScorer
 from aelstm.server.app import ScoringServer
 from aelstm.server.backend import InProcessBackend
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
-from aelstm.training.bundle import load_bundle
-from aelstm.training.preprocess import sliding_windows
-from aelstm.training.runtime import BundleScorer
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 

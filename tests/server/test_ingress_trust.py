@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from aelstm.core.bundle import load_bundle
+from aelstm.core.runtime import BundleScorer, Scores
 from aelstm.server.app import ScoringServer
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
-from aelstm.training.bundle import load_bundle
-from aelstm.training.runtime import BundleScorer, Scores
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 

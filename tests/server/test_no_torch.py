@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 SERVING_MODULES = ("aelstm.server.app", "aelstm.server.cli", "aelstm.server.ray_backend", "aelstm.server.service",
-                   "aelstm.server.registry", "aelstm.server.backend", "aelstm.training.runtime")
+                   "aelstm.server.registry", "aelstm.server.backend", "aelstm.core.runtime")
 
 
 def test_serving_modules_do_not_import_torch():
@@ -17,3 +17,12 @@ def test_serving_modules_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_serving_path_builds_on_the_core_not_on_training():
+    serving = [name for name in SERVING_MODULES if name != "aelstm.server.cli"]
+    code = (f"import sys\nfor name in {serving!r}:\n    __import__(name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('aelstm.training')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

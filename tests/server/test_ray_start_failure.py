@@ -3,9 +3,9 @@
 import pytest
 import ray
 
+from aelstm.core.errors import AelstmError
 from aelstm.server.config import ScorerSettings
 from aelstm.server.ray_backend import RayServeBackend
-from aelstm.training.errors import AelstmError
 
 
 async def test_a_ray_that_cannot_start_is_retried_once_then_a_clear_error(monkeypatch):

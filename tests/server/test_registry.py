@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from aelstm.core.errors import AelstmError, BundleError
 from aelstm.server.registry import DEFAULT_FLEET, RegistryScanner, publish
-from aelstm.training.errors import AelstmError, BundleError
 
 
 def test_publish_numbers_versions_and_stamps_the_manifest(tmp_path, ec2_bundle):

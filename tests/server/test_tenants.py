@@ -11,13 +11,13 @@ import pytest_asyncio
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aelstm.core.errors import AelstmError
+from aelstm.core.preprocess import sliding_windows
 from aelstm.server.app import ScoringServer
 from aelstm.server.cli import main
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
 from aelstm.server.security import read_tokens_file
-from aelstm.training.errors import AelstmError
-from aelstm.training.preprocess import sliding_windows
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 

@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from aelstm.training.bundle import MANIFEST_FILE, load_bundle
-from aelstm.training.errors import BundleError, DataError
-from aelstm.training.preprocess import sliding_windows
-from aelstm.training.runtime import BundleScorer
+from aelstm.core.bundle import MANIFEST_FILE, load_bundle
+from aelstm.core.errors import BundleError, DataError
+from aelstm.core.preprocess import sliding_windows
+from aelstm.core.runtime import BundleScorer
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from aelstm.training.calibrate import calibrate, pot_threshold, quantile_threshold
-from aelstm.training.errors import DataError
+from aelstm.core.calibrate import calibrate, pot_threshold, quantile_threshold
+from aelstm.core.errors import DataError
 
 
 def test_quantile_threshold_flags_the_expected_share():

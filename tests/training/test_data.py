@@ -3,9 +3,9 @@ import warnings
 import numpy as np
 import pytest
 
-from aelstm.training.data import NonNumericWarning, Series, load_csv, load_nab, load_nbaiot, load_skab, load_ton_iot
-from aelstm.training.errors import DataError
-from aelstm.training.scoring import labelled_events
+from aelstm.core.data import NonNumericWarning, Series, load_csv, load_nab, load_nbaiot, load_skab, load_ton_iot
+from aelstm.core.errors import DataError
+from aelstm.core.scoring import labelled_events
 from support import EC2_LATENCY, MACHINE_TEMPERATURE
 
 

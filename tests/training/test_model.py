@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aelstm.training.errors import DataError
+from aelstm.core.errors import DataError
 from aelstm.training.model import JointAELSTM, ModelConfig
 from aelstm.training.train import TrainConfig, fit
 

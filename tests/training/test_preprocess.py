@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from aelstm.training.errors import DataError
-from aelstm.training.preprocess import (
+from aelstm.core.errors import DataError
+from aelstm.core.preprocess import (
     DenoiseConfig,
     MinMaxScaler,
     interpolate_gaps,

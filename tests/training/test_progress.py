@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from aelstm.training.progress import ProgressBar, StatusLine
+from aelstm.core.progress import ProgressBar, StatusLine
 
 
 class Clock:

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..preprocess import sliding_windows
+from aelstm.core.preprocess import sliding_windows
+
 from ..train import FittedModel, TrainConfig, fit
 from .base import Detector
 

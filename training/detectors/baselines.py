@@ -18,9 +18,10 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest, RandomForestClassifier
 from sklearn.svm import SVC, OneClassSVM
 
-from ..calibrate import calibrate
-from ..errors import DataError
-from ..preprocess import MinMaxScaler, interpolate_gaps, sliding_windows
+from aelstm.core.calibrate import calibrate
+from aelstm.core.errors import DataError
+from aelstm.core.preprocess import MinMaxScaler, interpolate_gaps, sliding_windows
+
 from ..train import TrainConfig
 from .aelstm import AELSTMDetector
 from .base import Detector

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DataError
+from aelstm.core.errors import DataError
 
 DEFAULT_OUT = Path("benchmarks/results/quality")
 DEFAULT_DATA = Path("../shared/datasets")

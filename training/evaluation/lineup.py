@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from aelstm.core.errors import DataError
+
 from ..detectors import baselines
 from ..detectors.aelstm import AELSTMDetector
 from ..detectors.base import Detector
-from ..errors import DataError
 from ..train import TrainConfig
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
-from ..scoring import labelled_events
+from aelstm.core.scoring import labelled_events
 
 
 def _ratio(numerator: int, denominator: int) -> float:

@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..scoring import labelled_events
+from aelstm.core.scoring import labelled_events
+
 from .metrics import curves
 from .protocols import Case
 from .runner import CaseScores, DetectorResult

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import load_nbaiot, load_skab, load_ton_iot
-from ..errors import DataError
+from aelstm.core.data import load_nbaiot, load_skab, load_ton_iot
+from aelstm.core.errors import DataError
 
 DATASETS = ("skab", "skab-anomaly-free", "ton_iot", "nbaiot")
 

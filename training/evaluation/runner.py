@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aelstm.core.progress import ProgressBar
+
 from ..detectors.base import Detector
-from ..progress import ProgressBar
 from .lineup import SUPERVISED, Settings, build
 from .metrics import all_metrics
 from .protocols import Case, Protocol

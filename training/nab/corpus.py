@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import load_csv
-from ..errors import DataError
+from aelstm.core.data import load_csv
+from aelstm.core.errors import DataError
 
 PROBATION_FRACTION = 0.15
 PROBATION_CAP = 750

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..preprocess import prepare_windows, sliding_windows
+from aelstm.core.preprocess import prepare_windows, sliding_windows
 
 if TYPE_CHECKING:  # torch loads only where a model is fine-tuned
     import torch

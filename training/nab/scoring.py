@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import DataError
+from aelstm.core.errors import DataError
+
 from .corpus import NabFile
 
 NO_DETECTION_THRESHOLD = 1.1
