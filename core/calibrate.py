@@ -1,27 +1,39 @@
-"""Thresholds from normal data only: an empirical quantile, or peaks-over-threshold (extreme value theory)."""
+"""Thresholds from normal data only, composable with any detector's scores: an empirical quantile, a static
+peaks-over-threshold level, or a streaming SPOT/DSPOT threshold that keeps learning per stream (`core.spot`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy import stats
 
 from .errors import DataError
+from .spot import MIN_PEAKS, SpotConfig, StreamingThreshold
 
-THRESHOLD_METHODS = ("pot", "quantile")
+THRESHOLD_METHODS = ("spot", "pot", "quantile")
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """A calibrated threshold and how it was chosen (recorded in the manifest)."""
+    """A calibrated threshold and how it was chosen (recorded in the manifest). `value` is the level before any
+    streamed score; a `streaming` threshold then moves per stream."""
 
     value: float
     method: str
     params: dict = field(default_factory=dict)
+    streaming: StreamingThreshold | None = None
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "method": self.method, "params": self.params}
+        out = {"value": self.value, "method": self.method, "params": self.params}
+        if self.streaming is not None:
+            out["streaming"] = self.streaming.to_dict()
+        return out
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        """Alarms over one stream of scores in time order (NaN never alarms)."""
+        if self.streaming is not None:
+            return self.streaming.run(scores)[0]
+        return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf) > self.value
 
 
 def quantile_threshold(scores: np.ndarray, q: float = 0.995) -> Threshold:
@@ -32,36 +44,56 @@ def quantile_threshold(scores: np.ndarray, q: float = 0.995) -> Threshold:
     return Threshold(float(np.quantile(scores, q)), "quantile", {"q": q, "n": int(scores.size)})
 
 
-def pot_threshold(scores: np.ndarray, risk: float = 1e-3, initial_q: float = 0.98) -> Threshold:
-    """Peaks over threshold (Siffer et al., KDD 2017): fit a generalised Pareto to the excesses over a high
-    initial quantile t and return the score whose exceedance probability is `risk`:
-    z = t + σ/ξ·((risk·n/N_t)^(−ξ) − 1)  (ξ ≠ 0),  z = t − σ·ln(risk·n/N_t)  (ξ = 0).
-    Falls back to the empirical quantile when there are too few peaks to fit."""
+def fitted_config(scores: np.ndarray, config: SpotConfig) -> SpotConfig:
+    """`config` with its initial quantile lowered where the scores are too few to leave MIN_PEAKS peaks above it
+    (a short validation split); never below the median."""
+    initial_q = max(min(config.initial_q, 1.0 - MIN_PEAKS / scores.size), 0.5)
+    return replace(config, initial_q=initial_q, risk=min(config.risk, (1.0 - initial_q) / 2))
+
+
+def _too_few(scores: np.ndarray, method: str, risk: float) -> Threshold | None:
+    """The empirical (1 − risk) quantile, named as a fallback, when the scores are too few for any tail fit."""
+    if scores.size >= 2 * MIN_PEAKS:
+        return None
+    reason = f"too few scores for a tail fit, {scores.size} < {2 * MIN_PEAKS}"
+    fallback = quantile_threshold(scores, 1.0 - risk)
+    return Threshold(fallback.value, f"quantile ({method} fallback: {reason})", {**fallback.params, "fallback": reason})
+
+
+def spot_threshold(scores: np.ndarray, config: SpotConfig | None = None) -> Threshold:
+    """SPOT (depth 0) or DSPOT (depth > 0): a streaming threshold that starts at the POT level of `scores`."""
+    config = config or SpotConfig()
     scores = _finite(scores)
-    if not 0.0 < risk < 1.0 - initial_q:
-        raise DataError(f"POT risk must be in (0, {1.0 - initial_q:g}), got {risk}")
-    initial = float(np.quantile(scores, initial_q))
-    excesses = scores[scores > initial] - initial
-    params = {"risk": risk, "initial_q": initial_q, "initial_threshold": initial, "n": int(scores.size)}
-    if excesses.size < 10:
-        fallback = quantile_threshold(scores, 1.0 - risk)
-        reason = f"too few peaks, {excesses.size} < 10"
-        return Threshold(fallback.value, f"quantile (pot fallback: {reason})", {**params, "fallback": reason})
-    shape, _, scale = stats.genpareto.fit(excesses, floc=0.0)
-    ratio = risk * scores.size / excesses.size
-    if abs(shape) < 1e-8:
-        value = initial - scale * np.log(ratio)
-    else:
-        value = initial + scale / shape * (ratio ** (-shape) - 1.0)
-    params.update({"peaks": int(excesses.size), "gpd_shape": float(shape), "gpd_scale": float(scale)})
-    return Threshold(float(value), "pot", params)
+    if (fallback := _too_few(scores, "spot", config.risk)) is not None:
+        return fallback
+    config = fitted_config(scores, config)
+    streaming = StreamingThreshold.calibrate(scores, config)
+    params = {**config.to_dict(), "n": int(scores.size), "peaks": streaming.exceeded}
+    return Threshold(streaming.value, "spot" if config.depth == 0 else "dspot", params, streaming)
 
 
-def calibrate(scores: np.ndarray, method: str = "pot", *, quantile: float = 0.995, risk: float = 1e-3) -> Threshold:
+def pot_threshold(scores: np.ndarray, risk: float = 1e-3, initial_q: float = 0.98) -> Threshold:
+    """Peaks over threshold (Siffer et al., KDD 2017), static: the initial level of SPOT, never updated. A GPD
+    fitted to the excesses over a high initial quantile t gives the score whose exceedance probability is `risk`."""
+    scores = _finite(scores)
+    if (fallback := _too_few(scores, "pot", risk)) is not None:
+        return fallback
+    config = fitted_config(scores, SpotConfig(risk=risk, initial_q=initial_q))
+    streaming = StreamingThreshold.calibrate(scores, config)
+    params = {**config.to_dict(), "n": int(scores.size), "peaks": streaming.exceeded}
+    del params["depth"], params["max_peaks"]
+    return Threshold(streaming.value, "pot", params)
+
+
+def calibrate(scores: np.ndarray, method: str = "pot", *, quantile: float = 0.995, risk: float = 1e-3,
+              depth: int = 0) -> Threshold:
+    """The threshold `method` gives on normal `scores` (in time order: DSPOT's baseline follows it)."""
     if method == "quantile":
         return quantile_threshold(scores, quantile)
     if method == "pot":
         return pot_threshold(scores, risk)
+    if method == "spot":
+        return spot_threshold(scores, SpotConfig(risk=risk, depth=depth))
     raise DataError(f"unknown threshold method {method!r}; choose one of {THRESHOLD_METHODS}")
 
 

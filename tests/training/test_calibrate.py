@@ -21,9 +21,9 @@ def test_pot_extrapolates_an_exponential_tail():
 
 
 def test_pot_falls_back_when_too_few_peaks():
-    threshold = pot_threshold(np.arange(100.0), risk=1e-3)
+    threshold = pot_threshold(np.arange(15.0), risk=1e-3)
     assert "fallback" in threshold.params
-    assert threshold.method.startswith("quantile (pot fallback: too few peaks")  # the method really used
+    assert threshold.method.startswith("quantile (pot fallback: too few scores")  # the method really used
 
 
 def test_calibration_needs_finite_scores_and_a_known_method():
