@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import BundleError
 from .preprocess import DenoiseConfig, MinMaxScaler
+from .spot import StreamingThreshold
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -52,6 +53,12 @@ class Bundle:
     @property
     def threshold(self) -> float:
         return float(self.manifest["threshold"]["value"])
+
+    @property
+    def streaming_threshold(self) -> StreamingThreshold | None:
+        """The SPOT/DSPOT state every stream starts from, when the bundle's threshold is a streaming one."""
+        state = self.manifest["threshold"].get("streaming")
+        return None if state is None else StreamingThreshold.from_dict(state)
 
     @property
     def denoise(self) -> DenoiseConfig:
@@ -121,6 +128,7 @@ def _check_consistency(bundle: Bundle) -> None:
             raise BundleError(f"bundle {bundle.path}: window length {m['window']} is below 2")
         bundle.denoise  # noqa: B018 - validates the denoising settings
         float(m["threshold"]["value"])
+        bundle.streaming_threshold  # noqa: B018 - validates a streaming threshold's state
         if m["preprocessing"]["out_of_range"] not in ("extrapolate", "clip"):
             raise BundleError(
                 f"bundle {bundle.path}: unknown out_of_range policy {m['preprocessing']['out_of_range']!r}"

@@ -1,4 +1,7 @@
-"""Score a whole series with a bundle (what `aelstm score` prints) and summarise it against labels."""
+"""Score a whole series with a bundle (what `aelstm score` prints) and summarise it against labels.
+
+With a streaming threshold the series is one stream: row t is judged by the threshold in force after rows < t.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +31,12 @@ def score_series(bundle: Bundle, series: Series, *, device: str = "auto", batch_
     table["score"] = np.concatenate([p.score for p in parts])
     table["rec_part"] = np.concatenate([p.rec_part for p in parts])
     table["pred_part"] = np.concatenate([p.pred_part for p in parts])
-    table["threshold"] = bundle.threshold
-    table["is_anomaly"] = table["score"] > bundle.threshold
+    streaming = bundle.streaming_threshold
+    if streaming is None:
+        table["threshold"] = bundle.threshold
+        table["is_anomaly"] = table["score"] > bundle.threshold
+    else:  # one stream from the first full window: what the server does for a device sending these readings
+        table["is_anomaly"], table["threshold"] = streaming.run(table["score"].to_numpy())
     if series.labels is not None:
         table["label"] = series.labels[ends]
     return table

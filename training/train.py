@@ -55,6 +55,7 @@ class TrainConfig:
     threshold_method: str = "pot"
     quantile: float = 0.995
     pot_risk: float = 1e-3
+    drift_depth: int = 0  # spot threshold: scores in the per-stream drift baseline (0 = plain SPOT)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     out_of_range: str = "extrapolate"
     seed: int = 0
@@ -265,7 +266,8 @@ def _fit(
     model.set_score_weights(*config.score_weights, *scales)
     fitted = FittedModel(model, config, scaler, Threshold(0.0, "pending"), scales, history, {}, 0.0)
     val_scores = np.concatenate([fitted.score(windows) for windows in calibration])
-    fitted.threshold = calibrate(val_scores, config.threshold_method, quantile=config.quantile, risk=config.pot_risk)
+    fitted.threshold = calibrate(val_scores, config.threshold_method, quantile=config.quantile, risk=config.pot_risk,
+                                 depth=config.drift_depth)
     fitted.validation = {
         "windows": len(val_scores),
         "loss": history[-1]["val_loss"] if history else None,
