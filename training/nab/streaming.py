@@ -5,8 +5,10 @@ One object, one set of hyper-parameters, is used for every file of the corpus.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,18 @@ from .zscore import THREE_SIGMA, rolling_zscore
 LIKELIHOOD_THRESHOLD = 0.5  # to_unit_score(5): tail probability 1e-5, Numenta's 0.99999 likelihood
 
 
+@functools.cache
+def _code_fingerprint() -> str:
+    """Digest of the code that turns a config into raw errors: a cache entry made by other model code never matches."""
+    from .. import model, train
+    from . import online
+
+    digest = hashlib.sha256()
+    for module in (model, train, online):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class StreamingDetector(ABC):
     """`score_file(values, probation)` → per-row anomaly score in [0, 1]; row t depends on rows ≤ t only."""
 
@@ -28,6 +42,14 @@ class StreamingDetector(ABC):
 
     @abstractmethod
     def score_file(self, values: np.ndarray, probation: int) -> np.ndarray: ...
+
+    def is_cached(self, values: np.ndarray, probation: int) -> bool:
+        """True when scoring this file is cheap now (nothing to train): no process pool is worth starting."""
+        return False
+
+    def fit_seconds(self, values: np.ndarray, probation: int) -> float | None:
+        """Seconds an earlier run spent fitting for this file, where it was recorded (None: not recorded)."""
+        return None
 
     def describe(self) -> dict:
         return {"name": self.name, "threshold": self.threshold}
@@ -62,26 +84,45 @@ class AELSTMStreamDetector(StreamingDetector):
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     threshold: float = LIKELIHOOD_THRESHOLD
-    cache: Path | None = None  # keeps each file's raw error terms, keyed by training config and data
+    cache: Path | None = None  # keeps each file's raw error terms, keyed by config, model code and data
 
     @property
     def name(self) -> str:
         return {"joint": "ae-lstm", "separate": "ae-then-lstm", "ae": "ae-only", "lstm": "lstm-only"}[self.config.mode]
 
-    def raw_parts(self, values: np.ndarray, probation: int) -> list[np.ndarray]:
-        """Per-row normalised error terms the mode uses (NaN before the first full window), cached if asked."""
+    def cache_path(self, values: np.ndarray, probation: int) -> Path | None:
+        """Where this file's raw error terms are kept: keyed by training and online config and by the data."""
         if self.cache is None:
-            return self._fit_and_score(values, probation)
-        setup = {"train": self.config.to_dict(), "online": self.online.to_dict()}
+            return None
+        setup = {"train": self.config.to_dict(), "online": self.online.to_dict(), "code": _code_fingerprint()}
         digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode())
         digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes() + str(probation).encode())
-        path = Path(self.cache) / f"{self.name}-{digest.hexdigest()[:24]}.npy"
-        if path.is_file():
+        return Path(self.cache) / f"{self.name}-{digest.hexdigest()[:24]}.npy"
+
+    def raw_parts(self, values: np.ndarray, probation: int) -> list[np.ndarray]:
+        """Per-row normalised error terms the mode uses (NaN before the first full window), cached if asked.
+
+        Next to each cached array, `<name>.json` keeps the seconds the fit and online scoring took, so that a
+        rescoring run can still report what the model cost."""
+        path = self.cache_path(values, probation)
+        if path is not None and path.is_file():
             return list(np.load(path))
+        started = time.perf_counter()
         parts = self._fit_and_score(values, probation)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, np.array(parts))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, np.array(parts))
+            path.with_suffix(".json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 2)}))
         return parts
+
+    def is_cached(self, values: np.ndarray, probation: int) -> bool:
+        path = self.cache_path(values, probation)
+        return path is not None and path.is_file()
+
+    def fit_seconds(self, values: np.ndarray, probation: int) -> float | None:
+        path = self.cache_path(values, probation)
+        timing = path.with_suffix(".json") if path is not None else None
+        return json.loads(timing.read_text())["seconds"] if timing is not None and timing.is_file() else None
 
     def _fit_and_score(self, values: np.ndarray, probation: int) -> list[np.ndarray]:
         import torch
