@@ -10,7 +10,7 @@ event score (or 1.1, no detections).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -195,9 +195,10 @@ class NabScorer:
         best = int(np.argmax(raw))  # first maximum = highest threshold among ties
         return self.at(scores, profile, thresholds[best])
 
-    def report(self, scores: Sequence[np.ndarray], own_threshold: float | None = None) -> dict:
-        """All three profiles at their optimised threshold and, if given, at the detector's own threshold."""
-        result = {"optimised": {p.name: self.optimised(scores, p).to_dict() for p in PROFILES}}
-        if own_threshold is not None:
-            result["own_threshold"] = {p.name: self.at(scores, p, own_threshold).to_dict() for p in PROFILES}
-        return result
+    def report(self, scores: Sequence[np.ndarray], thresholds: Mapping[str, float]) -> dict:
+        """All three profiles at the given per-profile thresholds (chosen elsewhere, for example on other files) and,
+        scoreboard-style, at the thresholds that are optimal for these very files."""
+        return {
+            "at_threshold": {p.name: self.at(scores, p, thresholds[p.name]).to_dict() for p in PROFILES},
+            "optimised": {p.name: self.optimised(scores, p).to_dict() for p in PROFILES},
+        }
