@@ -123,10 +123,10 @@ def warming_result(item: pb.Item, held: int, entry: ModelEntry) -> pb.ItemResult
                          model_name=entry.bundle.name, model_version=entry.version)
 
 
-def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float,
-                 threshold: float) -> pb.ItemResult:
+def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float, threshold: float,
+                 alarm: bool) -> pb.ItemResult:
     return pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_OK, score=score, rec_part=rec,
-                         pred_part=pred, threshold=threshold, is_anomaly=score > threshold,
+                         pred_part=pred, threshold=threshold, is_anomaly=alarm,
                          model_name=entry.bundle.name, model_version=entry.version, timestamp_ms=item.timestamp_ms)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 
+from .alarms import Judgement
 from .anomalies import AnomalyHub
 from .coalescer import Coalescer
 from .devices import DeviceWindows
@@ -168,46 +169,64 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
                        f"one with `aelstm publish BUNDLE --fleet FLEET`")
             return [error_result(item, NOT_FOUND, message) for item in items]
         results: list[pb.ItemResult | None] = [None] * len(items)
-        windows, positions = [], []
-        for i, item in enumerate(items):
-            try:
-                window = self._window_of(request.fleet_id, entry, item)
-            except ItemProblem as problem:
-                results[i] = error_result(item, problem.code, problem.message, entry)
-                continue
-            if isinstance(window, int):
-                results[i] = warming_result(item, window, entry)
-            else:
-                windows.append(window)
-                positions.append(i)
-        if windows:
-            stages = self.metrics.stage_seconds
-            stages.labels("prepare").observe(time.perf_counter() - started)
-            try:
-                scores = await self.coalescer.score(entry.key, np.stack(windows))
-            except Exception as exc:
-                log.warning("scoring backend failed for %s: %s", entry.key, exc)
-                for i in positions:
-                    results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {_brief(exc)}",
-                                              entry)
-            else:
-                responding = time.perf_counter()
-                finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
-                for k, i in enumerate(positions):
-                    if not finite[k]:
-                        log.error("model %s gave a non-finite score: refused as INTERNAL", entry.key)
-                        results[i] = error_result(items[i], INTERNAL, "the model gave a non-finite score for this "
-                                                  "window; it was not returned", entry)
-                        continue
-                    results[i] = score_result(items[i], entry, float(scores.score[k]), float(scores.rec_part[k]),
-                                              float(scores.pred_part[k]), scores.threshold)
-                    if scores.score[k] > scores.threshold:
-                        self._flag(request, results[i])
-                stages.labels("respond").observe(time.perf_counter() - responding)
+        windows, positions, judgements = [], [], {}
+        try:
+            for i, item in enumerate(items):
+                try:
+                    window = self._window_of(request.fleet_id, entry, item, judgements, i)
+                except ItemProblem as problem:
+                    results[i] = error_result(item, problem.code, problem.message, entry)
+                    continue
+                if isinstance(window, int):
+                    results[i] = warming_result(item, window, entry)
+                else:
+                    windows.append(window)
+                    positions.append(i)
+            if windows:
+                await self._score_windows(request, entry, windows, positions, judgements, results, started)
+        finally:
+            for judgement in judgements.values():  # unjudged (failed, refused, cancelled): let the device go on
+                judgement.release()
         return results
 
-    def _window_of(self, fleet: str, entry: ModelEntry, item: pb.Item) -> np.ndarray | int:
-        """The item's full window, or how many readings its device holds while it warms up."""
+    async def _score_windows(self, request: pb.ScoreRequest, entry: ModelEntry, windows: list[np.ndarray],
+                             positions: list[int], judgements: dict[int, Judgement],
+                             results: list[pb.ItemResult | None], started: float) -> None:
+        """Score the full windows in one coalesced call and fill in their results (a device's streaming
+        threshold judges its scores in reading order)."""
+        items = request.items
+        stages = self.metrics.stage_seconds
+        stages.labels("prepare").observe(time.perf_counter() - started)
+        try:
+            scores = await self.coalescer.score(entry.key, np.stack(windows))
+        except Exception as exc:
+            log.warning("scoring backend failed for %s: %s", entry.key, exc)
+            for i in positions:
+                results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {_brief(exc)}",
+                                          entry)
+        else:
+            responding = time.perf_counter()
+            finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
+            for k, i in enumerate(positions):
+                if not finite[k]:
+                    log.error("model %s gave a non-finite score: refused as INTERNAL", entry.key)
+                    results[i] = error_result(items[i], INTERNAL, "the model gave a non-finite score for this "
+                                              "window; it was not returned", entry)
+                    continue
+                score = float(scores.score[k])
+                threshold, alarm = scores.threshold, score > scores.threshold
+                if (judgement := judgements.get(i)) is not None:
+                    threshold, alarm = await judgement.judge(score)
+                results[i] = score_result(items[i], entry, score, float(scores.rec_part[k]),
+                                          float(scores.pred_part[k]), threshold, alarm)
+                if alarm:
+                    self._flag(request, results[i])
+            stages.labels("respond").observe(time.perf_counter() - responding)
+
+    def _window_of(self, fleet: str, entry: ModelEntry, item: pb.Item, judgements: dict[int, Judgement],
+                   position: int) -> np.ndarray | int:
+        """The item's full window, or how many readings its device holds while it warms up. A full window of
+        readings under a streaming threshold also takes its place in the device's judging order."""
         if not item.device_id:
             raise ItemProblem(INVALID_ARGUMENT, "item has no device_id")
         if self._too_long(item.device_id):
@@ -225,7 +244,13 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
             window, held = self.devices.append(fleet, item.device_id, readings, entry.bundle.window,
                                                 item.timestamp_ms)
             self.metrics.devices.set(len(self.devices))
-            return held if window is None else check_window(window, entry)
+            if window is None:
+                return held
+            window = check_window(window, entry)
+            if (streaming := entry.bundle.streaming_threshold) is not None:
+                alarm, fresh = self.devices.alarm_of(fleet, item.device_id, entry.key, streaming)
+                judgements[position] = alarm.reserve(fresh)
+            return window
         raise ItemProblem(INVALID_ARGUMENT, "item carries neither `window` nor `readings`")
 
     def _flag(self, request: pb.ScoreRequest, result: pb.ItemResult) -> None:
