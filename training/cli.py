@@ -24,8 +24,15 @@ from .evaluation.cli import evaluate
 @click.option("--window", default=32, show_default=True, help="Window length (readings).")
 @click.option("--stride", default=1, show_default=True, help="Step between training windows.")
 @click.option("--hidden", default=64, show_default=True, help="Hidden units of the AE and LSTM layers.")
-@click.option("--latent", default=16, show_default=True, help="Size of the AE's latent code per reading.")
+@click.option("--latent", default=16, show_default=True, help="Size of the AE's latent code per patch.")
 @click.option("--lstm-layers", default=2, show_default=True, help="Stacked LSTM layers.")
+@click.option(
+    "--patch",
+    default=1,
+    show_default=True,
+    help="Consecutive readings the AE encodes and reconstructs together, so it sees local shape as well as level "
+    "(window must be ≥ patch + 1).",
+)
 @click.option("--epochs", default=50, show_default=True, help="Maximum epochs (early stopping on validation loss).")
 @click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping.")
 @click.option("--batch-size", default=64, show_default=True)

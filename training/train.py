@@ -44,6 +44,7 @@ class TrainConfig:
     hidden: int = 64
     latent: int = 16
     lstm_layers: int = 2
+    patch: int = 1
     epochs: int = 50
     patience: int = 5
     batch_size: int = 64
@@ -67,6 +68,9 @@ class TrainConfig:
             (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0, "alpha, beta must be ≥ 0, not both 0"),
             (0.0 < self.validation_fraction < 0.9, "validation fraction must be in (0, 0.9)"),
             (min(self.hidden, self.latent, self.lstm_layers, self.batch_size) >= 1, "sizes must be ≥ 1"),
+            (self.patch >= 1, f"patch must be ≥ 1, got {self.patch}"),
+            (self.window >= self.patch + 1, f"window {self.window} is too short for patch {self.patch} "
+                                            f"(need window ≥ patch + 1 = {self.patch + 1})"),
             (self.epochs >= 0, "epochs must be ≥ 0 (0 keeps the random initial weights: the untrained floor)"),
             (self.learning_rate > 0, "learning rate must be > 0"),
         ]
@@ -212,7 +216,9 @@ def _split(values: np.ndarray, config: TrainConfig, what: str) -> int:
 def _initial_model(n_features: int, config: TrainConfig, init: FittedModel | None) -> JointAELSTM:
     """Fresh random weights, or a copy of `init`'s when its architecture and training mode match `config`."""
     lstm_input = "reading" if config.mode == "lstm" else "latent"
-    wanted = ModelConfig(n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input)
+    wanted = ModelConfig(
+        n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input, config.patch
+    )
     if init is None:
         return JointAELSTM(wanted)
     if init.model.config != wanted or init.config.mode != config.mode:
