@@ -33,8 +33,14 @@ from .evaluation.cli import evaluate
     help="Consecutive readings the AE encodes and reconstructs together, so it sees local shape as well as level "
     "(window must be ≥ patch + 1).",
 )
-@click.option("--epochs", default=50, show_default=True, help="Maximum epochs (early stopping on validation loss).")
+@click.option("--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss).")
 @click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping.")
+@click.option(
+    "--min-delta",
+    default=0.01,
+    show_default=True,
+    help="Smallest improvement: a fall of the validation loss by this fraction of its value at the last improvement.",
+)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--alpha", default=0.5, show_default=True, help="Weight of the reconstruction error.")
@@ -109,9 +115,10 @@ def train(
         series, output, config, rows=rows, name=name, version=model_version, progress=not quiet, threads=threads
     )
     m = bundle.manifest
+    stops = "".join(f", {phase} stopped early at epoch {epoch}" for phase, epoch in fitted.early_stops.items())
     click.echo(
-        f"trained {bundle.name} v{bundle.version} on {rows} readings × {len(bundle.features)} features in "
-        f"{fitted.seconds:.1f}s ({len(fitted.history)} epochs); threshold {bundle.threshold:.4g} "
+        f"trained {bundle.name} v{bundle.version} on rows 0–{rows - 1} × features [{', '.join(bundle.features)}]: "
+        f"{len(fitted.history)} epochs{stops}, {fitted.seconds:.1f}s; threshold {bundle.threshold:.4g} "
         f"({m['threshold']['method']}); validation flagged {m['validation']['flagged_fraction']:.2%}"
     )
     click.echo(f"bundle written to {output}")

@@ -45,8 +45,9 @@ class TrainConfig:
     latent: int = 16
     lstm_layers: int = 2
     patch: int = 1
-    epochs: int = 50
+    epochs: int = 100
     patience: int = 5
+    min_delta: float = 0.01  # an improvement lowers the validation loss by this fraction of its last improved value
     batch_size: int = 64
     learning_rate: float = 1e-3
     validation_fraction: float = 0.2
@@ -72,6 +73,7 @@ class TrainConfig:
             (self.window >= self.patch + 1, f"window {self.window} is too short for patch {self.patch} "
                                             f"(need window ≥ patch + 1 = {self.patch + 1})"),
             (self.epochs >= 0, "epochs must be ≥ 0 (0 keeps the random initial weights: the untrained floor)"),
+            (0.0 <= self.min_delta < 1.0, "min delta must be in [0, 1) (a fraction of the best validation loss)"),
             (self.learning_rate > 0, "learning rate must be > 0"),
         ]
         for ok, message in checks:
@@ -99,6 +101,12 @@ class FittedModel:
     history: list[dict]
     validation: dict
     seconds: float
+
+    @property
+    def early_stops(self) -> dict[str, int]:
+        """Training phase → the epoch it stopped at, for each phase that stopped before its epoch budget."""
+        last = {record["phase"]: record["epoch"] for record in self.history}
+        return {phase: epoch for phase, epoch in last.items() if epoch < self.config.epochs}
 
     def score(self, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Scores of raw windows with the torch model (same function as the exported graph)."""
@@ -133,9 +141,14 @@ def _fit_phase(
     label: str,
     progress: bool,
 ) -> list[dict]:
-    """Adam on `weights[0]·L_rec + weights[1]·L_pred` with early stopping on the validation loss (best restored)."""
+    """Adam on `weights[0]·L_rec + weights[1]·L_pred` with early stopping on the validation loss (best restored).
+
+    Training stops after `patience` epochs that do not lower the loss by `min_delta` (a fraction) below its value at
+    the last such improvement: an absolute margin of 1e-7 was met by nearly every epoch of a slowly converging model,
+    which then never stopped. The weights kept are those of the lowest loss seen, improvement that counts or not."""
     optimiser = torch.optim.Adam(params, lr=config.learning_rate)
-    best_loss, best_state, stale, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
+    mark, stale = float("inf"), 0  # the loss at the last improvement by min_delta, and epochs since
     with ProgressBar(label, config.epochs, "epochs", enabled=progress) as bar:
         for epoch in range(config.epochs):
             model.train()
@@ -153,11 +166,14 @@ def _fit_phase(
             with torch.no_grad():
                 val_rec, val_pred = (x.item() for x in _losses(model, val))
             val_loss = weights[0] * val_rec + weights[1] * val_pred
-            record = {"epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches, "val_loss": val_loss}
+            record = {"phase": label, "epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches,
+                      "val_loss": val_loss}
             history.append(record)
             bar.advance(note=f"rec {record['rec']:.4g} pred {record['pred']:.4g} val {val_loss:.4g}")
-            if val_loss < best_loss - 1e-7:
-                best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+            if val_loss < best_loss:
+                best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
+            if val_loss < mark * (1.0 - config.min_delta):
+                mark, stale = val_loss, 0
             else:
                 stale += 1
                 if stale >= config.patience:
@@ -274,7 +290,7 @@ def _fit(
     fitted.threshold = calibrate(val_scores, config.threshold_method, quantile=config.quantile, risk=config.pot_risk)
     fitted.validation = {
         "windows": len(val_scores),
-        "loss": history[-1]["val_loss"] if history else None,
+        "loss": min(r["val_loss"] for r in history if r["phase"] == history[-1]["phase"]) if history else None,
         "score_median": float(np.median(val_scores)),
         "score_p99": float(np.quantile(val_scores, 0.99)),
         "score_max": float(val_scores.max()),
@@ -359,6 +375,8 @@ def write_bundle(
             **source,
             "config": fitted.config.to_dict(),
             "epochs_run": len(fitted.history),
+            "stopped_early": bool(fitted.early_stops),
+            "stopped_at": fitted.early_stops,
             "final_epoch": fitted.history[-1] if fitted.history else None,
             "seconds": round(fitted.seconds, 2),
             "torch_version": torch.__version__,

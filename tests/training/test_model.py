@@ -151,3 +151,13 @@ def test_with_patches_the_autoencoder_alone_sees_a_change_of_shape_within_the_no
         flagged[patch] = np.mean(fitted.score(windows[inside]) > fitted.threshold.value)
     assert flagged[1] < 0.2 and flagged[6] > 0.9, flagged
 
+
+def test_early_stopping_stops_before_the_budget_on_easy_data():
+    config = TrainConfig(window=12, hidden=8, latent=2, epochs=200, patience=3, seed=0)
+    fitted = fit(_sine(600), config, progress=False)
+    assert len(fitted.history) < 200
+    assert fitted.early_stops == {"joint": len(fitted.history)}
+    # none of the last `patience` epochs improved by min_delta; the lowest loss seen is the one kept and reported
+    losses = [record["val_loss"] for record in fitted.history]
+    assert min(losses[-config.patience :]) >= min(losses[: -config.patience]) * (1 - config.min_delta)
+    assert fitted.validation["loss"] == min(losses)
