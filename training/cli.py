@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from aelstm.core.bundle import load_bundle
-from aelstm.core.cli_options import data_options, read_series
+from aelstm.core.cli_options import data_options, echo_features, read_series
 
 from .evaluation.cli import evaluate
 
@@ -17,8 +17,15 @@ from .evaluation.cli import evaluate
 @click.argument("data", type=click.Path(path_type=Path))
 @data_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
-@click.option("--train-fraction", type=float, help="Train on this leading fraction of the file [default: 0.15].")
-@click.option("--until-first-anomaly", is_flag=True, help="Train on every row before the first labelled anomaly.")
+@click.option(
+    "--train-fraction",
+    type=float,
+    help="Train on this leading fraction of the file [default: every row before the first labelled anomaly, or the "
+    "whole file when it has no labelled anomalies].",
+)
+@click.option(
+    "--until-first-anomaly", is_flag=True, help="Train on every row before the first labelled anomaly (needs labels)."
+)
 @click.option("--name", help="Model name [default: the data file's name].")
 @click.option("--model-version", default="1", show_default=True, help="Model version recorded in the bundle.")
 @click.option("--window", default=32, show_default=True, help="Window length (readings).")
@@ -100,15 +107,17 @@ def train(
     no_denoise,
     **hyper,
 ) -> None:
-    """Train the joint AE-LSTM on the normal start of DATA and write a model bundle."""
+    """Train the joint AE-LSTM on the normal part of DATA and write a model bundle."""
     from aelstm.core.preprocess import DenoiseConfig
 
     from .train import TrainConfig, train_series, training_rows
 
-    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     denoise = DenoiseConfig(enabled=not no_denoise, wavelet=wavelet, level=wavelet_level)
     config = TrainConfig(denoise=denoise, **hyper)
-    rows = training_rows(series, train_fraction, until_first_anomaly)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
+    echo_features(series)
+    rows, why = training_rows(series, train_fraction, until_first_anomaly)
+    click.echo(f"training on {rows} of {len(series)} rows: {why}", err=True)
     if series.labels is not None and series.labels[:rows].any():
         click.echo(f"warning: {int(series.labels[:rows].sum())} training rows are labelled anomalous", err=True)
     fitted, bundle = train_series(
@@ -134,11 +143,15 @@ def train(
 def score(
     bundle_dir, data, dataset, time_column, label_column, features, delimiter, non_numeric, output, device, batch_size
 ) -> None:
-    """Score every full window of DATA with BUNDLE_DIR's model; one CSV row per window end."""
+    """Score every full window of DATA with BUNDLE_DIR's model; one CSV row per window end.
+
+    A CSV's features default to the model's own feature columns."""
     from aelstm.core.scoring import pointwise_report, score_series
 
     bundle = load_bundle(bundle_dir)
+    features = features or (bundle.features if dataset == "csv" else None)
     series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
+    echo_features(series)
     table = score_series(bundle, series, device=device, batch_size=batch_size)
     table.to_csv(output if output else click.get_text_stream("stdout"), index=False)
     flagged = int(table["is_anomaly"].sum())

@@ -388,16 +388,21 @@ def write_bundle(
     return load_bundle(out_dir)
 
 
-def training_rows(series: Series, fraction: float | None, until_first_anomaly: bool) -> int:
-    """How many leading rows to train on: a fraction of the series, or every row before the first label."""
-    if until_first_anomaly:
-        if series.labels is None or not series.labels.any():
-            raise DataError(f"{series.name}: --until-first-anomaly needs labels with at least one anomaly")
-        return int(np.argmax(series.labels > 0))
-    fraction = 0.15 if fraction is None else fraction
-    if not 0.0 < fraction <= 1.0:
-        raise DataError(f"training fraction must be in (0, 1], got {fraction}")
-    return int(len(series) * fraction)
+def training_rows(series: Series, fraction: float | None, until_first_anomaly: bool) -> tuple[int, str]:
+    """How many leading rows to train on, and why (a phrase for the user).
+
+    By default a file without labelled anomalies is all normal, and one with them is normal until the first one;
+    `fraction` takes a leading fraction instead, and `until_first_anomaly` insists on labels."""
+    labelled = series.labels is not None and bool(series.labels.any())
+    if until_first_anomaly and not labelled:
+        raise DataError(f"{series.name}: --until-first-anomaly needs labels with at least one anomaly")
+    if fraction is not None and not until_first_anomaly:
+        if not 0.0 < fraction <= 1.0:
+            raise DataError(f"training fraction must be in (0, 1], got {fraction}")
+        return int(len(series) * fraction), f"the first {fraction:.0%} of the file"
+    if labelled:
+        return int(np.argmax(series.labels > 0)), "every row before the first labelled anomaly"
+    return len(series), "the whole file (it has no labelled anomalies)"
 
 
 def train_series(
