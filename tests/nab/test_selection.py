@@ -51,7 +51,7 @@ def test_the_runner_chooses_on_development_files_and_reports_held_out_at_those_t
         return develop(files, candidates, scores_of)
 
     monkeypatch.setattr(run, "develop", recording)
-    monkeypatch.setattr(run, "NAB_TRAIN", {"window": 8, "hidden": 8, "latent": 2, "epochs": 2, "patience": 1})
+    monkeypatch.setattr(run, "NAB_TRAIN", {"window": 10, "hidden": 8, "latent": 2, "epochs": 2, "patience": 1})
     out = tmp_path / "out"
     args = ["--modes", "ae-lstm,zscore", "--seeds", "0", "--jobs", "1", "--data", str(tiny_nab),
             "--split", str(tiny_nab / "split.json"), "--out", str(out), "--cache", str(tmp_path / "cache")]
