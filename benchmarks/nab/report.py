@@ -152,6 +152,13 @@ def markdown(summary: dict) -> str:
         "half only.** Each subset is normalised with its own null and perfect detector (100 = every window hit on "
         "its first row, 0 = never fires), as NAB normalises a corpus.",
         "",
+        f"Detectors. AE-LSTM family (`ae-lstm` co-trained, `ae-then-lstm` trained one part after the other, "
+        f"`ae-only`, `lstm-only`; all else shared, training settings {summary['train']}): one model per file, "
+        "trained on the probationary period only, then scored causally in segments of one probation length, "
+        "optionally fine-tuned after each segment on the rows just seen; each error term the mode uses becomes an "
+        "anomaly likelihood against its own past, and the row's score maps the smaller tail probability "
+        "(Bonferroni-corrected) onto [0, 1]. `zscore`: NAB's rolling z-score over the previous 288 values.",
+        "",
     ]
     selection = summary.get("selection")
     if selection:
