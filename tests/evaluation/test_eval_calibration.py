@@ -12,7 +12,7 @@ from aelstm.training.detectors.base import Calibrator, Detector
 from aelstm.training.evaluation.lineup import Settings, build
 from aelstm.training.evaluation.protocols import Case, Protocol
 from aelstm.training.evaluation.runner import run_cases
-from aelstm.training.evaluation.selection import MAX_FAR, calibrators, choose
+from aelstm.training.evaluation.selection import F1_SLACK, calibrators, choose
 
 
 class Level(Detector):
@@ -91,14 +91,15 @@ def test_aelstm_calibration_is_its_fitted_threshold_or_from_the_same_validation_
     assert pot.method == "pot" and pot.streaming is None
 
 
-def test_selection_rule_prefers_f1_within_the_false_alarm_budget():
-    def row(detector, method, f1, fpr, aelstm=None):
+def test_selection_rule_takes_the_fewest_false_alarms_among_the_best_f1():
+    def row(detector, risk, f1, fpr, aelstm=None):
         return {"detector": detector, "aelstm": aelstm or {}, "f1": f1, "fpr": fpr,
-                "calibrator": {"method": method, "risk": 1e-3, "depth": 0}}
+                "calibrator": {"method": "pot", "risk": risk, "depth": 0}}
 
-    rows = [row("ae-lstm", "pot", 0.9, 0.5, {"patch": 1}), row("pca", "pot", 0.9, 0.5),
-            row("ae-lstm", "spot", 0.7, 0.1, {"patch": 1}), row("pca", "spot", 0.6, 0.1),
-            row("ae-lstm", "pot", 0.95, 0.5, {"patch": 4}), row("ae-lstm", "spot", 0.8, 0.1, {"patch": 4})]
-    chosen = choose(rows)
-    assert chosen["calibrator"]["method"] == "spot" and chosen["aelstm"] == {"patch": 4}
-    assert chosen["mean_f1"] == pytest.approx(0.7) and chosen["mean_fpr"] <= MAX_FAR
+    rows = [row("ae-lstm", 1e-2, 0.80, 0.5, {"patch": 1}), row("pca", 1e-2, 0.80, 0.4),
+            row("ae-lstm", 1e-3, 0.795, 0.3, {"patch": 1}), row("pca", 1e-3, 0.795, 0.2),
+            row("ae-lstm", 1e-2, 0.82, 0.5, {"patch": 4}), row("ae-lstm", 1e-3, 0.60, 0.1, {"patch": 4}),
+            row("ae-lstm", 1e-4, 0.30, 0.0, {"patch": 1}), row("pca", 1e-4, 0.30, 0.0)]
+    chosen = choose(rows)  # best mean F1 0.81 (patch 4, risk 1e-2); patch 1 at risk 1e-3 is within the slack
+    assert chosen["calibrator"]["risk"] == 1e-3 and chosen["aelstm"] == {"patch": 1}
+    assert chosen["mean_f1"] == pytest.approx(0.795) and 0.81 - chosen["mean_f1"] <= F1_SLACK
