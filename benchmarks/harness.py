@@ -34,9 +34,11 @@ SERVER_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "loca
 
 
 def train(bundle: Path) -> Path:
-    """The small model every serving benchmark uses: 5 epochs on the EC2 latency fixture, window 16 (seconds)."""
-    subprocess.run([*AELSTM, "train", str(FIXTURE), "--dataset", "nab", "--window", str(WINDOW), "--epochs", "5",
-                    "-o", str(bundle), "--quiet"], check=True, capture_output=True, timeout=600)
+    """The small model every serving benchmark uses: 5 epochs on the first 15 % of the EC2 latency fixture, window 16
+    (seconds)."""
+    subprocess.run([*AELSTM, "train", str(FIXTURE), "--dataset", "nab", "--train-fraction", "0.15",
+                    "--window", str(WINDOW), "--epochs", "5", "-o", str(bundle), "--quiet"],
+                   check=True, capture_output=True, timeout=600)
     return bundle
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import BundleError
@@ -54,7 +55,7 @@ class Bundle:
     def threshold(self) -> float:
         return float(self.manifest["threshold"]["value"])
 
-    @property
+    @cached_property
     def streaming_threshold(self) -> StreamingThreshold | None:
         """The SPOT/DSPOT state every stream starts from, when the bundle's threshold is a streaming one."""
         state = self.manifest["threshold"].get("streaming")

@@ -25,6 +25,16 @@ class NonNumericWarning(UserWarning):
     """Text cells of numeric columns were read as missing values (`non_numeric="missing"`)."""
 
 
+class ColumnNotice(UserWarning):
+    """A generic CSV's columns were read other than as plain features: labels found by name, or numeric columns
+    left out of the default features (see `load_csv`)."""
+
+
+# Generic CSV: columns that hold numbers but must not become features by default.
+LABEL_NAMES = ("label", "anomaly", "is_anomaly", "attack")
+INDEX_NAMES = ("index", "idx", "id", "row", "unnamed: 0", "time", "timestamp", "ts")
+
+
 @dataclass(frozen=True)
 class Series:
     """A multivariate time series: readings in time order, optional timestamps and 0/1 labels."""
@@ -91,7 +101,8 @@ def _numeric(frame: pd.DataFrame, columns: Sequence[str], source: Path | str, no
         raise DataError(f"non_numeric must be one of {NON_NUMERIC_POLICIES}, got {non_numeric!r}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"{source}: missing column(s) {missing}; available: {list(frame.columns)}")
+        raise DataError(f"{source}: missing column(s) {missing} of the features {list(columns)}; "
+                        f"available: {list(frame.columns)}")
     parsed = frame[list(columns)].apply(pd.to_numeric, errors="coerce")
     bad = [c for c in columns if parsed[c].isna().all()]
     if bad:
@@ -118,6 +129,22 @@ def _timestamps(frame: pd.DataFrame, column: str, source: Path | str, **kwargs) 
         raise DataError(f"{source}: column {column!r} is not a timestamp: {exc}".splitlines()[0]) from exc
 
 
+def _is_zero_one(column: pd.Series) -> bool:
+    values = pd.to_numeric(column, errors="coerce")
+    return bool(values.notna().all() and values.isin([0, 1]).all())
+
+
+def _is_row_index(name: str, column: pd.Series) -> bool:
+    """Integers that rise every row and count the rows (0..n−1 or 1..n), or rise every row under an index or clock
+    name: min–max-scaled, such a column puts every later reading outside the training range."""
+    if not pd.api.types.is_integer_dtype(column) or len(column) < 2:
+        return False
+    steps = np.diff(column.to_numpy())
+    if not (steps > 0).all():
+        return False
+    return (column.iloc[0] in (0, 1) and (steps == 1).all()) or name.lower() in INDEX_NAMES
+
+
 def load_csv(
     path: str | Path,
     *,
@@ -127,18 +154,34 @@ def load_csv(
     delimiter: str = ",",
     non_numeric: str = "refuse",
 ) -> Series:
-    """Any CSV: features default to every column other than the time and label columns that holds numbers (a
-    numeric column with stray text is checked, not silently dropped)."""
+    """Any CSV. Without `label_column`, the first column named like a label (`LABEL_NAMES`, any case) that holds
+    only 0/1 is the label column. Features default to every other column that holds numbers (a numeric column with
+    stray text is checked, not silently dropped), except the time column, label-named columns and row-index columns
+    (`_is_row_index`); what was left out, and where labels came from, is one `ColumnNotice`. `feature_columns`
+    overrides the default."""
     frame = _read_csv(path, sep=delimiter)
     frame.columns = [str(c).strip() for c in frame.columns]
     for name, column in (("time", time_column), ("label", label_column)):
         if column is not None and column not in frame.columns:
             raise DataError(f"{path}: {name} column {column!r} not found; available: {list(frame.columns)}")
-    reserved = {time_column, label_column}
+    chosen = set(feature_columns or ())
+    label_like = [c for c in frame.columns if c.lower() in LABEL_NAMES and c not in chosen | {time_column}]
+    notes = []
+    if label_column is None:
+        label_column = next((c for c in label_like if _is_zero_one(frame[c])), None)
+        if label_column is not None:
+            notes.append(f"labels from column {label_column!r}")
     if feature_columns is None:
-        feature_columns = [c for c in frame.columns if c not in reserved and _holds_numbers(frame[c])]
+        numeric = [c for c in frame.columns if c not in {time_column, label_column} and _holds_numbers(frame[c])]
+        left_out = [c for c in numeric if c in label_like or _is_row_index(c, frame[c])]
+        feature_columns = [c for c in numeric if c not in left_out]
+        if left_out:
+            notes.append(f"not used as features: {', '.join(map(repr, left_out))} (label-named or row-index "
+                         "columns; name them in --features to use them)")
         if not feature_columns:
             raise DataError(f"{path}: no numeric feature columns found; name them with --features")
+    if notes:
+        warnings.warn(f"{Path(path).name}: {'; '.join(notes)}", ColumnNotice, stacklevel=2)
     values = _numeric(frame, feature_columns, path, non_numeric)
     labels = None
     if label_column is not None:

@@ -33,10 +33,11 @@ def score_series(bundle: Bundle, series: Series, *, device: str = "auto", batch_
     table["pred_part"] = np.concatenate([p.pred_part for p in parts])
     streaming = bundle.streaming_threshold
     if streaming is None:
-        table["threshold"] = bundle.threshold
-        table["is_anomaly"] = table["score"] > bundle.threshold
+        alarms, limits = table["score"].to_numpy() > bundle.threshold, bundle.threshold
     else:  # one stream from the first full window: what the server does for a device sending these readings
-        table["is_anomaly"], table["threshold"] = streaming.run(table["score"].to_numpy())
+        alarms, limits = streaming.run(table["score"].to_numpy())
+    table["threshold"] = limits
+    table["is_anomaly"] = alarms
     if series.labels is not None:
         table["label"] = series.labels[ends]
     return table

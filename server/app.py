@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .models import ModelBook
 from .ray_backend import RayServeBackend
 from .registry import RegistryScanner, RegistrySnapshot
+from .scoring import RequestScorer
 from .security import server_credentials, token_interceptors
 from .service import AnomalyScorerService
 
@@ -54,8 +55,9 @@ class ScoringServer:
         self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_s(),
                                    config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
         devices = DeviceWindows(config.max_devices, config.max_device_bytes())
-        self.service = AnomalyScorerService(self.models, self.coalescer, devices,
-                                            AnomalyHub(config.watcher_queue), self.metrics, config.limits())
+        self.scorer = RequestScorer(self.models, self.coalescer, devices, AnomalyHub(config.watcher_queue),
+                                    self.metrics, config.limits())
+        self.service = AnomalyScorerService(self.scorer)
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None

@@ -16,7 +16,7 @@ import yaml
 
 from aelstm.core.errors import AelstmError
 
-from .service import Limits
+from .scoring import Limits
 
 BACKENDS = ("ray", "inprocess")
 DEVICES = ("auto", "cpu", "cuda")

@@ -95,13 +95,19 @@ def value_bounds(entry: ModelEntry) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_window(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
-    """A scorable window: right shape, no Inf, and every feature has at least one reading (NaNs are filled)."""
+    """A scorable `window` item: right shape, values the model can score, and a reading for every feature."""
     expected = (entry.bundle.window, len(entry.bundle.features))
     if window.shape != expected:
         raise ItemProblem(INVALID_ARGUMENT, f"window shape {list(window.shape)} does not match model "
                                             f"{entry.bundle.name}: expected [window={expected[0]}, "
                                             f"features={expected[1]}]")
     check_features(window, entry, "window")
+    return check_fillable(window, entry)
+
+
+def check_fillable(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
+    """Every feature has at least one reading in the window, so its gaps (NaN) can be filled. Device windows
+    need only this check: their readings were checked as they arrived."""
     empty = np.isnan(window).all(axis=0)
     if empty.any():
         names = [entry.bundle.features[i] for i in np.flatnonzero(empty)]
@@ -123,10 +129,10 @@ def warming_result(item: pb.Item, held: int, entry: ModelEntry) -> pb.ItemResult
                          model_name=entry.bundle.name, model_version=entry.version)
 
 
-def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float,
-                 threshold: float) -> pb.ItemResult:
+def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float, threshold: float,
+                 alarm: bool) -> pb.ItemResult:
     return pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_OK, score=score, rec_part=rec,
-                         pred_part=pred, threshold=threshold, is_anomaly=score > threshold,
+                         pred_part=pred, threshold=threshold, is_anomaly=alarm,
                          model_name=entry.bundle.name, model_version=entry.version, timestamp_ms=item.timestamp_ms)
 
 

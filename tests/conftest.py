@@ -29,7 +29,7 @@ def tiny_bundle(tmp_path_factory):
         series,
         tmp_path_factory.mktemp("bundle") / "ec2",
         config,
-        rows=training_rows(series, None, until_first_anomaly=True),
+        rows=training_rows(series, None, until_first_anomaly=True)[0],
         name="ec2-latency",
         progress=False,
     )

@@ -9,7 +9,7 @@ import click
 
 from aelstm.core.bundle import load_bundle
 from aelstm.core.calibrate import THRESHOLD_METHODS
-from aelstm.core.cli_options import data_options, read_series
+from aelstm.core.cli_options import data_options, echo_features, read_series
 
 from .evaluation.cli import evaluate
 
@@ -18,17 +18,37 @@ from .evaluation.cli import evaluate
 @click.argument("data", type=click.Path(path_type=Path))
 @data_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
-@click.option("--train-fraction", type=float, help="Train on this leading fraction of the file [default: 0.15].")
-@click.option("--until-first-anomaly", is_flag=True, help="Train on every row before the first labelled anomaly.")
+@click.option(
+    "--train-fraction",
+    type=float,
+    help="Train on this leading fraction of the file [default: every row before the first labelled anomaly, or the "
+    "whole file when it has no labelled anomalies].",
+)
+@click.option(
+    "--until-first-anomaly", is_flag=True, help="Train on every row before the first labelled anomaly (needs labels)."
+)
 @click.option("--name", help="Model name [default: the data file's name].")
 @click.option("--model-version", default="1", show_default=True, help="Model version recorded in the bundle.")
 @click.option("--window", default=32, show_default=True, help="Window length (readings).")
 @click.option("--stride", default=1, show_default=True, help="Step between training windows.")
 @click.option("--hidden", default=64, show_default=True, help="Hidden units of the AE and LSTM layers.")
-@click.option("--latent", default=16, show_default=True, help="Size of the AE's latent code per reading.")
+@click.option("--latent", default=16, show_default=True, help="Size of the AE's latent code per patch.")
 @click.option("--lstm-layers", default=2, show_default=True, help="Stacked LSTM layers.")
-@click.option("--epochs", default=50, show_default=True, help="Maximum epochs (early stopping on validation loss).")
+@click.option(
+    "--patch",
+    default=1,
+    show_default=True,
+    help="Consecutive readings the AE encodes and reconstructs together, so it sees local shape as well as level "
+    "(window must be ≥ patch + 1).",
+)
+@click.option("--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss).")
 @click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping.")
+@click.option(
+    "--min-delta",
+    default=0.01,
+    show_default=True,
+    help="Smallest improvement: a fall of the validation loss by this fraction of its value at the last improvement.",
+)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--alpha", default=0.5, show_default=True, help="Weight of the reconstruction error.")
@@ -93,24 +113,27 @@ def train(
     no_denoise,
     **hyper,
 ) -> None:
-    """Train the joint AE-LSTM on the normal start of DATA and write a model bundle."""
+    """Train the joint AE-LSTM on the normal part of DATA and write a model bundle."""
     from aelstm.core.preprocess import DenoiseConfig
 
     from .train import TrainConfig, train_series, training_rows
 
-    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     denoise = DenoiseConfig(enabled=not no_denoise, wavelet=wavelet, level=wavelet_level)
     config = TrainConfig(denoise=denoise, **hyper)
-    rows = training_rows(series, train_fraction, until_first_anomaly)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
+    echo_features(series)
+    rows, why = training_rows(series, train_fraction, until_first_anomaly)
+    click.echo(f"training on {rows} of {len(series)} rows: {why}", err=True)
     if series.labels is not None and series.labels[:rows].any():
         click.echo(f"warning: {int(series.labels[:rows].sum())} training rows are labelled anomalous", err=True)
     fitted, bundle = train_series(
         series, output, config, rows=rows, name=name, version=model_version, progress=not quiet, threads=threads
     )
     m = bundle.manifest
+    stops = "".join(f", {phase} stopped early at epoch {epoch}" for phase, epoch in fitted.early_stops.items())
     click.echo(
-        f"trained {bundle.name} v{bundle.version} on {rows} readings × {len(bundle.features)} features in "
-        f"{fitted.seconds:.1f}s ({len(fitted.history)} epochs); threshold {bundle.threshold:.4g} "
+        f"trained {bundle.name} v{bundle.version} on rows 0–{rows - 1} × features [{', '.join(bundle.features)}]: "
+        f"{len(fitted.history)} epochs{stops}, {fitted.seconds:.1f}s; threshold {bundle.threshold:.4g} "
         f"({m['threshold']['method']}); validation flagged {m['validation']['flagged_fraction']:.2%}"
     )
     click.echo(f"bundle written to {output}")
@@ -126,11 +149,15 @@ def train(
 def score(
     bundle_dir, data, dataset, time_column, label_column, features, delimiter, non_numeric, output, device, batch_size
 ) -> None:
-    """Score every full window of DATA with BUNDLE_DIR's model; one CSV row per window end."""
+    """Score every full window of DATA with BUNDLE_DIR's model; one CSV row per window end.
+
+    A CSV's features default to the model's own feature columns."""
     from aelstm.core.scoring import pointwise_report, score_series
 
     bundle = load_bundle(bundle_dir)
+    features = features or (bundle.features if dataset == "csv" else None)
     series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
+    echo_features(series)
     table = score_series(bundle, series, device=device, batch_size=batch_size)
     table.to_csv(output if output else click.get_text_stream("stdout"), index=False)
     flagged = int(table["is_anomaly"].sum())

@@ -1,4 +1,5 @@
-"""The joint AE-LSTM: an autoencoder over each reading (spatial) and an LSTM over the latent sequence (temporal).
+"""The joint AE-LSTM: an autoencoder over short patches of readings (spatial, and with a patch longer than one
+reading also local shape) and an LSTM over the sequence of patch codes (temporal).
 
 The module takes windows in raw units, scales them with the training min–max, and returns per window the anomaly
 score of the last step and its two parts. The same module is trained in torch and exported to ONNX, so serving and
@@ -26,6 +27,7 @@ class ModelConfig:
     latent: int = 16
     lstm_layers: int = 2
     lstm_input: str = "latent"  # "reading" gives the LSTM-only ablation, which never sees the encoder
+    patch: int = 1  # readings per AE input: with one feature, patch 1 can only tell whether a value is in range
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,20 +36,22 @@ class ModelConfig:
 class JointAELSTM(nn.Module):
     """Score A(t) = α·Rec(t)/s_rec + β·Pred(t)/s_pred for the last step t of each window.
 
-    Rec is the mean squared reconstruction error of reading t, Pred the mean squared error of the LSTM's
-    prediction of reading t from readings before it (both in min–max-scaled units). s_rec and s_pred are the mean
-    errors on normal training windows, so each normalised term is ≈ 1 on normal data and α, β weigh comparable
-    quantities; with α + β = 1 a normal window scores about 1.
+    Rec is the mean squared reconstruction error of the patch of `patch` readings ending at t, Pred the mean squared
+    error of the LSTM's prediction of reading t from the patches (or readings) before it (both in min–max-scaled
+    units). s_rec and s_pred are the mean errors on normal training windows, so each normalised term is ≈ 1 on
+    normal data and α, β weigh comparable quantities; with α + β = 1 a normal window scores about 1.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.lstm_input not in LSTM_INPUTS:
             raise ValueError(f"lstm_input must be one of {LSTM_INPUTS}, got {config.lstm_input!r}")
+        if not 1 <= config.patch < config.window:
+            raise ValueError(f"patch must be in [1, window − 1], got {config.patch} for window {config.window}")
         self.config = config
         f, h, z = config.n_features, config.hidden, config.latent
-        self.encoder = nn.Sequential(nn.Linear(f, h), nn.Tanh(), nn.Linear(h, z))
-        self.decoder = nn.Sequential(nn.Linear(z, h), nn.Tanh(), nn.Linear(h, f))
+        self.encoder = nn.Sequential(nn.Linear(config.patch * f, h), nn.Tanh(), nn.Linear(h, z))
+        self.decoder = nn.Sequential(nn.Linear(z, h), nn.Tanh(), nn.Linear(h, config.patch * f))
         lstm_in = z if config.lstm_input == "latent" else f
         self.lstm = nn.LSTM(lstm_in, h, num_layers=config.lstm_layers, batch_first=True)
         self.head = nn.Linear(h, f)
@@ -70,15 +74,26 @@ class JointAELSTM(nn.Module):
         self.weights.copy_(torch.tensor([alpha, beta]))
         self.error_scales.copy_(torch.tensor([rec_scale, pred_scale]))
 
+    def patches(self, scaled: torch.Tensor) -> torch.Tensor:
+        """`[B, W, F]` → `[B, W-p+1, p·F]`: the p readings ending at each step p..W, oldest first.
+
+        Plain slices of the time axis, concatenated, so the exported graph holds only Slice and Concat."""
+        p = self.config.patch
+        return torch.cat([scaled[:, i : i - p + 1 or None] for i in range(p)], dim=-1)
+
     def step_errors(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step errors: reconstruction `[B, W]` and next-step prediction `[B, W-1]` (for steps 2..W)."""
+        """Per-step errors: reconstruction `[B, W-p+1]` (patches ending at steps p..W) and next-reading prediction
+        (`[B, W-p]` for steps p+1..W from patch codes; `[B, W-1]` for steps 2..W from readings)."""
         scaled = (windows - self.scale_min) / self.scale_span
         scaled = torch.clamp(scaled, self.clip_low, self.clip_high)
-        latent = self.encoder(scaled)
-        rec = ((self.decoder(latent) - scaled) ** 2).mean(dim=-1)
-        sequence = latent if self.config.lstm_input == "latent" else scaled
+        patches = self.patches(scaled)
+        latent = self.encoder(patches)
+        rec = ((self.decoder(latent) - patches) ** 2).mean(dim=-1)
+        from_codes = self.config.lstm_input == "latent"
+        sequence = latent if from_codes else scaled
         hidden, _ = self.lstm(sequence[:, :-1])
-        pred = ((self.head(hidden) - scaled[:, 1:]) ** 2).mean(dim=-1)
+        first_target = self.config.patch if from_codes else 1
+        pred = ((self.head(hidden) - scaled[:, first_target:]) ** 2).mean(dim=-1)
         return rec, pred
 
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

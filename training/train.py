@@ -44,8 +44,10 @@ class TrainConfig:
     hidden: int = 64
     latent: int = 16
     lstm_layers: int = 2
-    epochs: int = 50
+    patch: int = 1
+    epochs: int = 100
     patience: int = 5
+    min_delta: float = 0.01  # an improvement lowers the validation loss by this fraction of its last improved value
     batch_size: int = 64
     learning_rate: float = 1e-3
     validation_fraction: float = 0.2
@@ -68,7 +70,11 @@ class TrainConfig:
             (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0, "alpha, beta must be ≥ 0, not both 0"),
             (0.0 < self.validation_fraction < 0.9, "validation fraction must be in (0, 0.9)"),
             (min(self.hidden, self.latent, self.lstm_layers, self.batch_size) >= 1, "sizes must be ≥ 1"),
+            (self.patch >= 1, f"patch must be ≥ 1, got {self.patch}"),
+            (self.window >= self.patch + 1, f"window {self.window} is too short for patch {self.patch} "
+                                            f"(need window ≥ patch + 1 = {self.patch + 1})"),
             (self.epochs >= 0, "epochs must be ≥ 0 (0 keeps the random initial weights: the untrained floor)"),
+            (0.0 <= self.min_delta < 1.0, "min delta must be in [0, 1) (a fraction of the best validation loss)"),
             (self.learning_rate > 0, "learning rate must be > 0"),
         ]
         for ok, message in checks:
@@ -96,6 +102,12 @@ class FittedModel:
     history: list[dict]
     validation: dict
     seconds: float
+
+    @property
+    def early_stops(self) -> dict[str, int]:
+        """Training phase → the epoch it stopped at, for each phase that stopped before its epoch budget."""
+        last = {record["phase"]: record["epoch"] for record in self.history}
+        return {phase: epoch for phase, epoch in last.items() if epoch < self.config.epochs}
 
     def score(self, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Scores of raw windows with the torch model (same function as the exported graph)."""
@@ -130,9 +142,14 @@ def _fit_phase(
     label: str,
     progress: bool,
 ) -> list[dict]:
-    """Adam on `weights[0]·L_rec + weights[1]·L_pred` with early stopping on the validation loss (best restored)."""
+    """Adam on `weights[0]·L_rec + weights[1]·L_pred` with early stopping on the validation loss (best restored).
+
+    Training stops after `patience` epochs that do not lower the loss by `min_delta` (a fraction) below its value at
+    the last such improvement: an absolute margin of 1e-7 was met by nearly every epoch of a slowly converging model,
+    which then never stopped. The weights kept are those of the lowest loss seen, improvement that counts or not."""
     optimiser = torch.optim.Adam(params, lr=config.learning_rate)
-    best_loss, best_state, stale, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
+    mark, stale = float("inf"), 0  # the loss at the last improvement by min_delta, and epochs since
     with ProgressBar(label, config.epochs, "epochs", enabled=progress) as bar:
         for epoch in range(config.epochs):
             model.train()
@@ -150,11 +167,14 @@ def _fit_phase(
             with torch.no_grad():
                 val_rec, val_pred = (x.item() for x in _losses(model, val))
             val_loss = weights[0] * val_rec + weights[1] * val_pred
-            record = {"epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches, "val_loss": val_loss}
+            record = {"phase": label, "epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches,
+                      "val_loss": val_loss}
             history.append(record)
             bar.advance(note=f"rec {record['rec']:.4g} pred {record['pred']:.4g} val {val_loss:.4g}")
-            if val_loss < best_loss - 1e-7:
-                best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+            if val_loss < best_loss:
+                best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
+            if val_loss < mark * (1.0 - config.min_delta):
+                mark, stale = val_loss, 0
             else:
                 stale += 1
                 if stale >= config.patience:
@@ -213,7 +233,9 @@ def _split(values: np.ndarray, config: TrainConfig, what: str) -> int:
 def _initial_model(n_features: int, config: TrainConfig, init: FittedModel | None) -> JointAELSTM:
     """Fresh random weights, or a copy of `init`'s when its architecture and training mode match `config`."""
     lstm_input = "reading" if config.mode == "lstm" else "latent"
-    wanted = ModelConfig(n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input)
+    wanted = ModelConfig(
+        n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input, config.patch
+    )
     if init is None:
         return JointAELSTM(wanted)
     if init.model.config != wanted or init.config.mode != config.mode:
@@ -270,7 +292,7 @@ def _fit(
                                  depth=config.drift_depth)
     fitted.validation = {
         "windows": len(val_scores),
-        "loss": history[-1]["val_loss"] if history else None,
+        "loss": min(r["val_loss"] for r in history if r["phase"] == history[-1]["phase"]) if history else None,
         "score_median": float(np.median(val_scores)),
         "score_p99": float(np.quantile(val_scores, 0.99)),
         "score_max": float(val_scores.max()),
@@ -355,6 +377,8 @@ def write_bundle(
             **source,
             "config": fitted.config.to_dict(),
             "epochs_run": len(fitted.history),
+            "stopped_early": bool(fitted.early_stops),
+            "stopped_at": fitted.early_stops,
             "final_epoch": fitted.history[-1] if fitted.history else None,
             "seconds": round(fitted.seconds, 2),
             "torch_version": torch.__version__,
@@ -366,16 +390,21 @@ def write_bundle(
     return load_bundle(out_dir)
 
 
-def training_rows(series: Series, fraction: float | None, until_first_anomaly: bool) -> int:
-    """How many leading rows to train on: a fraction of the series, or every row before the first label."""
-    if until_first_anomaly:
-        if series.labels is None or not series.labels.any():
-            raise DataError(f"{series.name}: --until-first-anomaly needs labels with at least one anomaly")
-        return int(np.argmax(series.labels > 0))
-    fraction = 0.15 if fraction is None else fraction
-    if not 0.0 < fraction <= 1.0:
-        raise DataError(f"training fraction must be in (0, 1], got {fraction}")
-    return int(len(series) * fraction)
+def training_rows(series: Series, fraction: float | None, until_first_anomaly: bool) -> tuple[int, str]:
+    """How many leading rows to train on, and why (a phrase for the user).
+
+    By default a file without labelled anomalies is all normal, and one with them is normal until the first one;
+    `fraction` takes a leading fraction instead, and `until_first_anomaly` insists on labels."""
+    labelled = series.labels is not None and bool(series.labels.any())
+    if until_first_anomaly and not labelled:
+        raise DataError(f"{series.name}: --until-first-anomaly needs labels with at least one anomaly")
+    if fraction is not None and not until_first_anomaly:
+        if not 0.0 < fraction <= 1.0:
+            raise DataError(f"training fraction must be in (0, 1], got {fraction}")
+        return int(len(series) * fraction), f"the first {fraction:.0%} of the file"
+    if labelled:
+        return int(np.argmax(series.labels > 0)), "every row before the first labelled anomaly"
+    return len(series), "the whole file (it has no labelled anomalies)"
 
 
 def train_series(

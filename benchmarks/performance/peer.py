@@ -80,8 +80,9 @@ def peer_deployment(bundle_dir: str, max_batch: int, batch_wait_s: float, device
             if windows:
                 scores = await self.score_batch(np.stack(windows))
                 for k, i in enumerate(positions):
-                    results[i] = score_result(items[i], self.entry, float(scores.score[k]),
-                                              float(scores.rec_part[k]), float(scores.pred_part[k]), scores.threshold)
+                    score = float(scores.score[k])
+                    results[i] = score_result(items[i], self.entry, score, float(scores.rec_part[k]),
+                                              float(scores.pred_part[k]), scores.threshold, score > scores.threshold)
             return pb.ScoreResponse(request_id=request.request_id, fleet_id=request.fleet_id, results=results,
                                     server_time_us=int((time.perf_counter() - started) * 1e6))
 

@@ -93,7 +93,7 @@ def test_score_reads_text_as_missing_with_a_counted_warning_when_asked(fake, csv
 
 def test_score_refuses_a_file_whose_features_do_not_match(fake, tmp_path):
     path = tmp_path / "two.csv"
-    path.write_text("a,b\n" + "\n".join(f"{i},{i}" for i in range(40)))
+    path.write_text("a,b\n" + "\n".join(f"{i % 7},{i % 5}" for i in range(40)))
     result = invoke("--target", fake.target, "score", path)
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "expects 1" in result.output

@@ -29,7 +29,7 @@ def _train(path: Path, csv: Path, name: str, max_rows: int) -> Trained:
     from aelstm.training.train import TrainConfig, train_series, training_rows
 
     series = load_nab(csv)
-    rows = min(training_rows(series, None, until_first_anomaly=True), max_rows)
+    rows = min(training_rows(series, None, until_first_anomaly=True)[0], max_rows)
     config = TrainConfig(window=16, hidden=16, latent=4, epochs=4, patience=2)
     train_series(series, path, config, rows=rows, name=name, progress=False)
     return Trained(path, series)

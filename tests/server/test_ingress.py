@@ -299,3 +299,14 @@ async def test_the_server_times_every_stage_of_a_request(server, stub, ec2_bundl
     call = registry.get_sample_value("aelstm_stage_seconds_sum", {"stage": "call"})
     assert 0 < compute <= call
     assert registry.get_sample_value("aelstm_backend_replicas") == 1  # one scoring thread
+
+
+async def test_the_scoring_seam_answers_without_any_transport(server, stub, wire, ec2_bundle):
+    windows = ec2_windows(ec2_bundle, 3)
+    request = pb.ScoreRequest(request_id="seam", fleet_id="ec2", items=[
+        wire.window("a", windows[0]), wire.window("b", windows[1][:4]), wire.readings("c", windows[2])])
+    direct = await server.scorer.score_request(request)
+    over_grpc = await stub.Score(request)
+    assert [r.status for r in direct.results] == [OK, ERROR, OK]
+    for a, b in zip(direct.results, over_grpc.results, strict=True):
+        assert (a.status, a.score, a.is_anomaly, a.error.code) == (b.status, b.score, b.is_anomaly, b.error.code)

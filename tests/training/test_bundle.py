@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 
 from aelstm.core.bundle import MANIFEST_FILE, load_bundle
+from aelstm.core.data import load_nab
 from aelstm.core.errors import BundleError, DataError
 from aelstm.core.preprocess import sliding_windows
 from aelstm.core.runtime import BundleScorer
+from aelstm.training.train import TrainConfig, fit, write_bundle
+from support import EC2_LATENCY
 
 
 @pytest.fixture
@@ -45,6 +48,26 @@ def test_onnx_matches_torch_on_real_windows(tiny_bundle):
     tolerance = 1e-4 * np.maximum(1.0, np.abs(torch_scores))
     assert np.all(np.abs(onnx.score - torch_scores) <= tolerance)
     np.testing.assert_allclose(onnx.rec_part + onnx.pred_part, onnx.score, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["joint", "lstm"])
+def test_onnx_matches_torch_with_patches(tmp_path, mode):
+    series = load_nab(EC2_LATENCY)
+    normal = series.values[:1500]
+    fitted = fit(normal, TrainConfig(window=12, hidden=8, latent=3, patch=4, epochs=1, mode=mode), progress=False)
+    bundle = write_bundle(fitted, tmp_path, feature_names=("value",), name="patched", version="1", source={})
+    assert bundle.manifest["architecture"]["patch"] == 4
+    windows = sliding_windows(series.values, 12)[::5]
+    onnx = BundleScorer(bundle, device="cpu").score(windows)
+    torch_parts = fitted.score_parts(windows)
+    for got, want in zip((onnx.score, onnx.rec_part, onnx.pred_part), torch_parts, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_bundle_from_before_patches_still_loads_and_scores(bundle_copy, tiny_bundle):
+    _edit_manifest(bundle_copy, lambda m: m["architecture"].pop("patch"))
+    windows = sliding_windows(tiny_bundle[2].values[:100], 16)
+    assert np.isfinite(BundleScorer(load_bundle(bundle_copy), device="cpu").score(windows).score).all()
 
 
 def test_scorer_names_the_expected_shape(tiny_bundle):

@@ -3,7 +3,16 @@ import warnings
 import numpy as np
 import pytest
 
-from aelstm.core.data import NonNumericWarning, Series, load_csv, load_nab, load_nbaiot, load_skab, load_ton_iot
+from aelstm.core.data import (
+    ColumnNotice,
+    NonNumericWarning,
+    Series,
+    load_csv,
+    load_nab,
+    load_nbaiot,
+    load_skab,
+    load_ton_iot,
+)
 from aelstm.core.errors import DataError
 from aelstm.core.scoring import labelled_events
 from support import EC2_LATENCY, MACHINE_TEMPERATURE
@@ -26,6 +35,43 @@ def test_generic_csv_selects_numeric_features_and_labels(tmp_path):
     assert series.feature_names == ("temp", "hum")
     assert np.isnan(series.values[0, 1])
     assert series.labels.tolist() == [0, 1]
+
+
+def _rows(header: str, rows) -> str:
+    return header + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
+
+
+def test_generic_csv_reads_a_label_named_column_as_labels_and_leaves_out_row_indices(tmp_path):
+    path = tmp_path / "plant.csv"
+    path.write_text(_rows(",step,timestamp,temp,Anomaly", [(i, i + 1, 1_700_000_000 + 60 * i, 20 + i % 3, int(i == 2))
+                                                         for i in range(5)]))
+    with pytest.warns(ColumnNotice) as notices:
+        series = load_csv(path)
+    assert series.feature_names == ("temp",)
+    assert series.labels.tolist() == [0, 0, 1, 0, 0]
+    assert [str(n.message) for n in notices] == [
+        "plant.csv: labels from column 'Anomaly'; not used as features: 'Unnamed: 0', 'step', 'timestamp' (label-named "
+        "or row-index columns; name them in --features to use them)"
+    ]
+    with pytest.warns(ColumnNotice, match=r"plant.csv: labels from column 'Anomaly'$"):
+        assert load_csv(path, feature_columns=["step", "temp"]).feature_names == ("step", "temp")
+
+
+def test_generic_csv_keeps_integer_readings_that_merely_rise(tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_text(_rows("count,level,attack,index", [(3, 1.0, 2, 0), (5, 2.0, 0, 2), (9, 3.0, 1, 4)]))
+    with pytest.warns(ColumnNotice, match=r"not used as features: 'attack', 'index'"):
+        series = load_csv(path)
+    assert series.feature_names == ("count", "level")  # rising, but neither counting rows nor named as an index
+    assert series.labels is None  # 'attack' holds a 2: not a 0/1 label column
+
+
+def test_generic_csv_without_special_columns_is_silent(tmp_path):
+    path = tmp_path / "plain.csv"
+    path.write_text(_rows("a,b", [(1, 5), (1, 4), (2, 6)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_csv(path).feature_names == ("a", "b")
 
 
 @pytest.mark.parametrize(

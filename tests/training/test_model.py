@@ -110,3 +110,54 @@ def test_reference_widens_the_scaler_and_joins_the_calibration():
     assert both.validation["windows"] == (100 - 11) + (200 - 11)
     with pytest.raises(DataError, match="features"):
         fit(normal, config, progress=False, reference=np.zeros((800, 2)))
+
+
+def test_patches_are_the_readings_ending_at_each_step_oldest_first():
+    model = JointAELSTM(ModelConfig(n_features=2, window=5, patch=3))
+    windows = torch.arange(10.0).reshape(1, 5, 2)  # reading t is (2t, 2t + 1)
+    patches = model.patches(windows)
+    assert patches.shape == (1, 3, 6)
+    torch.testing.assert_close(patches[0, -1], torch.arange(4.0, 10.0))  # readings 2, 3, 4
+    torch.testing.assert_close(patches[0, 0], torch.arange(0.0, 6.0))  # readings 0, 1, 2
+
+
+@pytest.mark.parametrize(("lstm_input", "pred_steps"), [("latent", 8 - 3), ("reading", 8 - 1)])
+def test_patch_model_reconstructs_patches_and_predicts_the_next_reading(lstm_input, pred_steps):
+    model = JointAELSTM(ModelConfig(n_features=2, window=8, patch=3, lstm_input=lstm_input)).eval()
+    with torch.no_grad():
+        rec, pred = model.step_errors(torch.randn(4, 8, 2))
+    assert rec.shape == (4, 8 - 3 + 1) and pred.shape == (4, pred_steps)
+
+
+def test_a_window_must_be_longer_than_its_patch():
+    with pytest.raises(DataError, match=r"window 4 is too short for patch 4 \(need window ≥ patch \+ 1 = 5\)"):
+        TrainConfig(window=4, patch=4)
+    with pytest.raises(DataError, match="patch must be ≥ 1"):
+        TrainConfig(patch=0)
+    with pytest.raises(ValueError, match="patch must be in"):
+        JointAELSTM(ModelConfig(n_features=1, window=4, patch=4))
+
+
+def test_with_patches_the_autoencoder_alone_sees_a_change_of_shape_within_the_normal_range():
+    test = _sine(300, seed=9)
+    faster = np.arange(140, 188)
+    test[140:188, 0] = np.sin(2 * np.pi * faster / 8)  # three times the normal frequency, same range
+    windows = np.lib.stride_tricks.sliding_window_view(test[:, 0], 24)[:, :, None]
+    inside = slice(140 - 23 + 8, 188 - 23)  # windows whose last 8 readings are all in the faster part
+    flagged = {}
+    for patch in (1, 6):
+        config = TrainConfig(window=24, hidden=16, latent=4, patch=patch, mode="ae", epochs=15, seed=3)
+        fitted = fit(_sine(1200), config, progress=False)
+        flagged[patch] = np.mean(fitted.score(windows[inside]) > fitted.threshold.value)
+    assert flagged[1] < 0.2 and flagged[6] > 0.9, flagged
+
+
+def test_early_stopping_stops_before_the_budget_on_easy_data():
+    config = TrainConfig(window=12, hidden=8, latent=2, epochs=200, patience=3, seed=0)
+    fitted = fit(_sine(600), config, progress=False)
+    assert len(fitted.history) < 200
+    assert fitted.early_stops == {"joint": len(fitted.history)}
+    # none of the last `patience` epochs improved by min_delta; the lowest loss seen is the one kept and reported
+    losses = [record["val_loss"] for record in fitted.history]
+    assert min(losses[-config.patience :]) >= min(losses[: -config.patience]) * (1 - config.min_delta)
+    assert fitted.validation["loss"] == min(losses)
