@@ -51,6 +51,7 @@ def test_best_f1_is_the_best_threshold_and_shipped_is_judged_against_it():
     assert m["best_f1"] == pytest.approx(10 / 11)
     assert m["f1"] == pytest.approx(4 / 7)
     assert m["shipped_over_best"] == pytest.approx((4 / 7) / (10 / 11))
+    assert m["all_flagged_f1"] == pytest.approx(2 * 0.5 / 1.5)
     assert shipped_over_best(0.5, None) is None and shipped_over_best(0.0, 0.0) is None
 
 

@@ -202,8 +202,10 @@ def markdown(report: dict) -> str:
         out.append(f"| {name} | {len(d['seeds'])} | {_pm(m['f1'])} | {_pm(m['best_f1'])} | "
                    f"{_pm(m['shipped_over_best'], 0, 100)} % | {_pm(m['fpr'], 1, 100)} | {_pm(m['roc_auc'])} | "
                    f"{_pm(m['pr_auc'])} | {d['fit_seconds_median']:.2f} |")
+    flag_all = next(iter(pooled.values()))["all_flagged_f1"] if pooled else None
     out += ["", "Best F1: the highest F1 any single threshold on the pooled margin scores reaches (chosen with the "
-            "test labels, so an upper bound, not a result).", ""]
+            f"test labels, so an upper bound, not a result). For scale: flagging every test row gives F1 "
+            f"{_num(flag_all)} here, so a best F1 near that value says the scores barely separate the classes.", ""]
 
     out += [f"## Summary (the paper's Table 5/6 layout; seed {first_seed})", "",
             "| Method | Accuracy % | Precision % | Recall % | F1 % | paper: Accuracy / Precision / Recall / F1 % |",

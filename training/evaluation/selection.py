@@ -31,7 +31,7 @@ DETECTORS = ("ae-lstm", "pca", "isolation-forest")
 F1_SLACK = 0.02
 RULE = (f"means over {', '.join(DETECTORS)} on the development runs' pooled test rows: the lowest mean FAR among "
         f"settings whose mean F1 is within {F1_SLACK} of the best mean F1")
-FIGURES = ("f1", "fpr", "best_f1", "shipped_over_best", "roc_auc", "pr_auc")
+FIGURES = ("f1", "fpr", "best_f1", "shipped_over_best", "roc_auc", "pr_auc", "all_flagged_f1")
 
 
 def calibrators(risks: Sequence[float] = RISKS, depths: Sequence[int] = DEPTHS) -> list[Calibrator]:
