@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from aelstm.training.evaluation.cli import DEFAULT_DATA, DEFAULT_OUT, run_settings
 from aelstm.training.evaluation.protocols import load_protocol, skab_groups
-from aelstm.training.evaluation.selection import RULE, aelstm_variants, calibrators, choose, grid
+from aelstm.training.evaluation.selection import RULE, RULE_HISTORY, aelstm_variants, calibrators, choose, grid
 
 WINDOW = 16  # as `aelstm evaluate`'s default
 
@@ -32,7 +32,7 @@ def markdown(data: dict) -> str:
            f"Reproduce: `{data['command']}` (ran {data['seconds']:.0f} s)", "",
            f"Chose on: {', '.join(data['development_groups'])} runs ({len(data['cases'])}: "
            f"{', '.join(data['cases'])}). Never loaded here, reported elsewhere: "
-           f"{', '.join(data['held_out_groups'])} runs.", "", f"Rule (fixed before the run): {data['rule']}.", "",
+           f"{', '.join(data['held_out_groups'])} runs.", "", f"Rule: {data['rule']}. {data['rule_history']}", "",
            f"**Chosen:** threshold {chosen['calibrator']}, AE-LSTM variant {chosen['aelstm'] or 'defaults'} "
            f"(mean F1 {chosen['mean_f1']:.3f}, mean FAR {100 * chosen['mean_fpr']:.1f} % on the development runs).",
            "", f"For scale: flagging every test row of these runs gives F1 {data['grid'][0]['all_flagged_f1']:.3f}; "
@@ -69,7 +69,7 @@ def main() -> None:
                         *(["--quick"] if args.quick else []), *(["--epochs", str(args.epochs)] if args.epochs else [])])
     data = {"dataset": args.dataset, "command": command, "split": protocol.split,
             "development_groups": list(skab_groups("development")), "held_out_groups": list(skab_groups("held-out")),
-            "cases": [c.name for c in protocol.cases], "rule": RULE, "window": WINDOW,
+            "cases": [c.name for c in protocol.cases], "rule": RULE, "rule_history": RULE_HISTORY, "window": WINDOW,
             "epochs": settings.epochs, "seed": args.seed, "chosen": choose(rows), "grid": rows,
             "seconds": round(time.perf_counter() - started, 1)}
     args.output.mkdir(parents=True, exist_ok=True)
