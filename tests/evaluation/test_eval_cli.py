@@ -47,5 +47,33 @@ def test_quick_skab_run_includes_leaderboard_and_sensitivity(shared_datasets, tm
     assert [r["value"] for r in report["sensitivity"]["results"]["hidden"]] == [16, 32, 64, 128]
     assert [r["value"] for r in report["sensitivity"]["results"]["learning_rate"]] == [1e-4, 1e-3, 1e-2]
     markdown = (tmp_path / "skab.md").read_text()
-    assert "SKAB target (F1 > 0.78 with FAR ≤ 13.6%)" in markdown and "Conv-AE (leaderboard best)" in markdown
+    assert "SKAB target (F1 ≥ 0.78 with FAR ≤ 20%" in markdown and "Conv-AE (leaderboard best)" in markdown
+    assert "**Split: held-out.** Settings chosen on the development runs (valve1/*) only" in markdown
+    assert report["split"] == "held-out" and not any(c.startswith("valve1/") for c in report["cases"])
+    assert "| F1 at shipped threshold | best F1 over thresholds | shipped / best |" in markdown
     assert (tmp_path / "skab_sensitivity.png").stat().st_size > 10_000
+    assert (tmp_path / "skab_shipped_vs_best.png").stat().st_size > 10_000
+
+
+def test_seeds_and_a_selection_file_reach_the_report(shared_datasets, tmp_path):
+    chosen = tmp_path / "selection.json"
+    chosen.write_text(json.dumps({"chosen": {"calibrator": {"method": "spot", "risk": 0.01, "depth": 32},
+                                             "aelstm": {}}}))
+    result = CliRunner().invoke(main, ["evaluate", "--dataset", "skab", "--quick", "--quiet", "--no-sensitivity",
+                                       "--detectors", "ae-only,pca", "--seeds", "2", "--settings", str(chosen),
+                                       "--data-root", str(shared_datasets), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "skab.json").read_text())
+    assert report["settings"]["calibrator"] == {"method": "spot", "risk": 0.01, "depth": 32}
+    assert report["detectors"]["ae-only"]["seeds"] == [0, 1] and report["detectors"]["pca"]["seeds"] == [0]
+    summary = report["detectors"]["ae-only"]["summary"]["f1"]
+    assert summary["n"] == 2 and summary["sd"] is not None
+    assert report["detectors"]["ae-only"]["calibrator"]["method"] == "spot"
+
+
+def test_a_file_without_a_chosen_setting_is_one_clear_line(shared_datasets, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    result = CliRunner().invoke(main, ["evaluate", "--dataset", "skab", "--settings", str(bad),
+                                       "--data-root", str(shared_datasets)])
+    assert result.exit_code == 1 and "not a selection file" in result.output

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aelstm.training.evaluation.metrics import all_metrics, events, point_adjusted_f1, pointwise, ranking
+from aelstm.training.evaluation.metrics import (
+    all_metrics,
+    events,
+    point_adjusted_f1,
+    pointwise,
+    ranking,
+    shipped_over_best,
+)
 
 LABELS = np.array([0, 0, 1, 1, 1, 0, 0, 1, 1, 0])
 
@@ -29,9 +36,23 @@ def test_pointwise_without_flags_is_zero_not_nan():
 
 def test_ranking_perfect_inverted_and_single_class():
     scores = LABELS.astype(float)
-    assert ranking(scores, LABELS) == {"roc_auc": 1.0, "pr_auc": 1.0}
+    assert ranking(scores, LABELS) == {"roc_auc": 1.0, "pr_auc": 1.0, "best_f1": 1.0}
     assert ranking(-scores, LABELS)["roc_auc"] == 0.0
-    assert ranking(scores, np.zeros(10)) == {"roc_auc": None, "pr_auc": None}
+    assert ranking(scores, np.zeros(10)) == {"roc_auc": None, "pr_auc": None, "best_f1": None}
+
+
+def test_best_f1_is_the_best_threshold_and_shipped_is_judged_against_it():
+    """Scores rank 4 of the 5 anomalies on top, then a normal row, then the fifth anomaly: the best threshold keeps
+    the top 6 (precision 5/6, recall 1, F1 10/11); a shipped threshold that flags only the top 2 reaches 4/7."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.35, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    flags = scores > 0.75
+    m = all_metrics(scores, flags, labels)
+    assert m["best_f1"] == pytest.approx(10 / 11)
+    assert m["f1"] == pytest.approx(4 / 7)
+    assert m["shipped_over_best"] == pytest.approx((4 / 7) / (10 / 11))
+    assert m["all_flagged_f1"] == pytest.approx(2 * 0.5 / 1.5)
+    assert shipped_over_best(0.5, None) is None and shipped_over_best(0.0, 0.0) is None
 
 
 def test_nan_scores_rank_lowest():

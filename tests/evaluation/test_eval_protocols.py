@@ -11,7 +11,7 @@ import pytest
 
 from aelstm.core.data import SKAB_FEATURES
 from aelstm.core.errors import DataError
-from aelstm.training.evaluation.protocols import SKAB_TRAIN_ROWS, TON_IOT_DEVICES, load_protocol
+from aelstm.training.evaluation.protocols import SKAB_TRAIN_ROWS, SPLITS, TON_IOT_DEVICES, load_protocol
 
 WINDOW = 16
 
@@ -129,3 +129,22 @@ def test_real_nbaiot_schema(shared_datasets):
     (case,) = load_protocol("nbaiot", shared_datasets).cases
     assert len(case.feature_names) == 115 and case.values.shape == (4 * 299, 115)
     assert case.test_from == 149 and not case.labels[:299].any() and case.labels[299:].all()
+
+
+def test_skab_development_and_held_out_runs_are_disjoint_and_cover_all(tmp_path):
+    write_skab(tmp_path)
+    names = {split: [c.name for c in load_protocol("skab", tmp_path, split=split).cases] for split in SPLITS}
+    assert names["development"] == ["valve1/0", "valve1/1"]
+    assert names["held-out"] == ["other/0", "valve2/0"]
+    assert not set(names["development"]) & set(names["held-out"])
+    assert sorted(names["development"] + names["held-out"]) == sorted(names["all"])
+    note = load_protocol("skab", tmp_path, split="held-out").split_note
+    assert "chosen on the development runs (valve1/*)" in note and "none of them chose any setting" in note
+
+
+def test_only_skab_declares_a_split(tmp_path):
+    write_ton_iot(tmp_path)
+    with pytest.raises(DataError, match="declares no development split"):
+        load_protocol("ton_iot", tmp_path, split="held-out")
+    with pytest.raises(DataError, match="unknown split"):
+        load_protocol("skab", tmp_path, split="test")

@@ -6,10 +6,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from aelstm.core.preprocess import sliding_windows
+from aelstm.core.calibrate import Threshold
+from aelstm.core.preprocess import interpolate_gaps, sliding_windows
 
-from ..train import FittedModel, TrainConfig, fit
-from .base import Detector
+from ..train import FittedModel, TrainConfig, _split, fit
+from .base import Calibrator, Detector
+
+
+def with_calibrator(config: TrainConfig, calibrator: Calibrator) -> TrainConfig:
+    """`config` whose own threshold settings are `calibrator`'s, so training calibrates exactly what is judged."""
+    return replace(config, threshold_method=calibrator.method, pot_risk=calibrator.risk, drift_depth=calibrator.depth)
 
 
 class AELSTMDetector(Detector):
@@ -17,11 +23,13 @@ class AELSTMDetector(Detector):
 
     After `pretrain(reference)` every `fit` fine-tunes a copy of the pre-trained model for `fine_tune_epochs` on
     its own normal rows instead of training from random weights; `pretrain_stride` thins the (long) reference's
-    training windows."""
+    training windows. The calibration is the fitted model's own threshold (training ran with `calibrator`'s
+    settings); another calibrator is applied to the same validation windows' scores, without retraining."""
 
     def __init__(self, config: TrainConfig | None = None, progress: bool = False, fine_tune_epochs: int = 10,
-                 pretrain_stride: int = 1) -> None:
-        self.config = config = config or TrainConfig()
+                 pretrain_stride: int = 1, calibrator: Calibrator | None = None) -> None:
+        self.calibrator = calibrator or Calibrator()
+        self.config = config = with_calibrator(config or TrainConfig(), self.calibrator)
         self.progress = progress
         self.fine_tune_epochs = fine_tune_epochs
         self.pretrain_stride = pretrain_stride
@@ -38,8 +46,17 @@ class AELSTMDetector(Detector):
         config = self.config if self.pretrained_ is None else replace(self.config, epochs=self.fine_tune_epochs)
         self.fitted_: FittedModel = fit(normal, config, progress=self.progress, init=self.pretrained_,
                                         reference=reference)
-        self.threshold_ = self.fitted_.threshold.value
-        return self
+        # the windows `fit` calibrated on: each normal part's held-out rows, in time order
+        parts = [interpolate_gaps(np.asarray(p, dtype=np.float64)) for p in (normal, reference) if p is not None]
+        held_out = [p[_split(p, config, "normal") :] for p in parts]
+        self.validation_scores_ = np.concatenate([self.fitted_.score(sliding_windows(p, config.window, 1))
+                                                  for p in held_out])
+        return self.calibrate()
+
+    def calibrated(self, calibrator: Calibrator) -> Threshold:
+        if with_calibrator(self.fitted_.config, calibrator) == self.fitted_.config:
+            return self.fitted_.threshold
+        return calibrator(self.validation_scores_)
 
     def score(self, values: np.ndarray) -> np.ndarray:
         window = self.config.window

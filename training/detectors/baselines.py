@@ -2,9 +2,9 @@
 z-score, random scores and an untrained AE-LSTM.
 
 Every windowed model sees the same information as the AE-LSTM: the last `window` readings, min–max scaled with the
-training range and flattened. Unsupervised detectors fit on the first part of the normal data and calibrate
-`threshold_` on the scores of the rest (the same split and calibration the AE-LSTM uses); supervised ones learn
-their decision boundary from labelled training rows and keep it (probability 0.5 / SVC margin 0).
+training range and flattened. Unsupervised detectors fit on the first part of the normal data and calibrate on the
+scores of the rest with the run's `Calibrator` (the same split and calibration the AE-LSTM uses); supervised ones
+learn their decision boundary from labelled training rows and keep it (probability 0.5 / SVC margin 0).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest, RandomForestClassifier
 from sklearn.svm import SVC, OneClassSVM
 
-from aelstm.core.calibrate import calibrate
+from aelstm.core.calibrate import Threshold
 from aelstm.core.errors import DataError
 from aelstm.core.preprocess import MinMaxScaler, interpolate_gaps, sliding_windows
 
 from ..train import TrainConfig
 from .aelstm import AELSTMDetector
-from .base import Detector
+from .base import Calibrator, Detector
 
 
 def _causal(values: np.ndarray, window: int, row_scores) -> np.ndarray:
@@ -45,13 +45,13 @@ def _evenly(rows: np.ndarray, limit: int) -> np.ndarray:
 class WindowedDetector(Detector):
     """Shared machinery: the last `window` readings, scaled with the training range and flattened."""
 
-    def __init__(self, window: int = 32, validation_fraction: float = 0.2, threshold_method: str = "pot",
+    def __init__(self, window: int = 32, validation_fraction: float = 0.2, calibrator: Calibrator | None = None,
                  max_train: int = 20_000) -> None:
         if window < 2:
             raise DataError(f"window must be ≥ 2, got {window}")
         self.window = window
         self.validation_fraction = validation_fraction
-        self.threshold_method = threshold_method
+        self.calibrator = calibrator or Calibrator()
         self.max_train = max_train
 
     def features(self, windows: np.ndarray) -> np.ndarray:
@@ -69,8 +69,8 @@ class WindowedDetector(Detector):
 
 
 class NormalWindowDetector(WindowedDetector):
-    """Learns from normal windows only: fit on the first (1 − validation_fraction) of the normal rows, threshold
-    from the scores of the rest (peaks-over-threshold by default, as the AE-LSTM)."""
+    """Learns from normal windows only: fit on the first (1 − validation_fraction) of the normal rows, calibrate
+    on the scores of the rest (as the AE-LSTM)."""
 
     def fit(self, normal: np.ndarray, reference: np.ndarray | None = None) -> NormalWindowDetector:
         parts = [np.asarray(p, dtype=np.float64) for p in (reference, normal) if p is not None]
@@ -83,9 +83,8 @@ class NormalWindowDetector(WindowedDetector):
         features = np.concatenate([self.features(sliding_windows(t, self.window, 1)) for t in training])
         self.learn(_evenly(features, self.max_train))
         # windows ending in each held-out part (that part's earlier rows as context)
-        validation = np.concatenate([self.score(p)[s:] for p, s in zip(parts, splits, strict=True)])
-        self.threshold_ = calibrate(validation, self.threshold_method).value
-        return self
+        self.validation_scores_ = np.concatenate([self.score(p)[s:] for p, s in zip(parts, splits, strict=True)])
+        return self.calibrate()
 
     @abstractmethod
     def learn(self, features: np.ndarray) -> None:
@@ -174,9 +173,12 @@ class RandomDetector(NormalWindowDetector):
 class SupervisedDetector(WindowedDetector):
     """A classifier on windows; needs labelled segments `(values, labels)` besides the normal rows.
 
-    A window's class is its last reading's label. `threshold_` is the classifier's own boundary, learnt from the
-    labelled training rows with balanced class weights; no test data is involved.
+    A window's class is its last reading's label. The threshold is the classifier's own `boundary`, learnt from
+    the labelled training rows with balanced class weights (no normal validation scores to calibrate on, so the
+    run's calibrator does not apply); no test data is involved.
     """
+
+    boundary: float
 
     def fit(self, normal: np.ndarray, labelled: Sequence[tuple[np.ndarray, np.ndarray]] = (),
             reference: np.ndarray | None = None) -> SupervisedDetector:
@@ -190,24 +192,27 @@ class SupervisedDetector(WindowedDetector):
             raise DataError(f"{self.name} needs labelled training windows of both classes")
         keep = np.concatenate([_evenly(np.flatnonzero(targets == c), self.max_train // 2) for c in (0, 1)])
         self.learn_labelled(features[keep], targets[keep])
-        return self
+        return self.calibrate()
+
+    def calibrated(self, calibrator: Calibrator) -> Threshold:
+        return Threshold(self.boundary, "decision boundary")
 
     @abstractmethod
     def learn_labelled(self, features: np.ndarray, targets: np.ndarray) -> None:
-        """Fit the classifier and set `threshold_` to its decision boundary."""
+        """Fit the classifier on labelled feature rows."""
 
 
 class SVCDetector(SupervisedDetector):
     """RBF SVC with balanced class weights; score = signed margin, threshold 0."""
 
     name = "svc"
+    boundary = 0.0
 
     def __init__(self, window: int = 32, max_train: int = 4_000, **kwargs) -> None:
         super().__init__(window, max_train=max_train, **kwargs)
 
     def learn_labelled(self, features: np.ndarray, targets: np.ndarray) -> None:
         self.model_ = SVC(kernel="rbf", gamma="scale", class_weight="balanced").fit(features, targets)
-        self.threshold_ = 0.0
 
     def window_scores(self, features: np.ndarray) -> np.ndarray:
         return self.model_.decision_function(features)
@@ -217,6 +222,7 @@ class RandomForestDetector(SupervisedDetector):
     """Random forest with balanced class weights; score = P(anomaly), threshold 0.5."""
 
     name = "random-forest"
+    boundary = 0.5
 
     def __init__(self, window: int = 32, seed: int = 0, max_train: int = 8_000, **kwargs) -> None:
         super().__init__(window, max_train=max_train, **kwargs)
@@ -226,7 +232,6 @@ class RandomForestDetector(SupervisedDetector):
         self.model_ = RandomForestClassifier(
             n_estimators=100, class_weight="balanced", min_samples_leaf=2, random_state=self.seed, n_jobs=1
         ).fit(features, targets)
-        self.threshold_ = 0.5
 
     def window_scores(self, features: np.ndarray) -> np.ndarray:
         return self.model_.predict_proba(features)[:, 1]
@@ -236,6 +241,8 @@ class UntrainedAELSTMDetector(AELSTMDetector):
     """The joint AE-LSTM with its random initial weights (0 epochs), scored and calibrated exactly like the
     trained one: what the architecture and the scoring pipeline give without learning."""
 
-    def __init__(self, config: TrainConfig | None = None, progress: bool = False) -> None:
-        super().__init__(replace(config or TrainConfig(), mode="joint", epochs=0), progress)  # pretrain: a no-op
+    def __init__(self, config: TrainConfig | None = None, progress: bool = False,
+                 calibrator: Calibrator | None = None) -> None:
+        super().__init__(replace(config or TrainConfig(), mode="joint", epochs=0), progress,  # pretrain: a no-op
+                         calibrator=calibrator)
         self.name = "ae-lstm-untrained"

@@ -1,15 +1,16 @@
-"""The detectors an evaluation can run, built by name from one set of settings so every one sees the same window."""
+"""The detectors an evaluation can run, built by name from one set of settings so every one sees the same window
+and the same threshold calibration."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aelstm.core.errors import DataError
 
 from ..detectors import baselines
 from ..detectors.aelstm import AELSTMDetector
-from ..detectors.base import Detector
+from ..detectors.base import Calibrator, Detector
 from ..train import TrainConfig
 
 
@@ -17,7 +18,8 @@ from ..train import TrainConfig
 class Settings:
     """What all detectors of one run share. `train_stride` thins the AE-LSTM's training windows on long series;
     with a reference run, AE-LSTMs pre-train on every `pretrain_stride`-th of its windows, then fine-tune
-    `fine_tune_epochs` per case."""
+    `fine_tune_epochs` per case. `calibrator` turns every detector's validation scores into its threshold;
+    `aelstm` holds further `TrainConfig` fields for the AE-LSTM family (e.g. a selected `patch`)."""
 
     window: int = 16
     epochs: int = 50
@@ -25,33 +27,35 @@ class Settings:
     seed: int = 0
     pretrain_stride: int = 4
     fine_tune_epochs: int = 10
+    calibrator: Calibrator = field(default_factory=Calibrator)
+    aelstm: dict = field(default_factory=dict)
 
     def train_config(self, **changes) -> TrainConfig:
-        return replace(TrainConfig(window=self.window, epochs=self.epochs, stride=self.train_stride, seed=self.seed),
-                       **changes)
+        base = TrainConfig(window=self.window, epochs=self.epochs, stride=self.train_stride, seed=self.seed)
+        return replace(base, **{**self.aelstm, **changes})
 
-
-    def aelstm(self, mode: str, **changes) -> AELSTMDetector:
+    def aelstm_detector(self, mode: str, **changes) -> AELSTMDetector:
         return AELSTMDetector(self.train_config(mode=mode, **changes), fine_tune_epochs=self.fine_tune_epochs,
-                              pretrain_stride=self.pretrain_stride)
+                              pretrain_stride=self.pretrain_stride, calibrator=self.calibrator)
 
 
 FACTORIES: dict[str, Callable[..., Detector]] = {
-    "ae-lstm": lambda s, **c: s.aelstm("joint", **c),
-    "ae-then-lstm": lambda s, **c: s.aelstm("separate", **c),
-    "ae-only": lambda s, **c: s.aelstm("ae", **c),
-    "lstm-only": lambda s, **c: s.aelstm("lstm", **c),
-    "ae-lstm-untrained": lambda s: baselines.UntrainedAELSTMDetector(s.train_config()),
-    "ocsvm": lambda s: baselines.OneClassSVMDetector(s.window),
+    "ae-lstm": lambda s, **c: s.aelstm_detector("joint", **c),
+    "ae-then-lstm": lambda s, **c: s.aelstm_detector("separate", **c),
+    "ae-only": lambda s, **c: s.aelstm_detector("ae", **c),
+    "lstm-only": lambda s, **c: s.aelstm_detector("lstm", **c),
+    "ae-lstm-untrained": lambda s: baselines.UntrainedAELSTMDetector(s.train_config(), calibrator=s.calibrator),
+    "ocsvm": lambda s: baselines.OneClassSVMDetector(s.window, calibrator=s.calibrator),
     "svc": lambda s: baselines.SVCDetector(s.window),
     "random-forest": lambda s: baselines.RandomForestDetector(s.window, seed=s.seed),
-    "isolation-forest": lambda s: baselines.IsolationForestDetector(s.window, seed=s.seed),
-    "pca": lambda s: baselines.PCADetector(s.window),
-    "zscore": lambda s: baselines.RollingZScoreDetector(s.window),
-    "random": lambda s: baselines.RandomDetector(s.window, seed=s.seed),
+    "isolation-forest": lambda s: baselines.IsolationForestDetector(s.window, seed=s.seed, calibrator=s.calibrator),
+    "pca": lambda s: baselines.PCADetector(s.window, calibrator=s.calibrator),
+    "zscore": lambda s: baselines.RollingZScoreDetector(s.window, calibrator=s.calibrator),
+    "random": lambda s: baselines.RandomDetector(s.window, seed=s.seed, calibrator=s.calibrator),
 }
 DETECTORS = tuple(FACTORIES)
 SUPERVISED = ("svc", "random-forest")
+AELSTM_FAMILY = ("ae-lstm", "ae-then-lstm", "ae-only", "lstm-only")  # trained from random weights: run per seed
 
 
 def build(name: str, settings: Settings, **changes) -> Detector:

@@ -1,7 +1,8 @@
 """Detection metrics on scored rows: point-wise, threshold-free (ROC / PR), event-wise and point-adjusted.
 
-Point-wise figures use the detector's own calibrated flags. ROC-AUC and PR-AUC sweep every threshold over the
-scores, so they say how well the scores rank rows, not how well the threshold was chosen. The point-adjusted F1
+Point-wise figures use the detector's own calibrated flags (the shipped threshold). ROC-AUC and PR-AUC sweep every
+threshold over the scores, so they say how well the scores rank rows, not how well the threshold was chosen; the
+best F1 over that sweep, beside the shipped F1, says how much the threshold itself gives away. The point-adjusted F1
 (a whole labelled event counts as found once any row of it is flagged) is known to inflate results; it is only
 reported next to the unadjusted F1 and labelled as such.
 """
@@ -38,11 +39,28 @@ def pointwise(flags: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def ranking(scores: np.ndarray, labels: np.ndarray) -> dict:
-    """ROC-AUC and PR-AUC (average precision) over all thresholds; None when only one class is present."""
+    """ROC-AUC, PR-AUC (average precision) and the best F1 over all thresholds; None when only one class is
+    present."""
     labels, scores = np.asarray(labels, bool), _finite_scores(scores)
     if labels.all() or not labels.any():
-        return {"roc_auc": None, "pr_auc": None}
-    return {"roc_auc": float(roc_auc_score(labels, scores)), "pr_auc": float(average_precision_score(labels, scores))}
+        return {"roc_auc": None, "pr_auc": None, "best_f1": None}
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)
+    return {"roc_auc": float(roc_auc_score(labels, scores)), "pr_auc": float(average_precision_score(labels, scores)),
+            "best_f1": float(f1.max())}
+
+
+def all_flagged_f1(labels: np.ndarray) -> float:
+    """F1 of flagging every row, 2p / (1 + p) for an anomalous share p: where anomalies are a large share of the
+    rows, the best F1 over thresholds can be little more than this."""
+    share = float(np.mean(np.asarray(labels, bool))) if len(labels) else 0.0
+    return 2 * share / (1 + share)
+
+
+def shipped_over_best(f1: float, best_f1: float | None) -> float | None:
+    """The shipped threshold's F1 as a share of the best F1 any threshold on these scores reaches."""
+    return f1 / best_f1 if best_f1 else None
 
 
 def curves(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -84,9 +102,12 @@ def point_adjusted_f1(flags: np.ndarray, labels: np.ndarray, starts: Sequence[in
 
 def all_metrics(scores: np.ndarray, flags: np.ndarray, labels: np.ndarray, starts: Sequence[int] = ()) -> dict:
     """Every figure the quality report lists for one detector on one set of (possibly pooled) scored rows."""
+    shipped, ranked = pointwise(flags, labels), ranking(scores, labels)
     return {
-        **pointwise(flags, labels),
-        **ranking(scores, labels),
+        **shipped,
+        **ranked,
+        "shipped_over_best": shipped_over_best(shipped["f1"], ranked["best_f1"]),
+        "all_flagged_f1": all_flagged_f1(labels),
         **events(flags, labels, starts),
         "point_adjusted_f1": point_adjusted_f1(flags, labels, starts),
     }

@@ -1,5 +1,5 @@
-"""PNG figures of an evaluation: ROC and PR curves, a detection example (paper's Figure 4) and the sensitivity
-analysis (paper's Figure 5)."""
+"""PNG figures of an evaluation: ROC and PR curves, F1 at the shipped threshold beside the best F1, a detection
+example (paper's Figure 4) and the sensitivity analysis (paper's Figure 5)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,24 @@ def roc_pr(results: dict[str, DetectorResult], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def shipped_vs_best(report: dict, path: Path) -> Path:
+    """Per detector: F1 at its shipped (calibrated) threshold beside the best F1 over all thresholds, means over
+    seeds with their sd as error bars."""
+    names = list(report["detectors"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.5))
+    x = np.arange(len(names))
+    for offset, key, label in ((-0.2, "f1", "shipped threshold"), (0.2, "best_f1", "best threshold (upper bound)")):
+        cells = [report["detectors"][n]["summary"][key] for n in names]
+        means = [c["mean"] or 0.0 for c in cells]
+        ax.bar(x + offset, means, 0.4, yerr=[c["sd"] or 0.0 for c in cells], capsize=3, label=label)
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="F1 (test rows pooled)", ylim=(0, 1),
+           title=f"{report['dataset']} ({report['split']}): F1 at the shipped vs the best threshold")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def detection_example(case: Case, scores: CaseScores, path: Path, detector: str) -> Path:
     """The case's test rows: min–max scaled sensors, the score with its threshold, labelled windows, flagged rows."""
     values = case.values[case.test_from :]
@@ -52,7 +70,7 @@ def detection_example(case: Case, scores: CaseScores, path: Path, detector: str)
         for first, last in labelled_events(scores.labels):
             ax.axvspan(first, last, color="tab:red", alpha=0.12, lw=0)
     bottom.plot(rows, scores.scores, color="black", lw=0.8, label=f"{detector} score")
-    bottom.axhline(scores.threshold, color="tab:orange", ls="--", lw=1.2, label="threshold (normal data)")
+    bottom.axhline(scores.threshold, color="tab:orange", ls="--", lw=1.2, label="initial threshold (normal data)")
     flagged = np.flatnonzero(scores.flags)
     bottom.scatter(flagged, scores.scores[flagged], s=6, color="tab:red", zorder=3, label="flagged")
     if np.nanmin(scores.scores) > 0:

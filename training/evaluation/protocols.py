@@ -18,6 +18,7 @@ from aelstm.core.data import load_nbaiot, load_skab, load_ton_iot
 from aelstm.core.errors import DataError
 
 DATASETS = ("skab", "skab-anomaly-free", "ton_iot", "nbaiot")
+SPLITS = ("development", "held-out", "all")
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,34 @@ class Protocol:
     description: str
     notes: list[str] = field(default_factory=list)
     reference: np.ndarray | None = None  # a normal recording every case's detector may also learn from
+    split: str = "all"
+    split_note: str = "no development split declared: every case is reported"
 
 
 SKAB_TRAIN_ROWS = 400
 SKAB_QUICK_REFERENCE_ROWS = 2_000
+SKAB_GROUPS = ("valve1", "valve2", "other")
+# Declared before any run used it: settings (threshold method, risk, drift depth, AE-LSTM patch) are chosen on the
+# valve1 runs only; valve2 and other are reported and never tuned on.
+SKAB_DEVELOPMENT = ("valve1",)
 
 
-def skab(root: Path, quick: bool = False, window: int = 16, anomaly_free: bool = False) -> Protocol:
+def skab_groups(split: str) -> tuple[str, ...]:
+    """The SKAB run folders a split holds."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {SPLITS}")
+    return {"development": SKAB_DEVELOPMENT, "all": SKAB_GROUPS,
+            "held-out": tuple(g for g in SKAB_GROUPS if g not in SKAB_DEVELOPMENT)}[split]
+
+
+def skab(root: Path, quick: bool = False, window: int = 16, anomaly_free: bool = False,
+         split: str = "all") -> Protocol:
     """SKAB's leaderboard protocol: per labelled run, learn from its first 400 rows and judge the rest. With
-    `anomaly_free`, every detector also learns from the anomaly-free run (AE-LSTMs pre-train on it once)."""
+    `anomaly_free`, every detector also learns from the anomaly-free run (AE-LSTMs pre-train on it once). `split`
+    keeps the development runs (valve1: choose settings there), the held-out runs (valve2, other: report) or all."""
     folder = root / "skab" / "data"
-    files = sorted(p for sub in ("valve1", "valve2", "other") for p in (folder / sub).glob("*.csv"))
+    groups = skab_groups(split)
+    files = sorted(p for sub in groups for p in (folder / sub).glob("*.csv"))
     files.sort(key=lambda p: (p.parent.name, int(p.stem)) if p.stem.isdigit() else (p.parent.name, 0))
     reference_path = folder / "anomaly-free" / "anomaly-free.csv"
     if not files or (anomaly_free and not reference_path.is_file()):
@@ -90,7 +108,14 @@ def skab(root: Path, quick: bool = False, window: int = 16, anomaly_free: bool =
             "rows of both; thresholds come from the held-out (last 20 %) normal rows of both.")
         notes += ["The anomaly-free run was recorded on another day; windows never join it to a labelled run."]
         notes += [f"--quick: only the first {SKAB_QUICK_REFERENCE_ROWS:,} anomaly-free rows."] if quick else []
-    return Protocol("skab-anomaly-free" if anomaly_free else "skab", cases, description, notes, reference)
+    development = ", ".join(f"{g}/*" for g in SKAB_DEVELOPMENT)
+    caveat = {"held-out": "none of them chose any setting",
+              "development": "these runs chose the settings: not an estimate of quality",
+              "all": "includes the development runs, so not an unbiased estimate (--split held-out is)"}[split]
+    split_note = (f"settings chosen on the development runs ({development}) only; reported here: "
+                  f"{', '.join(f'{g}/*' for g in groups)} ({len(cases)} runs) — {caveat}")
+    return Protocol("skab-anomaly-free" if anomaly_free else "skab", cases, description, notes, reference, split,
+                    split_note)
 
 
 TON_IOT_DEVICES = ("Fridge", "GPS_Tracker", "Garage_Door", "Modbus", "Motion_Light", "Thermostat")
@@ -166,10 +191,15 @@ PROTOCOLS: dict[str, Callable[..., Protocol]] = {
 }
 
 
-def load_protocol(dataset: str, root: Path, quick: bool = False, window: int = 16) -> Protocol:
-    """The dataset's protocol; a clear error when the shared datasets folder is missing."""
+def load_protocol(dataset: str, root: Path, quick: bool = False, window: int = 16, split: str = "all") -> Protocol:
+    """The dataset's protocol, restricted to `split` (SKAB only declares one); a clear error when the shared
+    datasets folder is missing."""
     if dataset not in PROTOCOLS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
     if not root.is_dir():
         raise DataError(f"datasets folder not found: {root} (pass --data-root)")
+    if dataset.startswith("skab"):
+        return PROTOCOLS[dataset](root, quick=quick, window=window, split=split)
+    if split != "all":
+        raise DataError(f"{dataset} declares no development split; use --split all")
     return PROTOCOLS[dataset](root, quick=quick, window=window)

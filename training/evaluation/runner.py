@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from aelstm.core.progress import ProgressBar
 
-from ..detectors.base import Detector
-from .lineup import SUPERVISED, Settings, build
+from ..detectors.base import Calibrator, Detector
+from .lineup import AELSTM_FAMILY, SUPERVISED, Settings, build
 from .metrics import all_metrics
 from .protocols import Case, Protocol
 
@@ -20,26 +20,26 @@ TIMING_BATCH = 64
 
 @dataclass
 class CaseScores:
-    """A detector's output on one case's test rows, kept for figures."""
+    """A detector's output on one case's test rows: scores, the initial (shipped) threshold and the alarms the
+    calibration raised over the whole series (a streaming threshold's level moves along it)."""
 
     case: str
     scores: np.ndarray
     threshold: float
+    flags: np.ndarray
     labels: np.ndarray
 
     @property
-    def flags(self) -> np.ndarray:
-        return np.nan_to_num(self.scores, nan=-np.inf) > self.threshold
-
-    @property
     def margin(self) -> np.ndarray:
-        """Score minus the case's own threshold: comparable across per-case models when pooling."""
+        """Score minus the case's own initial threshold: comparable across per-case models when pooling."""
         return self.scores - self.threshold
 
 
 @dataclass
 class DetectorResult:
     name: str
+    calibrator: Calibrator
+    seed: int = 0
     cases: list[CaseScores] = field(default_factory=list)
     fit_seconds: list[float] = field(default_factory=list)
     pretrain_seconds: float = 0.0
@@ -85,33 +85,54 @@ def skip_reason(name: str, protocol: Protocol) -> str | None:
     return None
 
 
-def evaluate(protocol: Protocol, names: Sequence[str], settings: Settings, progress: bool = True,
-             ) -> tuple[dict[str, DetectorResult], dict[str, str]]:
+def run_cases(protocol: Protocol, name: str, detector: Detector, calibrators: Sequence[Calibrator],
+              bar: ProgressBar, seed: int = 0, timing_window: int | None = None) -> list[DetectorResult]:
+    """Fit and score `detector` once per case, then judge those same scores with every calibrator (one result
+    each): threshold-only variants never retrain. Alarms are `detector.flags` over the case's whole series from its
+    first row — `predict` without scoring twice. With `timing_window`, scoring is timed on the first case."""
+    results = [DetectorResult(name, calibrator, seed) for calibrator in calibrators]
+    pretrain_seconds = 0.0
+    if protocol.reference is not None:
+        bar.set_note(f"{name} · pre-training")
+        started = time.perf_counter()
+        detector.pretrain(protocol.reference)
+        pretrain_seconds = time.perf_counter() - started
+    for index, case in enumerate(protocol.cases):
+        bar.set_note(f"{name} seed {seed} · {case.name}")
+        started = time.perf_counter()
+        fit_detector(detector, name, case, protocol.reference)
+        fit_seconds = time.perf_counter() - started
+        scores = detector.score(case.values)
+        for result, calibrator in zip(results, calibrators, strict=True):
+            detector.calibrate(calibrator)
+            result.fit_seconds.append(fit_seconds)
+            result.pretrain_seconds = pretrain_seconds
+            result.cases.append(CaseScores(case.name, scores[case.test_from :], float(detector.threshold_),
+                                           detector.flags(scores)[case.test_from :], case.test_labels))
+        if index == 0 and timing_window is not None:
+            timing = time_scoring(detector, case.values, timing_window)
+            for result in results:
+                result.timing = timing
+        bar.advance()
+    return results
+
+
+def evaluate(protocol: Protocol, names: Sequence[str], settings: Settings, progress: bool = True, seeds: int = 1,
+             ) -> tuple[dict[str, list[DetectorResult]], dict[str, str]]:
     """Fit and score every runnable detector on every case (a model per case, pre-trained once on the protocol's
-    reference run where it has one); returns results and skips."""
+    reference run where it has one), the AE-LSTM family once per seed (`settings.seed`, +1, …); returns each
+    detector's results (one per seed) and the skips."""
     skipped = {n: reason for n in names if (reason := skip_reason(n, protocol))}
-    runnable = [n for n in names if n not in skipped]
-    results = {n: DetectorResult(n) for n in runnable}
-    with ProgressBar(f"evaluate {protocol.dataset}", len(runnable) * len(protocol.cases), "fits",
+    runs = [(n, settings.seed + i) for n in names if n not in skipped
+            for i in range(seeds if n in AELSTM_FAMILY else 1)]
+    results: dict[str, list[DetectorResult]] = {n: [] for n, _ in runs}
+    with ProgressBar(f"evaluate {protocol.dataset}", len(runs) * len(protocol.cases), "fits",
                      enabled=progress, transient=False) as bar:
-        for name in runnable:
-            detector = build(name, settings)
-            if protocol.reference is not None:
-                bar.set_note(f"{name} · pre-training")
-                started = time.perf_counter()
-                detector.pretrain(protocol.reference)
-                results[name].pretrain_seconds = time.perf_counter() - started
-            for index, case in enumerate(protocol.cases):
-                bar.set_note(f"{name} · {case.name}")
-                started = time.perf_counter()
-                fit_detector(detector, name, case, protocol.reference)
-                results[name].fit_seconds.append(time.perf_counter() - started)
-                scores = detector.score(case.values)[case.test_from :]
-                results[name].cases.append(CaseScores(case.name, scores, float(detector.threshold_),
-                                                      case.test_labels))
-                if index == 0:
-                    results[name].timing = time_scoring(detector, case.values, settings.window)
-                bar.advance()
+        for name, seed in runs:
+            seeded = replace(settings, seed=seed)
+            (result,) = run_cases(protocol, name, build(name, seeded), [settings.calibrator], bar, seed,
+                                  timing_window=settings.window)
+            results[name].append(result)
     return results, skipped
 
 
@@ -123,15 +144,8 @@ def sensitivity(protocol: Protocol, settings: Settings, hidden: Sequence[int], r
     with ProgressBar("sensitivity", len(grid) * len(protocol.cases), "fits", enabled=progress,
                      transient=False) as bar:
         for parameter, value, change in grid:
-            result = DetectorResult("ae-lstm")
             detector = build("ae-lstm", settings, **change)
-            if protocol.reference is not None:
-                detector.pretrain(protocol.reference)
-            for case in protocol.cases:
-                detector.fit(case.normal, reference=protocol.reference)
-                scores = detector.score(case.values)[case.test_from :]
-                result.cases.append(CaseScores(case.name, scores, float(detector.threshold_), case.test_labels))
-                bar.advance()
+            (result,) = run_cases(protocol, "ae-lstm", detector, [settings.calibrator], bar, settings.seed)
             pooled = result.pooled()
             out[parameter].append({"value": value,
                                    **{k: pooled[k] for k in ("f1", "roc_auc", "precision", "recall")}})
