@@ -102,6 +102,7 @@ class FittedModel:
     history: list[dict]
     validation: dict
     seconds: float
+    validation_scores: np.ndarray | None = None  # the held-out normal scores the threshold was calibrated on
 
     @property
     def early_stops(self) -> dict[str, int]:
@@ -288,6 +289,7 @@ def _fit(
     model.set_score_weights(*config.score_weights, *scales)
     fitted = FittedModel(model, config, scaler, Threshold(0.0, "pending"), scales, history, {}, 0.0)
     val_scores = np.concatenate([fitted.score(windows) for windows in calibration])
+    fitted.validation_scores = val_scores
     fitted.threshold = calibrate(val_scores, config.threshold_method, quantile=config.quantile, risk=config.pot_risk,
                                  depth=config.drift_depth)
     fitted.validation = {

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 
 from aelstm.core.calibrate import Threshold
-from aelstm.core.preprocess import interpolate_gaps, sliding_windows
+from aelstm.core.preprocess import sliding_windows
 
-from ..train import FittedModel, TrainConfig, _split, fit
+from ..train import FittedModel, TrainConfig, fit
 from .base import Calibrator, Detector
 
 
@@ -46,11 +46,7 @@ class AELSTMDetector(Detector):
         config = self.config if self.pretrained_ is None else replace(self.config, epochs=self.fine_tune_epochs)
         self.fitted_: FittedModel = fit(normal, config, progress=self.progress, init=self.pretrained_,
                                         reference=reference)
-        # the windows `fit` calibrated on: each normal part's held-out rows, in time order
-        parts = [interpolate_gaps(np.asarray(p, dtype=np.float64)) for p in (normal, reference) if p is not None]
-        held_out = [p[_split(p, config, "normal") :] for p in parts]
-        self.validation_scores_ = np.concatenate([self.fitted_.score(sliding_windows(p, config.window, 1))
-                                                  for p in held_out])
+        self.validation_scores_ = self.fitted_.validation_scores  # what `fit` calibrated on, in time order
         return self.calibrate()
 
     def calibrated(self, calibrator: Calibrator) -> Threshold:
