@@ -41,6 +41,13 @@ from .evaluation.cli import evaluate
     help="Consecutive readings the AE encodes and reconstructs together, so it sees local shape as well as level "
     "(window must be ≥ patch + 1).",
 )
+@click.option(
+    "--score-steps",
+    default=1,
+    show_default=True,
+    help="Average each error over the window's last N steps: one noisy reading weighs less, a sustained change more "
+    "(N ≤ window − patch).",
+)
 @click.option("--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss).")
 @click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping.")
 @click.option(

@@ -28,6 +28,7 @@ class ModelConfig:
     lstm_layers: int = 2
     lstm_input: str = "latent"  # "reading" gives the LSTM-only ablation, which never sees the encoder
     patch: int = 1  # readings per AE input: with one feature, patch 1 can only tell whether a value is in range
+    score_steps: int = 1  # the score averages each error over the window's last `score_steps` steps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +49,9 @@ class JointAELSTM(nn.Module):
             raise ValueError(f"lstm_input must be one of {LSTM_INPUTS}, got {config.lstm_input!r}")
         if not 1 <= config.patch < config.window:
             raise ValueError(f"patch must be in [1, window − 1], got {config.patch} for window {config.window}")
+        if not 1 <= config.score_steps <= config.window - config.patch:
+            raise ValueError(f"score steps must be in [1, window − patch], got {config.score_steps} for window "
+                             f"{config.window} and patch {config.patch}")
         self.config = config
         f, h, z = config.n_features, config.hidden, config.latent
         self.encoder = nn.Sequential(nn.Linear(config.patch * f, h), nn.Tanh(), nn.Linear(h, z))
@@ -96,8 +100,14 @@ class JointAELSTM(nn.Module):
         pred = ((self.head(hidden) - scaled[:, first_target:]) ** 2).mean(dim=-1)
         return rec, pred
 
+    def last_errors(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each error averaged over the window's last `score_steps` steps `[B]`: with more than one step a single
+        noisy reading weighs less and a sustained change more."""
+        rec, pred = self.step_errors(windows)
+        steps = self.config.score_steps
+        return rec[:, -steps:].mean(dim=1), pred[:, -steps:].mean(dim=1)
+
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`[B, W, F]` raw windows → (score, rec_part, pred_part), each `[B]`; score = rec_part + pred_part."""
-        rec, pred = self.step_errors(windows)
-        parts = self.weights * torch.stack([rec[:, -1], pred[:, -1]], dim=-1) / self.error_scales
+        parts = self.weights * torch.stack(self.last_errors(windows), dim=-1) / self.error_scales
         return parts.sum(dim=-1), parts[:, 0], parts[:, 1]

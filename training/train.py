@@ -45,6 +45,7 @@ class TrainConfig:
     latent: int = 16
     lstm_layers: int = 2
     patch: int = 1
+    score_steps: int = 1
     epochs: int = 100
     patience: int = 5
     min_delta: float = 0.01  # an improvement lowers the validation loss by this fraction of its last improved value
@@ -73,6 +74,8 @@ class TrainConfig:
             (self.patch >= 1, f"patch must be ≥ 1, got {self.patch}"),
             (self.window >= self.patch + 1, f"window {self.window} is too short for patch {self.patch} "
                                             f"(need window ≥ patch + 1 = {self.patch + 1})"),
+            (1 <= self.score_steps <= self.window - self.patch,
+             f"score steps must be in [1, window − patch = {self.window - self.patch}], got {self.score_steps}"),
             (self.epochs >= 0, "epochs must be ≥ 0 (0 keeps the random initial weights: the untrained floor)"),
             (0.0 <= self.min_delta < 1.0, "min delta must be in [0, 1) (a fraction of the best validation loss)"),
             (self.learning_rate > 0, "learning rate must be > 0"),
@@ -235,7 +238,8 @@ def _initial_model(n_features: int, config: TrainConfig, init: FittedModel | Non
     """Fresh random weights, or a copy of `init`'s when its architecture and training mode match `config`."""
     lstm_input = "reading" if config.mode == "lstm" else "latent"
     wanted = ModelConfig(
-        n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input, config.patch
+        n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input, config.patch,
+        config.score_steps
     )
     if init is None:
         return JointAELSTM(wanted)
@@ -284,8 +288,8 @@ def _fit(
 
     model.eval()
     with torch.no_grad():
-        rec, pred = model.step_errors(train_t)
-    scales = (max(rec[:, -1].mean().item(), 1e-12), max(pred[:, -1].mean().item(), 1e-12))
+        rec, pred = model.last_errors(train_t)
+    scales = (max(rec.mean().item(), 1e-12), max(pred.mean().item(), 1e-12))
     model.set_score_weights(*config.score_weights, *scales)
     fitted = FittedModel(model, config, scaler, Threshold(0.0, "pending"), scales, history, {}, 0.0)
     val_scores = np.concatenate([fitted.score(windows) for windows in calibration])

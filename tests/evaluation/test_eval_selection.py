@@ -17,7 +17,7 @@ def test_the_grid_spans_methods_depths_risks_and_patch():
     grid = calibrators()
     assert {(c.method, c.depth) for c in grid} >= {("pot", 0), ("spot", 0), ("spot", 128)}
     assert {c.risk for c in grid} >= {1e-3, 1e-2}
-    assert aelstm_variants() == [{"patch": 1}, {"patch": 4}]
+    assert aelstm_variants() == [{"patch": p, "score_steps": k} for p in (1, 4) for k in (1, 8)]
 
 
 def test_selection_never_opens_a_held_out_run(tmp_path):

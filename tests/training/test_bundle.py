@@ -54,9 +54,10 @@ def test_onnx_matches_torch_on_real_windows(tiny_bundle):
 def test_onnx_matches_torch_with_patches(tmp_path, mode):
     series = load_nab(EC2_LATENCY)
     normal = series.values[:1500]
-    fitted = fit(normal, TrainConfig(window=12, hidden=8, latent=3, patch=4, epochs=1, mode=mode), progress=False)
+    config = TrainConfig(window=12, hidden=8, latent=3, patch=4, score_steps=3, epochs=1, mode=mode)
+    fitted = fit(normal, config, progress=False)
     bundle = write_bundle(fitted, tmp_path, feature_names=("value",), name="patched", version="1", source={})
-    assert bundle.manifest["architecture"]["patch"] == 4
+    assert (bundle.manifest["architecture"]["patch"], bundle.manifest["architecture"]["score_steps"]) == (4, 3)
     windows = sliding_windows(series.values, 12)[::5]
     onnx = BundleScorer(bundle, device="cpu").score(windows)
     torch_parts = fitted.score_parts(windows)
@@ -65,7 +66,7 @@ def test_onnx_matches_torch_with_patches(tmp_path, mode):
 
 
 def test_a_bundle_from_before_patches_still_loads_and_scores(bundle_copy, tiny_bundle):
-    _edit_manifest(bundle_copy, lambda m: m["architecture"].pop("patch"))
+    _edit_manifest(bundle_copy, lambda m: (m["architecture"].pop("patch"), m["architecture"].pop("score_steps")))
     windows = sliding_windows(tiny_bundle[2].values[:100], 16)
     assert np.isfinite(BundleScorer(load_bundle(bundle_copy), device="cpu").score(windows).score).all()
 

@@ -161,3 +161,15 @@ def test_early_stopping_stops_before_the_budget_on_easy_data():
     losses = [record["val_loss"] for record in fitted.history]
     assert min(losses[-config.patience :]) >= min(losses[: -config.patience]) * (1 - config.min_delta)
     assert fitted.validation["loss"] == min(losses)
+
+
+def test_score_steps_average_each_error_over_the_last_steps():
+    model = JointAELSTM(ModelConfig(n_features=2, window=8, patch=2, score_steps=4)).eval()
+    windows = torch.randn(3, 8, 2)
+    with torch.no_grad():
+        rec, pred = model.step_errors(windows)
+        _, rec_part, pred_part = model(windows)
+    torch.testing.assert_close(rec_part, 0.5 * rec[:, -4:].mean(dim=1))
+    torch.testing.assert_close(pred_part, 0.5 * pred[:, -4:].mean(dim=1))
+    with pytest.raises(DataError, match="score steps must be in"):
+        TrainConfig(window=8, patch=2, score_steps=7)
