@@ -167,13 +167,17 @@ def watch(options: ConnectionOptions, fleet: str, count: int | None, timeout_s: 
     run(follow())
 
 
-def _model_window(options: ConnectionOptions, fleet: str, features: int) -> int:
-    """The fleet's window length, after checking the file has as many features as the model expects."""
+def _read_for_model(options: ConnectionOptions, fleet: str, data: Path, dataset: str, time_column, label_column,
+                    features, delimiter, non_numeric) -> tuple:
+    """(DATA as the fleet's model reads it, the model's window length): a CSV's features default to the model's
+    own feature columns, by name, so an extra column (a label, a counter) never shifts them."""
     info = run(get_model(options, fleet))
-    if len(info.features) != features:
-        raise ClientError(f"the file has {features} feature(s), fleet {fleet!r}'s model expects "
+    features = features or (tuple(info.features) if dataset == "csv" else None)
+    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
+    if series.values.shape[1] != len(info.features):
+        raise ClientError(f"the file has {series.values.shape[1]} feature(s), fleet {fleet!r}'s model expects "
                           f"{len(info.features)}: {list(info.features)}")
-    return info.window
+    return series, info.window
 
 
 @main.command()
@@ -192,8 +196,8 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
     """
     if batch_size < 1:
         raise ClientError("--batch-size must be ≥ 1")
-    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
-    window = _model_window(options, fleet, series.values.shape[1])
+    series, window = _read_for_model(options, fleet, data, dataset, time_column, label_column, features, delimiter,
+                                      non_numeric)
     total = max(0, len(series) - window + 1)
     with ProgressBar("scoring", total, "windows", console=stderr) as progress:
         table = run(score_file(options, series, fleet_id=fleet, device_id=device_id, window=window,
@@ -248,8 +252,8 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
     """
     if speed < 0 or max_in_flight < 1:
         raise ClientError("--speed must be ≥ 0 and --max-in-flight ≥ 1")
-    series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
-    window = _model_window(options, fleet, series.values.shape[1])
+    series, window = _read_for_model(options, fleet, data, dataset, time_column, label_column, features, delimiter,
+                                      non_numeric)
 
     last_flag = [-window - 1]
 

@@ -96,6 +96,9 @@ def test_score_refuses_a_file_whose_features_do_not_match(fake, tmp_path):
     path.write_text("a,b\n" + "\n".join(f"{i % 7},{i % 5}" for i in range(40)))
     result = invoke("--target", fake.target, "score", path)
     assert result.exit_code == ExitCode.BAD_INPUT
+    assert "missing column(s) ['value'] of the features ['value']" in result.output  # read by the model's names
+    result = invoke("--target", fake.target, "score", path, "--features", "a,b")
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert "expects 1" in result.output
 
 
