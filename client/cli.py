@@ -192,7 +192,9 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
           fleet, device_id, batch_size, output) -> None:
     """Score every full window of DATA on the server (unary Score RPC); one CSV row per window end.
 
-    Exits 7 when a window is answered with an item error (the CSV is written first; see its error_code column).
+    Whole windows are judged against the model's calibrated level; a streaming threshold, which follows a device's
+    readings in order, judges `replay` (its default `--mode readings`). Exits 7 when a window is answered with an
+    item error (the CSV is written first; see its error_code column).
     """
     if batch_size < 1:
         raise ClientError("--batch-size must be ≥ 1")

@@ -11,6 +11,9 @@ from .errors import DataError
 from .spot import MIN_PEAKS, SpotConfig, StreamingThreshold
 
 THRESHOLD_METHODS = ("spot", "pot", "quantile")
+# The shipped threshold: streaming DSPOT, chosen on NAB's development half by the alarms a served model raises
+# (`python -m benchmarks.nab.alarms`); static POT flooded those drifting streams with false alarms.
+DEFAULT_METHOD, DEFAULT_RISK, DEFAULT_DEPTH = "spot", 1e-4, 512
 
 
 @dataclass(frozen=True)

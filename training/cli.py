@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from aelstm.core.bundle import load_bundle
-from aelstm.core.calibrate import THRESHOLD_METHODS
+from aelstm.core.calibrate import DEFAULT_DEPTH, DEFAULT_METHOD, DEFAULT_RISK, THRESHOLD_METHODS
 from aelstm.core.cli_options import data_options, echo_features, read_series
 
 from .evaluation.cli import evaluate
@@ -71,15 +71,15 @@ from .evaluation.cli import evaluate
     "--threshold",
     "threshold_method",
     type=click.Choice(THRESHOLD_METHODS),
-    default="pot",
+    default=DEFAULT_METHOD,
     show_default=True,
     help="From normal validation scores: spot keeps learning per device while it scores (SPOT, or DSPOT with "
     "--drift-depth); pot is that level fixed; quantile an empirical quantile.",
 )
 @click.option("--quantile", default=0.995, show_default=True, help="Quantile for --threshold quantile.")
-@click.option("--pot-risk", default=1e-3, show_default=True,
+@click.option("--pot-risk", default=DEFAULT_RISK, show_default=True,
               help="Alarm probability per normal score for --threshold pot and spot.")
-@click.option("--drift-depth", default=0, show_default=True,
+@click.option("--drift-depth", default=DEFAULT_DEPTH, show_default=True,
               help="--threshold spot: judge each score against the mean of the device's last N scores, so a device "
               "that settles at a new level stops alarming (0: against the calibration level).")
 @click.option("--wavelet", default="db4", show_default=True, help="PyWavelets wavelet for denoising.")

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from aelstm.core.bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, SCHEMA_VERSION, load_bundle, write_manifest
-from aelstm.core.calibrate import THRESHOLD_METHODS, Threshold, calibrate
+from aelstm.core.calibrate import (
+    DEFAULT_DEPTH,
+    DEFAULT_METHOD,
+    DEFAULT_RISK,
+    THRESHOLD_METHODS,
+    Threshold,
+    calibrate,
+)
 from aelstm.core.data import Series
 from aelstm.core.errors import DataError
 from aelstm.core.preprocess import (
@@ -55,10 +62,10 @@ class TrainConfig:
     alpha: float = 0.5
     beta: float = 0.5
     mode: str = "joint"  # joint = co-trained; separate = AE first, then LSTM on frozen codes; ae / lstm = one part
-    threshold_method: str = "pot"
+    threshold_method: str = DEFAULT_METHOD
     quantile: float = 0.995
-    pot_risk: float = 1e-3
-    drift_depth: int = 0  # spot threshold: scores in the per-stream drift baseline (0 = plain SPOT)
+    pot_risk: float = DEFAULT_RISK
+    drift_depth: int = DEFAULT_DEPTH  # spot threshold: scores in the per-stream drift baseline (0 = plain SPOT)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     out_of_range: str = "extrapolate"
     seed: int = 0

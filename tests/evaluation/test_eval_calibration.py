@@ -43,7 +43,7 @@ def drifting_case() -> Case:
 
 def test_predict_runs_the_streaming_threshold_and_tolerates_drift():
     case = drifting_case()
-    static = Level(Calibrator("pot", 1e-3)).fit(case.normal)
+    static = Level(Calibrator("pot", 1e-3, 0)).fit(case.normal)
     streaming = Level(Calibrator("spot", 1e-3, depth=50)).fit(case.normal)
     assert streaming.calibration_.streaming is not None and streaming.threshold_ == streaming.calibration_.value
     scores = streaming.score(case.values)
@@ -58,7 +58,7 @@ def test_predict_runs_the_streaming_threshold_and_tolerates_drift():
 def test_runner_keeps_the_alarms_of_predict_and_fits_once_for_every_calibrator():
     case = drifting_case()
     protocol = Protocol("synthetic", [case, case], "two copies of one drifting case")
-    grid = [Calibrator("pot", 1e-3), Calibrator("spot", 1e-3, 50), Calibrator("spot", 1e-2, 200)]
+    grid = [Calibrator("pot", 1e-3, 0), Calibrator("spot", 1e-3, 50), Calibrator("spot", 1e-2, 200)]
     detector = Level(Calibrator())
     with ProgressBar("test", 2, "fits", enabled=False) as bar:
         results = run_cases(protocol, "level", detector, grid, bar)
@@ -87,7 +87,7 @@ def test_aelstm_calibration_is_its_fitted_threshold_or_from_the_same_validation_
     assert detector.calibration_ is detector.fitted_.threshold  # trained with the run's settings: no second fit
     assert spot(detector.validation_scores_).value == pytest.approx(detector.threshold_)  # the same windows
     assert len(detector.validation_scores_) == detector.fitted_.validation["windows"]
-    pot = detector.calibrated(Calibrator("pot", 1e-3))
+    pot = detector.calibrated(Calibrator("pot", 1e-3, 0))
     assert pot.method == "pot" and pot.streaming is None
 
 

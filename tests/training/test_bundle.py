@@ -30,10 +30,9 @@ def test_manifest_describes_the_model(tiny_bundle):
     m = bundle.manifest
     assert bundle.features == ("value",) and bundle.window == 16
     assert m["score"]["alpha"] == 0.5 and m["score"]["rec_scale"] > 0
-    # The method really used: POT, or the quantile it fell back to (this tiny model has few peaks).
-    fallback = m["threshold"]["params"].get("fallback")
-    assert m["threshold"]["method"] == (f"quantile (pot fallback: {fallback})" if fallback else "pot")
-    assert bundle.threshold > 0
+    # The shipped default: a streaming DSPOT threshold whose initial state travels in the manifest.
+    assert m["threshold"]["method"] == "dspot" and m["threshold"]["params"]["depth"] == 512
+    assert bundle.streaming_threshold.value == bundle.threshold > 0
     assert len(m["training"]["data_fingerprint"]) == 64 and m["training"]["seed"] == 0
     assert m["onnx"]["opset"] >= 17 and len(m["onnx"]["sha256"]) == 64
     assert m["preprocessing"]["denoise"]["wavelet"] == "db4"

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from aelstm.core.calibrate import THRESHOLD_METHODS, Threshold, calibrate
+from aelstm.core.calibrate import DEFAULT_DEPTH, DEFAULT_METHOD, DEFAULT_RISK, THRESHOLD_METHODS, Threshold, calibrate
 from aelstm.core.errors import DataError
 
 
@@ -18,9 +18,9 @@ class Calibrator:
     and AE-LSTMs are judged the same way. `depth` > 0 (spot only) judges each score against the mean of the last
     `depth` scores of its stream."""
 
-    method: str = "pot"
-    risk: float = 1e-3
-    depth: int = 0
+    method: str = DEFAULT_METHOD
+    risk: float = DEFAULT_RISK
+    depth: int = DEFAULT_DEPTH
 
     def __post_init__(self) -> None:
         if self.method not in THRESHOLD_METHODS:

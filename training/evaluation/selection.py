@@ -41,7 +41,7 @@ FIGURES = ("f1", "fpr", "best_f1", "shipped_over_best", "roc_auc", "pr_auc", "al
 
 def calibrators(risks: Sequence[float] = RISKS, depths: Sequence[int] = DEPTHS) -> list[Calibrator]:
     """Static POT per risk, then streaming SPOT per drift depth and risk."""
-    return [Calibrator("pot", r) for r in risks] + [Calibrator("spot", r, d) for d in depths for r in risks]
+    return [Calibrator("pot", r, 0) for r in risks] + [Calibrator("spot", r, d) for d in depths for r in risks]
 
 
 def aelstm_variants() -> list[dict]:
