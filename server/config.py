@@ -144,8 +144,9 @@ class ServeConfig(ScorerSettings):
     metrics_port: int | None = setting(9464, "Prometheus /metrics port; 0 turns it off.", minimum=0)
     max_devices: int = setting(100_000, "Device windows held for `readings` items (least recent evicted).",
                                minimum=1)
-    max_device_window_mb: float = setting(256.0, "MiB of device windows held in all, ids included (least recent "
-                                                 "evicted).", minimum=0.001)
+    max_device_window_mb: float = setting(256.0, "MiB of device windows held in all, ids and streaming-threshold "
+                                                 "state included (about 6 KiB a device under the default DSPOT); "
+                                                 "least recent evicted.", minimum=0.001)
     max_id_bytes: int = setting(256, "Longest fleet_id, device_id and request_id in UTF-8 bytes (longer ones "
                                      "get INVALID_ARGUMENT).", minimum=1)
     max_items: int = setting(4096, "Items per request.", minimum=1)
