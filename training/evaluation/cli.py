@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from aelstm.core.calibrate import DEFAULT_DEPTH, DEFAULT_RISK
 from aelstm.core.errors import DataError
 
 from ..detectors.base import Calibrator
@@ -74,7 +75,8 @@ def _detector_list(text: str | None) -> tuple[str, ...]:
               "are chosen), held-out (valve2 + other, reported) or all [default: held-out on SKAB, all elsewhere].")
 @click.option("--settings", "chosen", type=click.Path(path_type=Path, dir_okay=False),
               help="A selection file (benchmarks/results/quality/selection-skab.json): use its chosen threshold "
-                   "calibration and AE-LSTM variant [default: static POT, risk 1e-3].")
+                   "calibration and AE-LSTM variant [default: the shipped threshold, streaming DSPOT at "
+                   f"drift depth {DEFAULT_DEPTH}, risk {DEFAULT_RISK:g}, and the default model].")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
               help="Train the AE-LSTM family with this many seeds (--seed, +1, …); mean ± sd is reported.")
 @click.option("--seed", default=0, show_default=True)
