@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from aelstm.training.evaluation.cli import DEFAULT_DATA, DEFAULT_OUT, run_settings
 from aelstm.training.evaluation.protocols import load_protocol, skab_groups
+from aelstm.training.evaluation.report import load_average
 from aelstm.training.evaluation.selection import RULE, RULE_HISTORY, aelstm_variants, calibrators, choose, grid
 
 WINDOW = 16  # as `aelstm evaluate`'s default
@@ -29,7 +30,8 @@ WINDOW = 16  # as `aelstm evaluate`'s default
 def markdown(data: dict) -> str:
     chosen = data["chosen"]
     out = [f"# Settings selection: {data['dataset']} (development runs only)", "",
-           f"Reproduce: `{data['command']}` (ran {data['seconds']:.0f} s)", "",
+           f"Reproduce: `{data['command']}` (ran {data['seconds']:.0f} s; load average at start "
+           f"{data['load_at_start']})", "",
            f"Chose on: {', '.join(data['development_groups'])} runs ({len(data['cases'])}: "
            f"{', '.join(data['cases'])}). Never loaded here, reported elsewhere: "
            f"{', '.join(data['held_out_groups'])} runs.", "", f"Rule: {data['rule']}. {data['rule_history']}", "",
@@ -59,7 +61,7 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
 
-    started = time.perf_counter()
+    started, load = time.perf_counter(), load_average()
     torch.set_num_threads(1)
     protocol = load_protocol(args.dataset, args.data_root, quick=args.quick, split="development")
     settings = run_settings(args.dataset, args.quick, args.epochs, WINDOW, args.seed)
@@ -71,7 +73,7 @@ def main() -> None:
             "development_groups": list(skab_groups("development")), "held_out_groups": list(skab_groups("held-out")),
             "cases": [c.name for c in protocol.cases], "rule": RULE, "rule_history": RULE_HISTORY, "window": WINDOW,
             "epochs": settings.epochs, "seed": args.seed, "chosen": choose(rows), "grid": rows,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1), "load_at_start": load}
     args.output.mkdir(parents=True, exist_ok=True)
     json_path = args.output / f"selection-{args.dataset}.json"
     json_path.write_text(json.dumps(data, indent=1) + "\n")

@@ -92,7 +92,7 @@ def evaluate(dataset, detectors, quick, data_root, output, window, epochs, no_se
     from .runner import evaluate as run_detectors
     from .runner import sensitivity
 
-    started = time.perf_counter()
+    started, load = time.perf_counter(), report.load_average()
     names = _detector_list(detectors)
     torch.set_num_threads(1)  # one thread for every detector: fair timings, and a shared machine stays usable
     split = split or ("held-out" if dataset.startswith("skab") else "all")
@@ -119,7 +119,7 @@ def evaluate(dataset, detectors, quick, data_root, output, window, epochs, no_se
                         *(["--no-sensitivity"] if no_sensitivity else [])])
     source = str(chosen) if chosen else "defaults (no selection file)"
     data = report.build_json(protocol, results, skipped, report.settings_dict(settings, quick, seeds, source),
-                             sweep, command, time.perf_counter() - started)
+                             sweep, command, time.perf_counter() - started, load)
     output.mkdir(parents=True, exist_ok=True)
     first = {name: runs[0] for name, runs in results.items()}
     figures = [plots.roc_pr(first, output / f"{dataset}_roc_pr.png", dataset),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,7 +83,7 @@ def detector_json(runs: list[DetectorResult]) -> dict:
 
 
 def build_json(protocol: Protocol, results: dict[str, list[DetectorResult]], skipped: dict[str, str],
-               settings: dict, sensitivity: dict | None, command: str, seconds: float) -> dict:
+               settings: dict, sensitivity: dict | None, command: str, seconds: float, load: str) -> dict:
     return {
         "dataset": protocol.dataset,
         "command": command,
@@ -97,7 +98,13 @@ def build_json(protocol: Protocol, results: dict[str, list[DetectorResult]], ski
         "sensitivity": sensitivity,
         "paper": {"joint_ae_lstm": PAPER_JOINT, "processing_ms": PAPER_MS},
         "seconds": round(seconds, 1),
+        "load_at_start": load,
     }
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: timings are only comparable on an otherwise idle machine."""
+    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def _mean(report: dict, name: str, key: str) -> float | None:
@@ -177,7 +184,8 @@ def markdown(report: dict) -> str:
     settings = report["settings"]
     first_seed = settings["seed"]
     out = [f"# Detection quality: {report['dataset']}", "", f"Reproduce: `{report['command']}` "
-           f"(ran {report['seconds']:.0f} s)", "", report["protocol"], "",
+           f"(ran {report['seconds']:.0f} s; load average at start {report['load_at_start']})", "",
+           report["protocol"], "",
            f"**Split: {report['split']}.** {report['split_note'][0].upper()}{report['split_note'][1:]}.", "",
            f"**Threshold settings (every detector):** {_calibrator_label(settings['calibrator'])}; AE-LSTM family "
            f"variant: {settings['aelstm'] or 'defaults'}; from {settings['settings_source']}. AE-LSTM family: "
