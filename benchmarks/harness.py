@@ -1,4 +1,4 @@
-"""Pieces the serving benchmarks share, so each script composes them instead of re-implementing them: the small EC2
+"""Pieces the benchmarks share, so each script composes them instead of re-implementing them: the small EC2
 fixture model, `aelstm serve` subprocesses (started, waited for, stopped with everything they spawned), runs of
 `aelstm-client loadtest`, and onnxruntime alone on the same bundle as the ceiling.
 
@@ -32,6 +32,14 @@ WINDOW = 16
 # (a bare ray.init() joins the cluster named in /tmp/ray/ray_current_cluster; RAY_ADDRESS=local starts a new one).
 SERVER_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "local"}
 
+
+
+def uptime() -> str:
+    """`uptime` at the moment (the load averages say whether the machine was otherwise idle)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 def train(bundle: Path) -> Path:
     """The small model every serving benchmark uses: 5 epochs on the first 15 % of the EC2 latency fixture, window 16

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from aelstm.training.nab.corpus import NabFile, load_corpus
 from aelstm.training.nab.scoring import PROFILES, NabScorer
 from aelstm.training.nab.split import Split
 
+from ..harness import uptime
 from .run import DEFAULT_DATA, DEFAULT_OUT, DEFAULT_SPLIT, NAB_TRAIN
 
 ALARM = 0.5  # binary alarms: 1 above it, 0 below
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except AelstmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load = uptime()
     started = time.perf_counter()
     patch = chosen_patch(args.out / "summary.json")
     model, seconds = {}, []
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     best = int(np.argmax([row["profiles"]["standard"]["score"] for row in on_development]))
     result = {
         "command": " ".join(["python -m benchmarks.nab.alarms", *(sys.argv[1:] if argv is None else argv)]),
-        "uptime": uptime,
+        "uptime": load,
         "patch": patch,
         "seed": args.seed,
         "development_files": len(development),

@@ -20,9 +20,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +37,7 @@ from aelstm.training.nab.selection import GRID, PATCHES, SELECTION_PROFILE, Deve
 from aelstm.training.nab.split import Split
 from aelstm.training.nab.streaming import AELSTMStreamDetector, StreamingDetector, ZScoreDetector
 
+from ..harness import uptime
 from .report import cotraining, markdown, plot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,13 +155,6 @@ def evaluate(detector: StreamingDetector, corpus: list[NabFile], halves: tuple[l
         "seconds_per_file": {key: round(value, 2) for key, value in sorted(seconds.items())},
     }
     return entry, scores
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "load average: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

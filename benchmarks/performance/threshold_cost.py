@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
 from aelstm.v1 import scoring_pb2 as pb
 
-from ..harness import FIXTURE, train
+from ..harness import FIXTURE, WINDOW, train, uptime
 
 OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "performance"
 
@@ -55,17 +54,13 @@ def requests(fleet: str, values: np.ndarray, devices: int, items: int, rounds: i
     return out
 
 
-def load_bundle_window(registry: Path) -> int:
-    return max(load_bundle(path).window for path in registry.glob("*/*") if path.is_dir())
-
-
 async def measure(registry: Path, values: np.ndarray, args: argparse.Namespace) -> dict:
     server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0,
                                        poll_s=60.0, batch_wait_ms=0.0))
     await server.start()
     try:
         seconds: dict[str, list[float]] = {"pot": [], "dspot": []}
-        warm_up = -(-2 * load_bundle_window(registry) * args.devices // args.items)  # two windows per device
+        warm_up = -(-2 * WINDOW * args.devices // args.items)  # two windows per device
         for fleet in seconds:  # fill every device's window first
             for request in requests(fleet, values, args.devices, args.items, warm_up):
                 await server.scorer.score_request(request)
@@ -92,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=200, help="requests per timed repeat")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load = uptime()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         bundle = train(scratch / "dspot")
@@ -104,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         values = load_nab(FIXTURE).values[:, 0]
         result = asyncio.run(measure(registry, values, args))
     result |= {"command": " ".join(["python -m benchmarks.performance.threshold_cost", *(argv or sys.argv[1:])]),
-               "uptime": uptime}
+               "uptime": load}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "threshold_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     cost = result["us_per_item_median"]
     (OUT / "threshold_cost.md").write_text(
         "# What a streaming threshold costs the ingress\n\n"
-        f"Reproduce: `{result['command']}` (`uptime` at start: `{uptime}`).\n\n"
+        f"Reproduce: `{result['command']}` (`uptime` at start: `{load}`).\n\n"
         f"`readings` items, one reading each, {args.items} per request, {args.devices} devices, in-process "
         f"onnxruntime, through `RequestScorer.score_request`; median of {args.repeats} repeats of "
         f"{result['items_per_repeat']} items per threshold, the two alternating in one run.\n\n"

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -203,7 +202,7 @@ def main() -> None:
     summary = {
         "command": " ".join(sys.orig_argv),
         "loadtest_command": load_result["command"],
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "uptime": harness.uptime(),
         "duration_s": round(time.time() - started, 1),
         "soak_s": args.duration,
         "full_rate_msgs_per_s": round(full_rate, 1),
