@@ -219,7 +219,7 @@ def markdown(summary: dict) -> str:
               f"Model seconds: fit plus online scoring of one file in one process with one torch thread, recorded when "
               f"the model ran (a rescoring run reads them from the cache); per-file figures are in summary.json. "
               f"Whole command: {summary['wall_seconds'] / 60:.1f} min with {summary['jobs']} processes on "
-              f"{summary['machine']}, shared with other work; `uptime` at start: `{summary['uptime_at_start']}`.",
+              f"{summary['machine']}; `uptime` at start: `{summary['uptime_at_start']}`.",
               "", f"Command: `{summary['command']}`", ""]
     return "\n".join(lines)
 
