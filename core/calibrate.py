@@ -63,29 +63,30 @@ def _too_few(scores: np.ndarray, method: str, risk: float) -> Threshold | None:
     return Threshold(fallback.value, f"quantile ({method} fallback: {reason})", {**fallback.params, "fallback": reason})
 
 
-def spot_threshold(scores: np.ndarray, config: SpotConfig | None = None) -> Threshold:
-    """SPOT (depth 0) or DSPOT (depth > 0): a streaming threshold that starts at the POT level of `scores`."""
-    config = config or SpotConfig()
+def _tail_threshold(scores: np.ndarray, config: SpotConfig, streaming: bool) -> Threshold:
+    """The GPD tail level of normal `scores` (SPOT's initial state) — kept as a streaming threshold, or as POT's
+    fixed level — or the named quantile fallback when the scores are too few for a tail fit."""
     scores = _finite(scores)
-    if (fallback := _too_few(scores, "spot", config.risk)) is not None:
+    if (fallback := _too_few(scores, "spot" if streaming else "pot", config.risk)) is not None:
         return fallback
     config = fitted_config(scores, config)
-    streaming = StreamingThreshold.calibrate(scores, config)
-    params = {**config.to_dict(), "n": int(scores.size), "peaks": streaming.exceeded}
-    return Threshold(streaming.value, "spot" if config.depth == 0 else "dspot", params, streaming)
+    state = StreamingThreshold.calibrate(scores, config)
+    params = {**config.to_dict(), "n": int(scores.size), "peaks": state.exceeded}
+    if streaming:
+        return Threshold(state.value, "spot" if config.depth == 0 else "dspot", params, state)
+    del params["depth"], params["max_peaks"]
+    return Threshold(state.value, "pot", params)
+
+
+def spot_threshold(scores: np.ndarray, config: SpotConfig | None = None) -> Threshold:
+    """SPOT (depth 0) or DSPOT (depth > 0): a streaming threshold that starts at the POT level of `scores`."""
+    return _tail_threshold(scores, config or SpotConfig(), streaming=True)
 
 
 def pot_threshold(scores: np.ndarray, risk: float = 1e-3, initial_q: float = 0.98) -> Threshold:
     """Peaks over threshold (Siffer et al., KDD 2017), static: the initial level of SPOT, never updated. A GPD
     fitted to the excesses over a high initial quantile t gives the score whose exceedance probability is `risk`."""
-    scores = _finite(scores)
-    if (fallback := _too_few(scores, "pot", risk)) is not None:
-        return fallback
-    config = fitted_config(scores, SpotConfig(risk=risk, initial_q=initial_q))
-    streaming = StreamingThreshold.calibrate(scores, config)
-    params = {**config.to_dict(), "n": int(scores.size), "peaks": streaming.exceeded}
-    del params["depth"], params["max_peaks"]
-    return Threshold(streaming.value, "pot", params)
+    return _tail_threshold(scores, SpotConfig(risk=risk, initial_q=initial_q), streaming=False)
 
 
 def calibrate(scores: np.ndarray, method: str = "pot", *, quantile: float = 0.995, risk: float = 1e-3,
