@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .errors import BundleError
+from .errors import BundleError, DataError
+from .policy import Policy, StreamState, Verdict
 from .preprocess import DenoiseConfig, MinMaxScaler
-from .spot import StreamingThreshold
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: one alarm `policy` in place of version 1's `threshold`
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 INPUT_NAME = "windows"
 OUTPUT_NAMES = ("score", "rec_part", "pred_part")
-_REQUIRED = ("schema_version", "model", "features", "window", "preprocessing", "score", "threshold", "onnx")
+_REQUIRED = ("schema_version", "model", "features", "window", "preprocessing", "score", "policy", "onnx")
 
 
 def sha256_file(path: Path) -> str:
@@ -51,15 +51,35 @@ class Bundle:
     def window(self) -> int:
         return int(self.manifest["window"])
 
-    @property
-    def threshold(self) -> float:
-        return float(self.manifest["threshold"]["value"])
+    @cached_property
+    def policy(self) -> Policy:
+        """The fitted alarm policy every stream (a device, a scored file) starts from."""
+        return Policy.from_dict(self.manifest["policy"])
 
     @cached_property
-    def streaming_threshold(self) -> StreamingThreshold | None:
-        """The SPOT/DSPOT state every stream starts from, when the bundle's threshold is a streaming one."""
-        state = self.manifest["threshold"].get("streaming")
-        return None if state is None else StreamingThreshold.from_dict(state)
+    def threshold(self) -> float:
+        """The threshold before any streamed score (on the policy's alarm-score scale)."""
+        return self.policy.initial_threshold
+
+    @cached_property
+    def _alone(self) -> StreamState:
+        return self.policy.start()
+
+    def judge_alone(self, terms: tuple[float, ...]) -> Verdict:
+        """The fitted policy's verdict on one window with no device history (a `window` item); learns nothing."""
+        return self._alone.judge(terms)
+
+    @property
+    def sampling_period_ms(self) -> float | None:
+        """The fleet's sampling period, where training data had timestamps: a device's gaps are judged by it."""
+        period = self.manifest.get("sampling", {}).get("period_ms")
+        return float(period) if period else None
+
+    @property
+    def threshold_method(self) -> str:
+        """How the threshold was chosen: the policy's rules, with a fallback its calibration had to take."""
+        fallback = self.policy.threshold_rule.threshold.params.get("fallback")
+        return self.policy.spec + (f" (fallback: {fallback})" if fallback else "")
 
     @property
     def denoise(self) -> DenoiseConfig:
@@ -128,13 +148,13 @@ def _check_consistency(bundle: Bundle) -> None:
         if int(m["window"]) < 2:
             raise BundleError(f"bundle {bundle.path}: window length {m['window']} is below 2")
         bundle.denoise  # noqa: B018 - validates the denoising settings
-        float(m["threshold"]["value"])
-        bundle.streaming_threshold  # noqa: B018 - validates a streaming threshold's state
+        if not bundle.policy.fitted:
+            raise BundleError(f"bundle {bundle.path}: its alarm policy {bundle.policy.spec!r} is not fitted")
         if m["preprocessing"]["out_of_range"] not in ("extrapolate", "clip"):
             raise BundleError(
                 f"bundle {bundle.path}: unknown out_of_range policy {m['preprocessing']['out_of_range']!r}"
             )
         for key in ("name", "version"):
             str(m["model"][key])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, DataError) as exc:
         raise BundleError(f"bundle {bundle.path}: malformed manifest ({type(exc).__name__}: {exc})") from exc

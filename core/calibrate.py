@@ -1,5 +1,6 @@
-"""Thresholds from normal data only, composable with any detector's scores: an empirical quantile, a static
-peaks-over-threshold level, or a streaming SPOT/DSPOT threshold that keeps learning per stream (`core.spot`)."""
+"""Thresholds from normal data only: an empirical quantile, a static peaks-over-threshold level, or a streaming
+SPOT/DSPOT threshold that keeps learning per stream (`core.spot`). The alarm policy's threshold rules
+(`core.rules`) fit these; nothing else judges scores."""
 
 from __future__ import annotations
 
@@ -9,11 +10,6 @@ import numpy as np
 
 from .errors import DataError
 from .spot import MIN_PEAKS, SpotConfig, StreamingThreshold
-
-THRESHOLD_METHODS = ("spot", "pot", "quantile")
-# The shipped threshold: streaming DSPOT, chosen on NAB's development half by the alarms a served model raises
-# (`python -m benchmarks.nab.alarms`); static POT flooded those drifting streams with false alarms.
-DEFAULT_METHOD, DEFAULT_RISK, DEFAULT_DEPTH = "spot", 1e-4, 512
 
 
 @dataclass(frozen=True)
@@ -31,12 +27,6 @@ class Threshold:
         if self.streaming is not None:
             out["streaming"] = self.streaming.to_dict()
         return out
-
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        """Alarms over one stream of scores in time order (NaN never alarms)."""
-        if self.streaming is not None:
-            return self.streaming.run(scores)[0]
-        return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf) > self.value
 
 
 def quantile_threshold(scores: np.ndarray, q: float = 0.995) -> Threshold:
@@ -87,18 +77,6 @@ def pot_threshold(scores: np.ndarray, risk: float = 1e-3, initial_q: float = 0.9
     """Peaks over threshold (Siffer et al., KDD 2017), static: the initial level of SPOT, never updated. A GPD
     fitted to the excesses over a high initial quantile t gives the score whose exceedance probability is `risk`."""
     return _tail_threshold(scores, SpotConfig(risk=risk, initial_q=initial_q), streaming=False)
-
-
-def calibrate(scores: np.ndarray, method: str = "pot", *, quantile: float = 0.995, risk: float = 1e-3,
-              depth: int = 0) -> Threshold:
-    """The threshold `method` gives on normal `scores` (in time order: DSPOT's baseline follows it)."""
-    if method == "quantile":
-        return quantile_threshold(scores, quantile)
-    if method == "pot":
-        return pot_threshold(scores, risk)
-    if method == "spot":
-        return spot_threshold(scores, SpotConfig(risk=risk, depth=depth))
-    raise DataError(f"unknown threshold method {method!r}; choose one of {THRESHOLD_METHODS}")
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Score a whole series with a bundle (what `aelstm score` prints) and summarise it against labels.
 
-With a streaming threshold the series is one stream: row t is judged by the threshold in force after rows < t.
+The series is one stream of the bundle's alarm policy, as a device sending these readings one at a time would be in
+the server: row t is judged by the policy state learnt from rows < t.
 """
 
 from __future__ import annotations
@@ -31,11 +32,8 @@ def score_series(bundle: Bundle, series: Series, *, device: str = "auto", batch_
     table["score"] = np.concatenate([p.score for p in parts])
     table["rec_part"] = np.concatenate([p.rec_part for p in parts])
     table["pred_part"] = np.concatenate([p.pred_part for p in parts])
-    streaming = bundle.streaming_threshold
-    if streaming is None:
-        alarms, limits = table["score"].to_numpy() > bundle.threshold, bundle.threshold
-    else:  # one stream from the first full window: what the server does for a device sending these readings
-        alarms, limits = streaming.run(table["score"].to_numpy())
+    alarms, alarm_scores, limits = bundle.policy.run(table[["rec_part", "pred_part"]].to_numpy())
+    table["alarm_score"] = alarm_scores
     table["threshold"] = limits
     table["is_anomaly"] = alarms
     if series.labels is not None:

@@ -20,8 +20,8 @@ tail, which lowers the level, which truncates more: on stationary exponential sc
 and with depth > 0 also the baseline, so a long anomaly is flagged at its start more than over its whole length.
 
 Bounded state. A state holds `depth` baseline scores and the latest `max_peaks` peaks (the GPD is fitted by the
-method of moments from running sums, O(1) per score), plus two counters. The same `SpotState.step` runs offline
-(`StreamingThreshold.run`) and in the server's per-device state, so served flags equal offline flags.
+method of moments from running sums, O(1) per score), plus two counters. The alarm policy's `spot` rule
+(`core.rules`) runs the same `SpotState` offline and in the server's per-device state.
 """
 
 from __future__ import annotations
@@ -151,23 +151,46 @@ class SpotState:
         """The score above which the next score alarms."""
         return self.level() + self.alarm_level
 
-    def step(self, score: float) -> tuple[float, bool]:
-        """(threshold in force, alarm) for `score`, then the state learns from it. A NaN score (no full window
-        yet) is neither judged nor learnt from."""
+    def judge(self, score: float) -> tuple[float, bool]:
+        """(threshold in force, alarm) for `score`; changes nothing. NaN (no full window yet) never alarms."""
+        limit = self.level() + self.alarm_level
+        return limit, (not math.isnan(score)) and score > limit
+
+    def learn(self, score: float) -> None:
+        """Learn from `score` (NaN is ignored): an alarm counts as a peak censored at the alarm level, and enters
+        the drift baseline winsorised at it."""
+        if math.isnan(score):
+            return
         level = self.level()
         limit = level + self.alarm_level
-        if math.isnan(score):
-            return limit, False
-        alarm = score > limit
         self.seen += 1
-        excess = min(score, limit) - level - self.initial  # an alarm counts as a peak censored at the limit
+        excess = min(score, limit) - level - self.initial
         if excess > 0.0:
             self.peaks.add(excess)
             self.exceeded += 1
             self.alarm_level = self._fit()
         if self.baseline is not None:
             self.baseline.add(min(score, limit))
-        return limit, alarm
+
+    def step(self, score: float) -> tuple[float, bool]:
+        """`judge`, then `learn`: what a stream does with each score in time order."""
+        verdict = self.judge(score)
+        self.learn(score)
+        return verdict
+
+    def to_dict(self) -> dict:
+        """Everything the state has learnt, to move it to another process (`restore`)."""
+        return {"alarm_level": self.alarm_level, "seen": self.seen, "exceeded": self.exceeded,
+                "peaks": self.peaks.latest().tolist(),
+                "baseline": None if self.baseline is None else self.baseline.latest().tolist()}
+
+    def restore(self, data: dict) -> None:
+        """Take over a state exported by `to_dict` from a state of the same calibration."""
+        self.peaks = _Ring(self.config.max_peaks, np.asarray(data["peaks"], dtype=np.float64))
+        if self.baseline is not None and data.get("baseline") is not None:
+            self.baseline = _Ring(self.config.depth, np.asarray(data["baseline"], dtype=np.float64))
+        self.seen, self.exceeded = int(data["seen"]), int(data["exceeded"])
+        self.alarm_level = float(data["alarm_level"])
 
     def _fit(self) -> float:
         shape, scale = gpd_moments(self.peaks.count, self.peaks.total, self.peaks.squares)
@@ -209,14 +232,6 @@ class StreamingThreshold:
     def value(self) -> float:
         """The threshold before any streamed score: the level a static calibration would ship."""
         return self.start().threshold()
-
-    def run(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(alarms, thresholds in force) over one stream of scores in time order, from a fresh state."""
-        state = self.start()
-        judged = [state.step(float(score)) for score in np.asarray(scores, dtype=np.float64)]
-        limits = np.array([limit for limit, _ in judged])
-        alarms = np.array([alarm for _, alarm in judged], dtype=bool)
-        return alarms, limits
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "initial": self.initial, "level_prior": self.level_prior,

@@ -23,7 +23,7 @@ from .anomalies import AnomalyHub
 from .backend import BackendUnavailable, InProcessBackend, ScoringBackend
 from .coalescer import Coalescer
 from .config import ServeConfig
-from .devices import DeviceWindows
+from .devices import DeviceStore
 from .metrics import Metrics
 from .models import ModelBook
 from .ray_backend import RayServeBackend
@@ -54,7 +54,8 @@ class ScoringServer:
                                 poll_s=config.poll_s, on_change=self._models_changed)
         self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_s(),
                                    config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
-        devices = DeviceWindows(config.max_devices, config.max_device_bytes())
+        devices = DeviceStore(config.max_devices, config.max_device_bytes(),
+                              count=lambda event: self.metrics.device_events.labels(event).inc())
         self.scorer = RequestScorer(self.models, self.coalescer, devices, AnomalyHub(config.watcher_queue),
                                     self.metrics, config.limits())
         self.service = AnomalyScorerService(self.scorer)

@@ -1,101 +1,283 @@
-"""Per-device sliding windows for `readings` items, kept by the ingress (replicas stay stateless).
+"""Per-device state of the ingress: each device's sliding window, its alarm-policy state and the verdicts it got.
+Replicas stay stateless; the request path asks this store and never reaches into a device.
 
-Bounded by count and by bytes: at most `max_devices` windows and `max_bytes` in all (readings plus the ids that key
-them); the least recently updated device is forgotten first and simply warms up again if it comes back.
+`admit` takes one `readings` item and says what to do with it:
+- `Warming(held)`: the window is not full yet;
+- `Ready(window, ticket)`: score the window, then `ticket.judge(…)` it — tickets of one device are judged in
+  reading order, whatever order the backend answers in, so served alarms equal `aelstm score`'s;
+- `Remembered(outcome)`: a resend (the same `timestamp_ms` as an earlier item): it gets the verdict its readings
+  got the first time, never another window's, and teaches nothing. The last `remember` items are remembered;
+- `ItemProblem(OUT_OF_RANGE)`: readings older than the device's newest that are not remembered (late data):
+  never spliced into the window, never scored as the newest.
 
-Idempotent by timestamp: an item whose `timestamp_ms` (the time of its last reading) is not after the device's last
-one is not appended again, so a request resent after a backend failure scores the same window instead of
-appending its readings twice. `timestamp_ms` 0 means "no timestamp": such readings are always appended.
+Gaps. A device's sampling period is the fleet model's (`sampling_period_ms` in the manifest) or, failing that, the
+smallest time per reading the device has shown. Up to `max_gap_readings` missing readings enter the window as NaN
+and are filled by the model's own interpolation, exactly as gaps in training data were; a longer gap restarts the
+window (WARMING_UP) and keeps the policy state. `timestamp_ms` 0 means "no timestamp": such readings are appended
+as they come, and can be neither deduplicated nor checked for gaps.
 
-A device's streaming-threshold state (`alarm_of`) lives in its entry, so the same bounds cover it.
+A new model version for a device keeps its policy state where the policies match (`Policy.compatible`: same rules
+and settings) and starts afresh otherwise. Bounded by count and bytes (readings, ids, policy state, verdicts); the
+least recently updated device is forgotten first. Every such event is counted by `count(event)`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 
-from aelstm.core.spot import StreamingThreshold
+from aelstm.core.policy import Policy, StreamState, Verdict
 
-from .alarms import DeviceAlarm
+from .items import ItemProblem
 
-# Bookkeeping per device besides its readings and ids (the key tuple, the dict slot, the array header).
-ENTRY_OVERHEAD_BYTES = 256
+OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE.value[0]
+ENTRY_OVERHEAD_BYTES = 256  # per device: the key tuple, the dict slot, the array header
+OUTCOME_BYTES = 160  # per remembered verdict: the future and its outcome
+DEFAULT_REMEMBER = 64
+DEFAULT_MAX_GAP_READINGS = 4
+GAP_SLACK = 0.5  # a gap is at least half a sampling period more than the readings account for
 
-
-@dataclass
-class _Held:
-    readings: np.ndarray
-    last_timestamp_ms: int
-    size: int
-    fresh: bool = True  # the latest append added readings (False: a resend)
-    alarm: DeviceAlarm | None = None
+EVENTS = ("evicted", "resend_answered", "late_refused", "gap_filled", "gap_restarted", "policy_carried_over",
+          "policy_restarted")
 
 
-class DeviceWindows:
-    """The last `window` readings of each (fleet, device)."""
+@dataclass(frozen=True)
+class Outcome:
+    """What a `readings` item got: a verdict with the window's score and terms, or WARMING_UP (`held` readings)."""
 
-    def __init__(self, max_devices: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+    held: int
+    score: float = math.nan
+    rec: float = math.nan
+    pred: float = math.nan
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class Warming:
+    held: int
+
+
+@dataclass(frozen=True)
+class Remembered:
+    outcome: asyncio.Future  # -> Outcome, or a `Retry` when scoring it failed
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A remembered item whose scoring failed: its window, to score again (judged, never learnt from)."""
+
+    window: np.ndarray
+
+
+@dataclass(frozen=True)
+class Ready:
+    window: np.ndarray
+    ticket: Ticket
+
+
+class _Device:
+    __slots__ = ("key", "outcomes", "period_ms", "policy", "readings", "size", "state", "tail", "timestamp_ms")
+
+    def __init__(self, readings: np.ndarray) -> None:
+        self.readings = readings
+        self.timestamp_ms = 0
+        self.period_ms: float | None = None  # learnt: the smallest time per reading seen
+        self.key: str | None = None  # the model whose policy `state` follows
+        self.policy: Policy | None = None
+        self.state: StreamState | None = None
+        self.tail: asyncio.Future | None = None  # done when every judgement so far is
+        self.outcomes: OrderedDict[int, asyncio.Future] = OrderedDict()
+        self.size = 0
+
+    def nbytes(self, fleet: str, device: str) -> int:
+        return (self.readings.nbytes + len(fleet.encode()) + len(device.encode()) + ENTRY_OVERHEAD_BYTES
+                + (self.state.nbytes if self.state is not None else 0) + OUTCOME_BYTES * len(self.outcomes))
+
+
+class Ticket:
+    """One full window's place in its device's judging order: `judge` or `fail` it exactly once."""
+
+    __slots__ = ("device", "learn", "outcome", "own", "previous")
+
+    def __init__(self, device: _Device, learn: bool, outcome: asyncio.Future | None) -> None:
+        self.device = device
+        self.learn = learn
+        self.outcome = outcome
+        self.previous = device.tail
+        self.own = asyncio.get_running_loop().create_future()
+        device.tail = self.own
+
+    async def judge(self, score: float, rec: float, pred: float) -> Outcome:
+        """The verdict on the window's terms, after every earlier window of the device; remembered for resends."""
+        try:
+            if self.previous is not None and not self.previous.done():
+                await asyncio.shield(self.previous)
+            state = self.device.state
+            verdict = state.step((rec, pred)) if self.learn else state.judge((rec, pred))
+            outcome = Outcome(0, score, rec, pred, verdict)
+            if self.outcome is not None and not self.outcome.done():
+                self.outcome.set_result(outcome)
+            return outcome
+        finally:
+            self._release()
+
+    def fail(self, window: np.ndarray) -> None:
+        """Scoring failed (or was never done): a resend scores `window` again; the device's next window goes on."""
+        if self.outcome is not None and not self.outcome.done():
+            self.outcome.set_result(Retry(window))
+        self._release()
+
+    def _release(self) -> None:
+        if self.own.done():
+            return
+        if self.previous is None or self.previous.done():
+            self.own.set_result(None)
+        else:
+            self.previous.add_done_callback(lambda _: self.own.done() or self.own.set_result(None))
+
+
+class DeviceStore:
+    """Windows, policy state and remembered verdicts of at most `max_devices` devices in `max_bytes`, in memory."""
+
+    def __init__(self, max_devices: int = 100_000, max_bytes: int = 256 * 1024 * 1024, *,
+                 remember: int = DEFAULT_REMEMBER, max_gap_readings: int = DEFAULT_MAX_GAP_READINGS,
+                 count: Callable[[str], None] = lambda event: None) -> None:
         if max_devices < 1:
             raise ValueError(f"max devices must be ≥ 1, got {max_devices}")
         if max_bytes < 1:
             raise ValueError(f"max bytes must be ≥ 1, got {max_bytes}")
+        if remember < 1 or max_gap_readings < 0:
+            raise ValueError("remember must be ≥ 1 and max gap readings ≥ 0")
         self.max_devices = max_devices
         self.max_bytes = max_bytes
+        self.remember = remember
+        self.max_gap_readings = max_gap_readings
+        self.count = count
         self.bytes = 0
-        self._held: OrderedDict[tuple[str, str], _Held] = OrderedDict()
+        self._devices: OrderedDict[tuple[str, str], _Device] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self._devices)
 
-    def append(self, fleet: str, device: str, readings: np.ndarray, window: int,
-               timestamp_ms: int = 0) -> tuple[np.ndarray | None, int]:
-        """Append `readings [n, features]`; returns (the full window ending at the last reading or None, held).
-
-        A device whose feature count changed (its fleet got a model with other features) starts over. Readings
-        whose `timestamp_ms` is not after the device's last timestamp are not appended (a resend): the result is
-        that of the window already held.
-        """
+    def admit(self, fleet: str, device: str, readings: np.ndarray, timestamp_ms: int, *, model_key: str,
+              window: int, policy: Policy, period_ms: float | None = None) -> Warming | Ready | Remembered:
+        """What to do with one `readings` item (`timestamp_ms`: its last reading's time, 0 for none); raises
+        `ItemProblem` for late data."""
         key = (fleet, device)
-        held = self._held.pop(key, None)
-        if held is not None:
-            self.bytes -= held.size
-        last, fresh, alarm = 0, True, None
-        if held is not None and held.readings.shape[1] == readings.shape[1]:
-            last, alarm = held.last_timestamp_ms, held.alarm
-            if timestamp_ms and last and timestamp_ms <= last:
-                readings, fresh = held.readings, False  # already appended: a resend after a failure
-            else:
-                readings = np.concatenate([held.readings, readings])
-        readings = readings[-window:].copy()  # a copy: never a view of the request's bytes
-        entry = _Held(readings, max(last, timestamp_ms), 0, fresh, alarm)
-        self._held[key] = entry
-        self._resize(entry, fleet, device)
-        return (readings if len(readings) == window else None), len(readings)
+        held = self._devices.get(key)
+        if held is not None and timestamp_ms and held.timestamp_ms and timestamp_ms <= held.timestamp_ms:
+            return self._earlier(held, timestamp_ms)
+        if held is None or held.readings.shape[1] != readings.shape[1]:
+            held = self._new(key, held, readings.shape[1])
+        self._devices.move_to_end(key)
+        joined = self._join(held, readings, timestamp_ms, period_ms)
+        held.readings = joined[-window:].copy()  # a copy: never a view of the request's bytes
+        if timestamp_ms:
+            held.timestamp_ms = timestamp_ms
+        outcome = self._remember(held, timestamp_ms)
+        if len(held.readings) < window:
+            if outcome is not None:
+                outcome.set_result(Outcome(len(held.readings)))
+            self._resize(held, fleet, device)
+            return Warming(len(held.readings))
+        self._follow(held, model_key, policy)
+        self._resize(held, fleet, device)
+        return Ready(held.readings, Ticket(held, True, outcome))
 
-    def alarm_of(self, fleet: str, device: str, model_key: str,
-                 threshold: StreamingThreshold) -> tuple[DeviceAlarm, bool]:
-        """(the device's threshold state for the model, whether its latest readings are new); call right after
-        an `append` that returned a full window. A device scored by another model before starts over."""
-        entry = self._held.get((fleet, device))
-        if entry is None:  # over the byte budget alone: judged from a fresh state, kept nowhere
-            return DeviceAlarm(model_key, threshold), True
-        if entry.alarm is None or entry.alarm.key != model_key:
-            entry.alarm = DeviceAlarm(model_key, threshold)
-            self._resize(entry, fleet, device)
-        return entry.alarm, entry.fresh
+    def retry(self, fleet: str, device: str, model_key: str, policy: Policy) -> Ticket:
+        """A ticket that judges a remembered, failed window again without learning from it."""
+        held = self._devices.get((fleet, device))
+        if held is None:  # forgotten since: judged by a fresh state, kept nowhere
+            held = _Device(np.zeros((0, 1), np.float32))
+        self._follow(held, model_key, policy)
+        return Ticket(held, False, None)
 
-    def _resize(self, entry: _Held, fleet: str, device: str) -> None:
-        """Count `entry`'s bytes, then forget the least recently updated devices while over the bounds."""
-        self.bytes -= entry.size
-        entry.size = (entry.readings.nbytes + len(fleet.encode()) + len(device.encode()) + ENTRY_OVERHEAD_BYTES
-                      + (entry.alarm.nbytes if entry.alarm is not None else 0))
-        self.bytes += entry.size
-        while len(self._held) > 1 and (len(self._held) > self.max_devices or self.bytes > self.max_bytes):
-            _, evicted = self._held.popitem(last=False)
+    def export(self, fleet: str, device: str) -> dict | None:
+        """A device's learnt state (policy state and sampling period), e.g. for a new model version or process."""
+        held = self._devices.get((fleet, device))
+        if held is None or held.state is None:
+            return None
+        return {"model_key": held.key, "period_ms": held.period_ms, "policy": held.state.to_dict()}
+
+    def _earlier(self, held: _Device, timestamp_ms: int) -> Remembered:
+        outcome = held.outcomes.get(timestamp_ms)
+        if outcome is None:
+            self.count("late_refused")
+            oldest = next(iter(held.outcomes), None)
+            remembered = f"the verdicts remembered start at {oldest}" if oldest else "no verdicts are remembered"
+            raise ItemProblem(OUT_OF_RANGE, f"readings at timestamp_ms {timestamp_ms} are not after the device's "
+                                            f"newest ({held.timestamp_ms}) and are no resend ({remembered}): late "
+                                            "data is never spliced into the window; send readings in time order")
+        self.count("resend_answered")
+        return Remembered(outcome)
+
+    def _new(self, key: tuple[str, str], old: _Device | None, features: int) -> _Device:
+        """A device seen for the first time, or whose feature count changed (its fleet's model changed): a new
+        window; the policy state and timestamps carry over where the model allows."""
+        fresh = _Device(np.zeros((0, features), np.float32))
+        if old is not None:
+            self.bytes -= old.size
+            fresh.timestamp_ms, fresh.period_ms = old.timestamp_ms, old.period_ms
+            fresh.key, fresh.policy, fresh.state, fresh.tail = old.key, old.policy, old.state, old.tail
+        self._devices[key] = fresh
+        return fresh
+
+    def _join(self, held: _Device, readings: np.ndarray, timestamp_ms: int, period_ms: float | None) -> np.ndarray:
+        """The held readings and the new ones, with a gap filled by NaN readings, or only the new ones after a gap
+        too long to fill."""
+        if not (timestamp_ms and held.timestamp_ms):
+            return np.concatenate([held.readings, readings])
+        elapsed = timestamp_ms - held.timestamp_ms
+        per_reading = elapsed / len(readings)
+        if period_ms is None:
+            held.period_ms = per_reading if held.period_ms is None else min(held.period_ms, per_reading)
+        period = period_ms or held.period_ms
+        missing = elapsed / period - len(readings)
+        if missing < GAP_SLACK or not len(held.readings):
+            return np.concatenate([held.readings, readings])
+        fill = round(missing)
+        if fill > self.max_gap_readings:
+            self.count("gap_restarted")
+            return readings
+        self.count("gap_filled")
+        gap = np.full((fill, readings.shape[1]), np.nan, np.float32)
+        return np.concatenate([held.readings, gap, readings])
+
+    def _remember(self, held: _Device, timestamp_ms: int) -> asyncio.Future | None:
+        if not timestamp_ms:
+            return None
+        outcome = asyncio.get_running_loop().create_future()
+        held.outcomes[timestamp_ms] = outcome
+        while len(held.outcomes) > self.remember:
+            held.outcomes.popitem(last=False)
+        return outcome
+
+    def _follow(self, held: _Device, model_key: str, policy: Policy) -> None:
+        """Make the device's policy state the model's: carried over from the previous model where compatible."""
+        if held.key == model_key and held.state is not None:
+            return
+        state = policy.start()
+        if held.state is not None:
+            carried = held.policy is not None and policy.compatible(held.policy) and state.restore(held.state.to_dict())
+            self.count("policy_carried_over" if carried else "policy_restarted")
+        held.key, held.policy, held.state = model_key, policy, state
+
+    def _resize(self, held: _Device, fleet: str, device: str) -> None:
+        """Count `held`'s bytes, then forget the least recently updated devices while over the bounds."""
+        self.bytes -= held.size
+        held.size = held.nbytes(fleet, device)
+        self.bytes += held.size
+        while len(self._devices) > 1 and (len(self._devices) > self.max_devices or self.bytes > self.max_bytes):
+            _, evicted = self._devices.popitem(last=False)
             self.bytes -= evicted.size
+            self.count("evicted")
         if self.bytes > self.max_bytes:  # one device alone is over the budget: keep nothing
-            self._held.clear()
+            self._devices.clear()
             self.bytes = 0
+            self.count("evicted")

@@ -8,6 +8,7 @@ import json
 import grpc
 import numpy as np
 
+from aelstm.core.policy import Verdict
 from aelstm.v1 import scoring_pb2 as pb
 
 from .registry import ModelEntry
@@ -129,22 +130,12 @@ def warming_result(item: pb.Item, held: int, entry: ModelEntry) -> pb.ItemResult
                          model_name=entry.bundle.name, model_version=entry.version)
 
 
-def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float, threshold: float,
-                 alarm: bool) -> pb.ItemResult:
+def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float,
+                 verdict: Verdict) -> pb.ItemResult:
     return pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_OK, score=score, rec_part=rec,
-                         pred_part=pred, threshold=threshold, is_anomaly=alarm,
-                         model_name=entry.bundle.name, model_version=entry.version, timestamp_ms=item.timestamp_ms)
-
-
-def threshold_method(manifest: dict) -> str:
-    """The threshold method really used: bundles written before the fallback was named say `pot` with a
-    `fallback` parameter when POT fell back to a quantile."""
-    threshold = manifest.get("threshold", {})
-    method = str(threshold.get("method", ""))
-    fallback = (threshold.get("params") or {}).get("fallback")
-    if method == "pot" and fallback:
-        return f"quantile (pot fallback: {str(fallback).removeprefix('quantile: ')})"
-    return method
+                         pred_part=pred, alarm_score=verdict.alarm_score, threshold=verdict.threshold,
+                         is_anomaly=verdict.alarm, model_name=entry.bundle.name, model_version=entry.version,
+                         timestamp_ms=item.timestamp_ms)
 
 
 def model_info(entry: ModelEntry) -> pb.ModelInfo:
@@ -152,5 +143,5 @@ def model_info(entry: ModelEntry) -> pb.ModelInfo:
     b = entry.bundle
     return pb.ModelInfo(fleet_id="" if entry.is_default else entry.fleet, model_name=b.name,
                         model_version=entry.version, window=b.window, features=list(b.features),
-                        threshold=b.threshold, threshold_method=threshold_method(b.manifest),
+                        threshold=b.threshold, threshold_method=b.threshold_method,
                         is_default=entry.is_default, manifest_json=json.dumps(b.manifest))

@@ -36,6 +36,12 @@ class Metrics:
                                    registry=r)
         self.models_refused = Gauge("aelstm_models_refused", "Model versions refused since start.", registry=r)
         self.devices = Gauge("aelstm_device_windows", "Devices whose sliding window the ingress holds.", registry=r)
+        self.device_events = Counter(
+            "aelstm_device_events", "What happened to devices' state: evicted (forgotten, least recent first), "
+            "resend_answered (a resend got its first verdict), late_refused (readings older than the newest, not a "
+            "resend), gap_filled / gap_restarted (a gap filled by interpolation / too long: window restarted), "
+            "policy_carried_over / policy_restarted (a new model kept / could not keep the device's alarm-policy "
+            "state).", ["event"], registry=r)
         self.watchers = Gauge("aelstm_anomaly_watchers", "Open WatchAnomalies streams.", registry=r)
         self.watcher_dropped = Counter("aelstm_anomaly_watcher_dropped", "Anomalies dropped because a watcher "
                                        "fell behind.", registry=r)

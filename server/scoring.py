@@ -1,5 +1,7 @@
-"""Score one `ScoreRequest` into its `ScoreResponse`, without any transport: validation, per-device windows and
-streaming thresholds, coalesced scoring and result building. The gRPC servicer only streams requests through it.
+"""Score one `ScoreRequest` into its `ScoreResponse`, without any transport. The gRPC servicer only streams
+requests through it. Each request goes through the same stages: decode and validate each item once → ask the
+device store what the item needs (`devices.admit`) → score the full windows in one coalesced call (replicas return
+scores only) → the alarm policy decides, per device in reading order → encode the results.
 
 Every request gets exactly one response and every item exactly one result, in order; a bad item gets an item
 error and never breaks its request.
@@ -16,10 +18,9 @@ import numpy as np
 
 from aelstm.v1 import scoring_pb2 as pb
 
-from .alarms import Judgement
 from .anomalies import AnomalyHub
 from .coalescer import Coalescer
-from .devices import DeviceWindows
+from .devices import DeviceStore, Ready, Remembered, Retry, Ticket, Warming
 from .items import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -70,7 +71,7 @@ OTHER_FLEETS = "other"  # the metrics label of every fleet without a model of it
 class RequestScorer:
     """`score_request(request) -> response`: the one scoring path of every RPC that scores."""
 
-    def __init__(self, models: ModelBook, coalescer: Coalescer, devices: DeviceWindows, hub: AnomalyHub,
+    def __init__(self, models: ModelBook, coalescer: Coalescer, devices: DeviceStore, hub: AnomalyHub,
                  metrics: Metrics, limits: Limits = Limits()) -> None:
         self.models = models
         self.coalescer = coalescer
@@ -160,64 +161,85 @@ class RequestScorer:
                        f"one with `aelstm publish BUNDLE --fleet FLEET`")
             return [error_result(item, NOT_FOUND, message) for item in items]
         results: list[pb.ItemResult | None] = [None] * len(items)
-        windows, positions, judgements = [], [], {}
+        fresh: dict[int, tuple[np.ndarray, Ticket | None]] = {}
+        remembered: dict[int, Remembered] = {}
+        retried: dict[int, tuple[np.ndarray, Ticket | None]] = {}
         try:
             for i, item in enumerate(items):
                 try:
-                    window = self._window_of(request.fleet_id, entry, item, judgements, i)
+                    admitted = self._admit(request.fleet_id, entry, item)
                 except ItemProblem as problem:
                     results[i] = error_result(item, problem.code, problem.message, entry)
                     continue
-                if isinstance(window, int):
-                    results[i] = warming_result(item, window, entry)
+                if isinstance(admitted, Warming):
+                    results[i] = warming_result(item, admitted.held, entry)
+                elif isinstance(admitted, Remembered):
+                    remembered[i] = admitted
+                elif isinstance(admitted, Ready):
+                    fresh[i] = (admitted.window, admitted.ticket)
                 else:
-                    windows.append(window)
-                    positions.append(i)
-            if windows:
-                await self._score_windows(request, entry, windows, positions, judgements, results, started)
+                    fresh[i] = (admitted, None)
+            if fresh:
+                await self._score_windows(request, entry, fresh, results, started)
+            for i, admitted in remembered.items():  # resends: what their readings got the first time
+                outcome = await admitted.outcome  # after this request's own windows: it may be one of them
+                if isinstance(outcome, Retry):
+                    retried[i] = (outcome.window, self.devices.retry(request.fleet_id, items[i].device_id,
+                                                                     entry.key, entry.bundle.policy))
+                else:
+                    results[i] = self._remembered_result(items[i], entry, outcome)
+            if retried:
+                await self._score_windows(request, entry, retried, results, started)
         finally:
-            for judgement in judgements.values():  # unjudged (failed, refused, cancelled): let the device go on
-                judgement.release()
+            for window, ticket in (*fresh.values(), *retried.values()):
+                if ticket is not None:
+                    ticket.fail(window)  # a no-op once judged; else (failed, cancelled) the device goes on
         return results
 
-    async def _score_windows(self, request: pb.ScoreRequest, entry: ModelEntry, windows: list[np.ndarray],
-                             positions: list[int], judgements: dict[int, Judgement],
+    async def _score_windows(self, request: pb.ScoreRequest, entry: ModelEntry,
+                             windows: dict[int, tuple[np.ndarray, Ticket | None]],
                              results: list[pb.ItemResult | None], started: float) -> None:
-        """Score the full windows in one coalesced call and fill in their results (a device's streaming
-        threshold judges its scores in reading order)."""
+        """Score full windows (item position → window, ticket) in one coalesced call and judge each with the alarm
+        policy: a device's own state in reading order for `readings` items, the fitted policy alone for `window`
+        items."""
         items = request.items
         stages = self.metrics.stage_seconds
         stages.labels("prepare").observe(time.perf_counter() - started)
+        positions = list(windows)
         try:
-            scores = await self.coalescer.score(entry.key, np.stack(windows))
+            scores = await self.coalescer.score(entry.key, np.stack([windows[i][0] for i in positions]))
         except Exception as exc:
             log.warning("scoring backend failed for %s: %s", entry.key, exc)
             for i in positions:
                 results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {_brief(exc)}",
                                           entry)
-        else:
-            responding = time.perf_counter()
-            finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
-            for k, i in enumerate(positions):
-                if not finite[k]:
-                    log.error("model %s gave a non-finite score: refused as INTERNAL", entry.key)
-                    results[i] = error_result(items[i], INTERNAL, "the model gave a non-finite score for this "
-                                              "window; it was not returned", entry)
-                    continue
-                score = float(scores.score[k])
-                threshold, alarm = scores.threshold, score > scores.threshold
-                if (judgement := judgements.get(i)) is not None:
-                    threshold, alarm = await judgement.judge(score)
-                results[i] = score_result(items[i], entry, score, float(scores.rec_part[k]),
-                                          float(scores.pred_part[k]), threshold, alarm)
-                if alarm:
-                    self._flag(request, results[i])
-            stages.labels("respond").observe(time.perf_counter() - responding)
+            return
+        responding = time.perf_counter()
+        finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
+        for k, i in enumerate(positions):
+            if not finite[k]:
+                log.error("model %s gave a non-finite score: refused as INTERNAL", entry.key)
+                results[i] = error_result(items[i], INTERNAL, "the model gave a non-finite score for this "
+                                          "window; it was not returned", entry)
+                continue
+            score, rec, pred = float(scores.score[k]), float(scores.rec_part[k]), float(scores.pred_part[k])
+            ticket = windows[i][1]
+            if ticket is not None:
+                verdict = (await ticket.judge(score, rec, pred)).verdict
+            else:
+                verdict = entry.bundle.judge_alone((rec, pred))
+            results[i] = score_result(items[i], entry, score, rec, pred, verdict)
+            if verdict.alarm:
+                self._flag(request, results[i])
+        stages.labels("respond").observe(time.perf_counter() - responding)
 
-    def _window_of(self, fleet: str, entry: ModelEntry, item: pb.Item, judgements: dict[int, Judgement],
-                   position: int) -> np.ndarray | int:
-        """The item's full window, or how many readings its device holds while it warms up. A full window of
-        readings under a streaming threshold also takes its place in the device's judging order."""
+    def _remembered_result(self, item: pb.Item, entry: ModelEntry, outcome) -> pb.ItemResult:
+        if outcome.verdict is None:
+            return warming_result(item, outcome.held, entry)
+        return score_result(item, entry, outcome.score, outcome.rec, outcome.pred, outcome.verdict)
+
+    def _admit(self, fleet: str, entry: ModelEntry, item: pb.Item) -> np.ndarray | Warming | Ready | Remembered:
+        """Decode and check one item once: a whole window to score, or what the device store says of readings."""
         if not item.device_id:
             raise ItemProblem(INVALID_ARGUMENT, "item has no device_id")
         if self._too_long(item.device_id):
@@ -232,16 +254,18 @@ class RequestScorer:
                 raise ItemProblem(RESOURCE_EXHAUSTED, f"item has {len(readings)} readings, the limit is "
                                                       f"{self.limits.max_readings_per_item}: send them in parts")
             check_features(readings, entry, "readings")
-            window, held = self.devices.append(fleet, item.device_id, readings, entry.bundle.window,
-                                                item.timestamp_ms)
+            bundle = entry.bundle
+            admitted = self.devices.admit(fleet, item.device_id, readings, item.timestamp_ms, model_key=entry.key,
+                                          window=bundle.window, policy=bundle.policy,
+                                          period_ms=bundle.sampling_period_ms)
             self.metrics.devices.set(len(self.devices))
-            if window is None:
-                return held
-            window = check_fillable(window, entry)
-            if (streaming := entry.bundle.streaming_threshold) is not None:
-                alarm, fresh = self.devices.alarm_of(fleet, item.device_id, entry.key, streaming)
-                judgements[position] = alarm.reserve(fresh)
-            return window
+            if isinstance(admitted, Ready):
+                try:
+                    check_fillable(admitted.window, entry)
+                except ItemProblem:
+                    admitted.ticket.fail(admitted.window)
+                    raise
+            return admitted
         raise ItemProblem(INVALID_ARGUMENT, "item carries neither `window` nor `readings`")
 
     def _flag(self, request: pb.ScoreRequest, result: pb.ItemResult) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from aelstm.core.bundle import load_bundle
-from aelstm.core.calibrate import DEFAULT_DEPTH, DEFAULT_METHOD, DEFAULT_RISK, THRESHOLD_METHODS
 from aelstm.core.cli_options import data_options, echo_features, read_series
+from aelstm.core.policy import DEFAULT_POLICY
 
 from .evaluation.cli import evaluate
 
@@ -68,20 +68,21 @@ from .evaluation.cli import evaluate
     help="joint: co-trained AE+LSTM; separate: AE then LSTM; ae/lstm: one part only.",
 )
 @click.option(
-    "--threshold",
-    "threshold_method",
-    type=click.Choice(THRESHOLD_METHODS),
-    default=DEFAULT_METHOD,
+    "--policy",
+    default=DEFAULT_POLICY,
     show_default=True,
-    help="From normal validation scores: spot keeps learning per device while it scores (SPOT, or DSPOT with "
-    "--drift-depth); pot is that level fixed; quantile an empirical quantile.",
+    help="Alarm policy: rules separated by '|', fitted on normal validation scores and run per device. First "
+    "`sum` (the score) or `likelihood[:short=N,long=N]` (each error term against the device's own past); then "
+    "optionally `refractory:n=N` (one alarm per episode); last a threshold: `spot:risk=R,depth=D` (streaming, "
+    "drift-aware with depth > 0), `pot:risk=R`, `quantile:q=Q` or `fixed:value=V`.",
 )
-@click.option("--quantile", default=0.995, show_default=True, help="Quantile for --threshold quantile.")
-@click.option("--pot-risk", default=DEFAULT_RISK, show_default=True,
-              help="Alarm probability per normal score for --threshold pot and spot.")
-@click.option("--drift-depth", default=DEFAULT_DEPTH, show_default=True,
-              help="--threshold spot: judge each score against the mean of the device's last N scores, so a device "
-              "that settles at a new level stops alarming (0: against the calibration level).")
+@click.option(
+    "--alarms-teach/--alarms-do-not-teach",
+    default=True,
+    show_default=True,
+    help="Whether a device's alarms update its policy state: teaching lets a drifted device go quiet; not teaching "
+    "keeps a long anomaly flagged over its whole length.",
+)
 @click.option("--wavelet", default="db4", show_default=True, help="PyWavelets wavelet for denoising.")
 @click.option("--wavelet-level", default=1, show_default=True, help="Decomposition levels denoised.")
 @click.option("--no-denoise", is_flag=True, help="Skip wavelet denoising.")
@@ -141,7 +142,7 @@ def train(
     click.echo(
         f"trained {bundle.name} v{bundle.version} on rows 0–{rows - 1} × features [{', '.join(bundle.features)}]: "
         f"{len(fitted.history)} epochs{stops}, {fitted.seconds:.1f}s; threshold {bundle.threshold:.4g} "
-        f"({m['threshold']['method']}); validation flagged {m['validation']['flagged_fraction']:.2%}"
+        f"({bundle.threshold_method}); validation flagged {m['validation']['flagged_fraction']:.2%}"
     )
     click.echo(f"bundle written to {output}")
 

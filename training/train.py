@@ -16,16 +16,9 @@ import numpy as np
 import torch
 
 from aelstm.core.bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, SCHEMA_VERSION, load_bundle, write_manifest
-from aelstm.core.calibrate import (
-    DEFAULT_DEPTH,
-    DEFAULT_METHOD,
-    DEFAULT_RISK,
-    THRESHOLD_METHODS,
-    Threshold,
-    calibrate,
-)
 from aelstm.core.data import Series
 from aelstm.core.errors import DataError
+from aelstm.core.policy import DEFAULT_POLICY, Policy
 from aelstm.core.preprocess import (
     OUT_OF_RANGE_POLICIES,
     DenoiseConfig,
@@ -62,10 +55,8 @@ class TrainConfig:
     alpha: float = 0.5
     beta: float = 0.5
     mode: str = "joint"  # joint = co-trained; separate = AE first, then LSTM on frozen codes; ae / lstm = one part
-    threshold_method: str = DEFAULT_METHOD
-    quantile: float = 0.995
-    pot_risk: float = DEFAULT_RISK
-    drift_depth: int = DEFAULT_DEPTH  # spot threshold: scores in the per-stream drift baseline (0 = plain SPOT)
+    policy: str = DEFAULT_POLICY  # the alarm policy's rules (`core.policy`), fitted on the validation terms
+    alarms_teach: bool = True  # whether a stream's alarms teach its policy state
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     out_of_range: str = "extrapolate"
     seed: int = 0
@@ -73,7 +64,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.mode in TRAINING_MODES, f"mode must be one of {TRAINING_MODES}"),
-            (self.threshold_method in THRESHOLD_METHODS, f"threshold method must be one of {THRESHOLD_METHODS}"),
             (self.out_of_range in OUT_OF_RANGE_POLICIES, f"out-of-range policy must be one of {OUT_OF_RANGE_POLICIES}"),
             (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0, "alpha, beta must be ≥ 0, not both 0"),
             (0.0 < self.validation_fraction < 0.9, "validation fraction must be in (0, 0.9)"),
@@ -90,6 +80,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise DataError(message)
+        self.alarm_policy  # noqa: B018 - validates the policy's rules
+
+    @property
+    def alarm_policy(self) -> Policy:
+        """The policy's rules, not fitted yet."""
+        return Policy.parse(self.policy, self.alarms_teach)
 
     @property
     def score_weights(self) -> tuple[float, float]:
@@ -107,12 +103,17 @@ class FittedModel:
     model: JointAELSTM
     config: TrainConfig
     scaler: MinMaxScaler
-    threshold: Threshold
+    policy: Policy
     error_scales: tuple[float, float]
     history: list[dict]
     validation: dict
     seconds: float
-    validation_scores: np.ndarray | None = None  # the held-out normal scores the threshold was calibrated on
+    validation_terms: np.ndarray | None = None  # [n, 2] held-out normal (rec_part, pred_part): the policy's fit
+
+    @property
+    def validation_scores(self) -> np.ndarray:
+        """The held-out normal scores (the sum of the terms), in time order."""
+        return self.validation_terms.sum(axis=1)
 
     @property
     def early_stops(self) -> dict[str, int]:
@@ -123,6 +124,11 @@ class FittedModel:
     def score(self, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Scores of raw windows with the torch model (same function as the exported graph)."""
         return self.score_parts(windows, batch_size)[0]
+
+    def score_terms(self, windows: np.ndarray) -> np.ndarray:
+        """`[n, 2]`: each window's weighted reconstruction and prediction errors (their sum is the score)."""
+        _, rec, pred = self.score_parts(windows)
+        return np.stack([rec, pred], axis=1).astype(np.float64)
 
     def score_parts(self, windows: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, ...]:
         prepared = prepare_windows(windows, self.config.denoise)
@@ -298,18 +304,17 @@ def _fit(
         rec, pred = model.last_errors(train_t)
     scales = (max(rec.mean().item(), 1e-12), max(pred.mean().item(), 1e-12))
     model.set_score_weights(*config.score_weights, *scales)
-    fitted = FittedModel(model, config, scaler, Threshold(0.0, "pending"), scales, history, {}, 0.0)
-    val_scores = np.concatenate([fitted.score(windows) for windows in calibration])
-    fitted.validation_scores = val_scores
-    fitted.threshold = calibrate(val_scores, config.threshold_method, quantile=config.quantile, risk=config.pot_risk,
-                                 depth=config.drift_depth)
+    fitted = FittedModel(model, config, scaler, config.alarm_policy, scales, history, {}, 0.0)
+    fitted.validation_terms = np.concatenate([fitted.score_terms(windows) for windows in calibration])
+    val_scores = fitted.validation_scores
+    fitted.policy = config.alarm_policy.fit(fitted.validation_terms)
     fitted.validation = {
         "windows": len(val_scores),
         "loss": min(r["val_loss"] for r in history if r["phase"] == history[-1]["phase"]) if history else None,
         "score_median": float(np.median(val_scores)),
         "score_p99": float(np.quantile(val_scores, 0.99)),
         "score_max": float(val_scores.max()),
-        "flagged_fraction": float((val_scores > fitted.threshold.value).mean()),
+        "flagged_fraction": float(fitted.policy.flags(fitted.validation_terms).mean()),
     }
     fitted.seconds = time.perf_counter() - started
     return fitted
@@ -357,6 +362,7 @@ def write_bundle(
     name: str,
     version: str,
     source: dict,
+    sampling_period_ms: float | None = None,
 ):
     """Export the ONNX graph and its manifest into `out_dir`, then load it back (validation included)."""
     out_dir = Path(out_dir)
@@ -385,7 +391,8 @@ def write_bundle(
             "rec_scale": fitted.error_scales[0],
             "pred_scale": fitted.error_scales[1],
         },
-        "threshold": fitted.threshold.to_dict(),
+        "policy": fitted.policy.to_dict(),
+        "sampling": {"period_ms": sampling_period_ms},
         "training": {
             **source,
             "config": fitted.config.to_dict(),
@@ -435,10 +442,18 @@ def train_series(
     normal = series.values[:rows]
     fitted = fit(normal, config, progress=progress, threads=threads)
     source = {"data": series.name, "rows": rows, "data_fingerprint": fingerprint(normal), "seed": config.seed}
-    bundle = write_bundle(
-        fitted, out_dir, feature_names=series.feature_names, name=name or series.name, version=version, source=source
-    )
+    period = sampling_period_ms(series.timestamps[:rows]) if series.timestamps is not None else None
+    bundle = write_bundle(fitted, out_dir, feature_names=series.feature_names, name=name or series.name,
+                          version=version, source=source, sampling_period_ms=period)
     return fitted, bundle
+
+
+def sampling_period_ms(timestamps: np.ndarray) -> float | None:
+    """The median time between readings, in ms (None without two distinct timestamps): how the server tells a gap
+    in a device's readings."""
+    steps = np.diff(np.asarray(timestamps, dtype="datetime64[ns]").astype(np.int64)) / 1e6
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else None
 
 
 __all__ = ["FittedModel", "TrainConfig", "fit", "replace", "train_series", "training_rows", "write_bundle"]

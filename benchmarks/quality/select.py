@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from aelstm.training.evaluation.cli import DEFAULT_DATA, DEFAULT_OUT, run_settings
 from aelstm.training.evaluation.protocols import load_protocol, skab_groups
 from aelstm.training.evaluation.report import load_average
-from aelstm.training.evaluation.selection import RULE, RULE_HISTORY, aelstm_variants, calibrators, choose, grid
+from aelstm.training.evaluation.selection import RULE, RULE_HISTORY, aelstm_variants, choose, grid, policies
 
 WINDOW = 16  # as `aelstm evaluate`'s default
 
@@ -35,17 +35,15 @@ def markdown(data: dict) -> str:
            f"Chose on: {', '.join(data['development_groups'])} runs ({len(data['cases'])}: "
            f"{', '.join(data['cases'])}). Never loaded here, reported elsewhere: "
            f"{', '.join(data['held_out_groups'])} runs.", "", f"Rule: {data['rule']}. {data['rule_history']}", "",
-           f"**Chosen:** threshold {chosen['calibrator']}, AE-LSTM variant {chosen['aelstm'] or 'defaults'} "
+           f"**Chosen:** alarm policy {chosen['policy']}, AE-LSTM variant {chosen['aelstm'] or 'defaults'} "
            f"(mean F1 {chosen['mean_f1']:.3f}, mean FAR {100 * chosen['mean_fpr']:.1f} % on the development runs).",
            "", f"For scale: flagging every test row of these runs gives F1 {data['grid'][0]['all_flagged_f1']:.3f}; "
            "best F1 is the highest F1 any threshold reaches (chosen with labels: an upper bound).",
-           "", "| Detector | AE-LSTM variant | Threshold | F1 | FAR % | best F1 | shipped / best | ROC-AUC | PR-AUC |",
+           "", "| Detector | AE-LSTM variant | Policy | F1 | FAR % | best F1 | shipped / best | ROC-AUC | PR-AUC |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in data["grid"]:
-        c = r["calibrator"]
-        threshold = f"{c['method']} risk {c['risk']:g}" + (f" depth {c['depth']}" if c["method"] == "spot" else "")
         ratio = "–" if r["shipped_over_best"] is None else f"{100 * r['shipped_over_best']:.0f} %"
-        out.append(f"| {r['detector']} | {r['aelstm'] or '–'} | {threshold} | {r['f1']:.3f} | {100 * r['fpr']:.1f} | "
+        out.append(f"| {r['detector']} | {r['aelstm'] or '–'} | {r['policy']} | {r['f1']:.3f} | {100 * r['fpr']:.1f} | "
                    f"{r['best_f1']:.3f} | {ratio} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} |")
     return "\n".join([*out, ""])
 
@@ -66,7 +64,7 @@ def main() -> None:
     protocol = load_protocol(args.dataset, args.data_root, quick=args.quick, split="development")
     settings = run_settings(args.dataset, args.quick, args.epochs, WINDOW, args.seed)
     with threadpool_limits(1):
-        rows = grid(protocol, settings, calibrators(), aelstm_variants(), progress=not args.quiet)
+        rows = grid(protocol, settings, policies(), aelstm_variants(), progress=not args.quiet)
     command = " ".join(["python -m benchmarks.quality.select --dataset", args.dataset,
                         *(["--quick"] if args.quick else []), *(["--epochs", str(args.epochs)] if args.epochs else [])])
     data = {"dataset": args.dataset, "command": command, "split": protocol.split,

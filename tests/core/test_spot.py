@@ -6,9 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from aelstm.core.calibrate import calibrate, spot_threshold
+from aelstm.core.calibrate import spot_threshold
 from aelstm.core.errors import DataError
 from aelstm.core.spot import SpotConfig, StreamingThreshold, gpd_moments, tail_level
+
+
+def run(threshold: StreamingThreshold, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(alarms, thresholds in force) of one stream from a fresh state, judged then learnt score by score."""
+    state = threshold.start()
+    judged = [state.step(float(score)) for score in scores]
+    return np.array([alarm for _, alarm in judged]), np.array([limit for limit, _ in judged])
 
 
 def test_moments_recover_an_exponential_tail():
@@ -23,7 +30,7 @@ def test_moments_recover_an_exponential_tail():
 def test_stationary_scores_alarm_at_about_the_risk():
     rng = np.random.default_rng(1)
     threshold = StreamingThreshold.calibrate(rng.exponential(size=5_000), SpotConfig(risk=1e-3))
-    alarms, limits = threshold.run(rng.exponential(size=50_000))
+    alarms, limits = run(threshold, rng.exponential(size=50_000))
     assert alarms.mean() < 3e-3
     assert limits[0] == pytest.approx(threshold.value)
 
@@ -36,7 +43,7 @@ def test_a_settled_shift_stops_alarming_within_the_bound_and_a_spike_still_stand
     scores = np.r_[rng.exponential(size=1_000), shift + rng.exponential(size=4_000)]
     spike_at = 4_500
     scores[spike_at] += 20.0
-    alarms, _ = threshold.run(scores)
+    alarms, _ = run(threshold, scores)
     bound = math.ceil(shift / (threshold.value - threshold.level_prior)) * depth + depth
     assert alarms[1_000:1_010].any()  # the shift itself is news
     assert alarms[1_000 + bound : spike_at].sum() <= 5  # back to the risk rate (≈ 3 expected)
@@ -47,8 +54,8 @@ def test_plain_spot_judges_levels_not_changes():
     rng = np.random.default_rng(3)
     calibration = rng.exponential(size=5_000)
     scores = np.r_[rng.exponential(size=500), 12.0 + rng.exponential(size=1_000)]
-    spot_alarms, _ = StreamingThreshold.calibrate(calibration, SpotConfig(depth=0)).run(scores)
-    dspot_alarms, _ = StreamingThreshold.calibrate(calibration, SpotConfig(depth=50)).run(scores)
+    spot_alarms, _ = run(StreamingThreshold.calibrate(calibration, SpotConfig(depth=0)), scores)
+    dspot_alarms, _ = run(StreamingThreshold.calibrate(calibration, SpotConfig(depth=50)), scores)
     assert spot_alarms[500:].sum() > 2 * dspot_alarms[500:].sum()
 
 
@@ -78,18 +85,18 @@ def test_round_trip_through_json_gives_the_same_alarms():
     calibrated = spot_threshold(rng.exponential(size=3_000), SpotConfig(depth=30))
     restored = StreamingThreshold.from_dict(json.loads(json.dumps(calibrated.to_dict()["streaming"])))
     scores = rng.exponential(size=5_000) * np.linspace(1, 3, 5_000)
-    np.testing.assert_array_equal(restored.run(scores)[0], calibrated.flags(scores))
+    np.testing.assert_array_equal(run(restored, scores)[0], run(calibrated.streaming, scores)[0])
     with pytest.raises(DataError, match="malformed streaming threshold"):
         StreamingThreshold.from_dict({"config": {}})
 
 
 def test_short_validation_lowers_the_initial_quantile_and_tiny_falls_back():
     scores = np.random.default_rng(7).exponential(size=80)  # e.g. 20 % of 400 training rows
-    threshold = calibrate(scores, "spot", depth=20)
+    threshold = spot_threshold(scores, SpotConfig(depth=20))
     assert threshold.method == "dspot"
     assert threshold.params["initial_q"] == pytest.approx(1 - 10 / 80)
     assert threshold.streaming.exceeded >= 10
-    assert calibrate(scores[:12], "spot").method.startswith("quantile (spot fallback")
+    assert spot_threshold(scores[:12]).method.startswith("quantile (spot fallback")
 
 
 @pytest.mark.parametrize("bad", [{"risk": 0.5}, {"initial_q": 1.0}, {"depth": -1}, {"max_peaks": 3}])

@@ -7,6 +7,7 @@ import pytest
 from aelstm.core.bundle import MANIFEST_FILE, load_bundle
 from aelstm.core.data import load_nab
 from aelstm.core.errors import BundleError, DataError
+from aelstm.core.policy import DEFAULT_POLICY, Policy
 from aelstm.core.preprocess import sliding_windows
 from aelstm.core.runtime import BundleScorer
 from aelstm.training.train import TrainConfig, fit, write_bundle
@@ -30,9 +31,11 @@ def test_manifest_describes_the_model(tiny_bundle):
     m = bundle.manifest
     assert bundle.features == ("value",) and bundle.window == 16
     assert m["score"]["alpha"] == 0.5 and m["score"]["rec_scale"] > 0
-    # The shipped default: a streaming DSPOT threshold whose initial state travels in the manifest.
-    assert m["threshold"]["method"] == "dspot" and m["threshold"]["params"]["depth"] == 512
-    assert bundle.streaming_threshold.value == bundle.threshold > 0
+    # The shipped default alarm policy, fitted, travels in the manifest as one object and is rebuilt from it.
+    assert bundle.policy.spec == Policy.parse(DEFAULT_POLICY).spec and bundle.policy.fitted
+    assert Policy.from_dict(json.loads(json.dumps(m["policy"]))) == bundle.policy
+    assert bundle.threshold == bundle.policy.initial_threshold > 0
+    assert m["sampling"]["period_ms"] == 5 * 60 * 1000  # NAB's machine_temperature: a reading every 5 minutes
     assert len(m["training"]["data_fingerprint"]) == 64 and m["training"]["seed"] == 0
     assert m["onnx"]["opset"] >= 17 and len(m["onnx"]["sha256"]) == 64
     assert m["preprocessing"]["denoise"]["wavelet"] == "db4"

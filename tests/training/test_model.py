@@ -8,6 +8,7 @@ from aelstm.core.errors import DataError
 from aelstm.training.model import JointAELSTM, ModelConfig
 from aelstm.training.train import TrainConfig, fit
 
+STATIC = "sum | pot:risk=0.0001"  # a fixed level on the score: these tests judge the model, not a policy
 
 def test_score_is_the_sum_of_its_weighted_normalised_parts():
     model = JointAELSTM(ModelConfig(n_features=2, window=8)).eval()
@@ -37,7 +38,7 @@ def _sine(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_joint_training_learns_normal_behaviour_and_flags_a_spike():
-    config = TrainConfig(window=24, hidden=16, latent=4, epochs=15, patience=3, seed=3)
+    config = TrainConfig(window=24, hidden=16, latent=4, epochs=15, patience=3, seed=3, policy=STATIC)
     fitted = fit(_sine(1200), config, progress=False)
     assert fitted.history[-1]["val_loss"] < fitted.history[0]["val_loss"]
     test = _sine(200, seed=9)
@@ -45,8 +46,8 @@ def test_joint_training_learns_normal_behaviour_and_flags_a_spike():
     windows = np.lib.stride_tricks.sliding_window_view(test[:, 0], 24)[:, :, None]
     scores = fitted.score(windows)
     spike = 150 - 23
-    assert scores[spike] > fitted.threshold.value
-    assert np.mean(np.delete(scores, range(spike, spike + 24)) > fitted.threshold.value) < 0.05
+    assert scores[spike] > fitted.policy.initial_threshold
+    assert np.mean(np.delete(scores, range(spike, spike + 24)) > fitted.policy.initial_threshold) < 0.05
 
 
 def test_training_is_reproducible_with_a_seed():
@@ -146,9 +147,9 @@ def test_with_patches_the_autoencoder_alone_sees_a_change_of_shape_within_the_no
     inside = slice(140 - 23 + 8, 188 - 23)  # windows whose last 8 readings are all in the faster part
     flagged = {}
     for patch in (1, 6):
-        config = TrainConfig(window=24, hidden=16, latent=4, patch=patch, mode="ae", epochs=15, seed=3)
+        config = TrainConfig(window=24, hidden=16, latent=4, patch=patch, mode="ae", epochs=15, seed=3, policy=STATIC)
         fitted = fit(_sine(1200), config, progress=False)
-        flagged[patch] = np.mean(fitted.score(windows[inside]) > fitted.threshold.value)
+        flagged[patch] = np.mean(fitted.score(windows[inside]) > fitted.policy.initial_threshold)
     assert flagged[1] < 0.2 and flagged[6] > 0.9, flagged
 
 

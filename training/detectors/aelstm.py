@@ -6,16 +6,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from aelstm.core.calibrate import Threshold
+from aelstm.core.policy import Policy
 from aelstm.core.preprocess import sliding_windows
 
 from ..train import FittedModel, TrainConfig, fit
-from .base import Calibrator, Detector
+from .base import Detector
 
 
-def with_calibrator(config: TrainConfig, calibrator: Calibrator) -> TrainConfig:
-    """`config` whose own threshold settings are `calibrator`'s, so training calibrates exactly what is judged."""
-    return replace(config, threshold_method=calibrator.method, pot_risk=calibrator.risk, drift_depth=calibrator.depth)
+def with_policy(config: TrainConfig, policy: Policy) -> TrainConfig:
+    """`config` whose own alarm policy is `policy`, so training fits exactly what is judged."""
+    return replace(config, policy=policy.spec, alarms_teach=policy.alarms_teach)
 
 
 class AELSTMDetector(Detector):
@@ -23,13 +23,15 @@ class AELSTMDetector(Detector):
 
     After `pretrain(reference)` every `fit` fine-tunes a copy of the pre-trained model for `fine_tune_epochs` on
     its own normal rows instead of training from random weights; `pretrain_stride` thins the (long) reference's
-    training windows. The calibration is the fitted model's own threshold (training ran with `calibrator`'s
-    settings); another calibrator is applied to the same validation windows' scores, without retraining."""
+    training windows. The fitted policy is the model's own (training ran with `policy`); another policy is fitted on
+    the same validation windows' terms, without retraining."""
 
     def __init__(self, config: TrainConfig | None = None, progress: bool = False, fine_tune_epochs: int = 10,
-                 pretrain_stride: int = 1, calibrator: Calibrator | None = None) -> None:
-        self.calibrator = calibrator or Calibrator()
-        self.config = config = with_calibrator(config or TrainConfig(), self.calibrator)
+                 pretrain_stride: int = 1, policy: Policy | None = None) -> None:
+        self.config = config = config or TrainConfig()
+        if policy is not None:
+            self.config = config = with_policy(config, policy)
+        self.policy = config.alarm_policy
         self.progress = progress
         self.fine_tune_epochs = fine_tune_epochs
         self.pretrain_stride = pretrain_stride
@@ -46,18 +48,21 @@ class AELSTMDetector(Detector):
         config = self.config if self.pretrained_ is None else replace(self.config, epochs=self.fine_tune_epochs)
         self.fitted_: FittedModel = fit(normal, config, progress=self.progress, init=self.pretrained_,
                                         reference=reference)
-        self.validation_scores_ = self.fitted_.validation_scores  # what `fit` calibrated on, in time order
+        self.validation_terms_ = self.fitted_.validation_terms  # what `fit` fitted its policy on, in time order
         return self.calibrate()
 
-    def calibrated(self, calibrator: Calibrator) -> Threshold:
-        if with_calibrator(self.fitted_.config, calibrator) == self.fitted_.config:
-            return self.fitted_.threshold
-        return calibrator(self.validation_scores_)
+    def calibrated(self, policy: Policy) -> Policy:
+        if with_policy(self.fitted_.config, policy) == self.fitted_.config:
+            return self.fitted_.policy
+        return policy.fit(self.validation_terms_)
 
-    def score(self, values: np.ndarray) -> np.ndarray:
+    def score_terms(self, values: np.ndarray) -> np.ndarray:
         window = self.config.window
-        scores = np.full(len(values), np.nan)
+        terms = np.full((len(values), 2), np.nan)
         if len(values) >= window:
             windows = sliding_windows(values, window, 1)  # gaps are filled per window, never from the future
-            scores[window - 1 :] = self.fitted_.score(windows)
-        return scores
+            terms[window - 1 :] = self.fitted_.score_terms(windows)
+        return terms
+
+    def score(self, values: np.ndarray) -> np.ndarray:
+        return self.score_terms(values).sum(axis=1)

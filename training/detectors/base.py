@@ -1,58 +1,28 @@
 """The detector contract every evaluated model follows: fit on normal readings, score causally, and turn scores into
-alarms with a threshold calibrated on its own held-out normal scores."""
+alarms with the alarm policy (`core.policy`) fitted on its own held-out normal scores."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from aelstm.core.calibrate import DEFAULT_DEPTH, DEFAULT_METHOD, DEFAULT_RISK, THRESHOLD_METHODS, Threshold, calibrate
-from aelstm.core.errors import DataError
-
-
-@dataclass(frozen=True)
-class Calibrator:
-    """How normal validation scores become a threshold: one value shared by every detector of a run, so baselines
-    and AE-LSTMs are judged the same way. `depth` > 0 (spot only) judges each score against the mean of the last
-    `depth` scores of its stream."""
-
-    method: str = DEFAULT_METHOD
-    risk: float = DEFAULT_RISK
-    depth: int = DEFAULT_DEPTH
-
-    def __post_init__(self) -> None:
-        if self.method not in THRESHOLD_METHODS:
-            raise DataError(f"threshold method must be one of {THRESHOLD_METHODS}, got {self.method!r}")
-        if self.depth and self.method != "spot":
-            raise DataError("a drift depth needs the streaming (spot) threshold")
-
-    def __call__(self, scores: np.ndarray) -> Threshold:
-        return calibrate(scores, self.method, risk=self.risk, depth=self.depth)
-
-    @property
-    def label(self) -> str:
-        depth = f" depth {self.depth}" if self.method == "spot" else ""
-        return f"{self.method}{depth} risk {self.risk:g}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from aelstm.core.policy import DEFAULT_POLICY, Policy
 
 
 class Detector(ABC):
     """Fit on normal readings `[time, features]`; score a series so that `score[t]` uses rows ≤ t only.
 
-    Fitted state ends in `_` (PyOD's convention). `fit` keeps `validation_scores_` (scores of held-out normal rows,
-    in time order) and calibrates `calibration_` on them with `calibrator`; `threshold_` is its initial value. A
-    streaming calibration moves per series, so alarms come from `predict`, never from `score > threshold_`. Rows
-    that cannot be scored yet (the first window − 1 rows) score NaN and never alarm.
+    Fitted state ends in `_` (PyOD's convention). `fit` keeps `validation_terms_` (the error terms of held-out
+    normal rows, in time order) and fits `policy_`, a copy of the unfitted `policy`, on them; `threshold_` is its
+    initial threshold. A policy learns per series, so alarms come from `predict` / `flags`, never from
+    `score > threshold_`. Rows that cannot be scored yet (the first window − 1 rows) score NaN and never alarm.
     """
 
     name: str = "detector"
-    calibrator: Calibrator = Calibrator()
-    validation_scores_: np.ndarray
-    calibration_: Threshold
+    policy: Policy = Policy.parse(DEFAULT_POLICY)
+    validation_terms_: np.ndarray
+    policy_: Policy
     threshold_: float
 
     def pretrain(self, reference: np.ndarray) -> Detector:
@@ -69,22 +39,30 @@ class Detector(ABC):
     def score(self, values: np.ndarray) -> np.ndarray:
         """Anomaly score per row `[time]` (higher = more anomalous), NaN where no score exists yet."""
 
-    def calibrated(self, calibrator: Calibrator) -> Threshold:
-        """The threshold `calibrator` gives on this fit's validation scores (no refit)."""
-        return calibrator(self.validation_scores_)
+    def score_terms(self, values: np.ndarray) -> np.ndarray:
+        """Error terms per row `[time, k]` whose sum is the score; one term unless the model has several."""
+        return self.score(values)[:, None]
 
-    def calibrate(self, calibrator: Calibrator | None = None) -> Detector:
-        """Set `calibration_` (and `threshold_`, its initial value) from the validation scores, with `calibrator`
-        when given (it then stays this detector's calibrator)."""
-        self.calibrator = calibrator or self.calibrator
-        self.calibration_ = self.calibrated(self.calibrator)
-        self.threshold_ = self.calibration_.value
+    @property
+    def validation_scores_(self) -> np.ndarray:
+        return self.validation_terms_.sum(axis=1)
+
+    def calibrated(self, policy: Policy) -> Policy:
+        """`policy` fitted on this fit's validation terms (no refit of the model)."""
+        return policy.fit(self.validation_terms_)
+
+    def calibrate(self, policy: Policy | None = None) -> Detector:
+        """Fit `policy_` (and set `threshold_`, its initial value) on the validation terms, with `policy` when given
+        (it then stays this detector's policy)."""
+        self.policy = policy or self.policy
+        self.policy_ = self.calibrated(self.policy)
+        self.threshold_ = self.policy_.initial_threshold
         return self
 
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        """Alarms over one series' scores, judged in time order from its first row."""
-        return self.calibration_.flags(scores)
+    def flags(self, terms: np.ndarray) -> np.ndarray:
+        """Alarms over one series' terms (or scores), judged in time order from its first row."""
+        return self.policy_.flags(terms)
 
     def predict(self, values: np.ndarray) -> np.ndarray:
-        """Alarms over one series: its scores through the calibrated (possibly streaming) threshold."""
-        return self.flags(self.score(values))
+        """Alarms over one series: its terms through the fitted alarm policy."""
+        return self.flags(self.score_terms(values))

@@ -3,7 +3,7 @@ z-score, random scores and an untrained AE-LSTM.
 
 Every windowed model sees the same information as the AE-LSTM: the last `window` readings, min–max scaled with the
 training range and flattened. Unsupervised detectors fit on the first part of the normal data and calibrate on the
-scores of the rest with the run's `Calibrator` (the same split and calibration the AE-LSTM uses); supervised ones
+scores of the rest with the run's alarm policy (the same split and calibration the AE-LSTM uses); supervised ones
 learn their decision boundary from labelled training rows and keep it (probability 0.5 / SVC margin 0).
 """
 
@@ -18,13 +18,13 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest, RandomForestClassifier
 from sklearn.svm import SVC, OneClassSVM
 
-from aelstm.core.calibrate import Threshold
 from aelstm.core.errors import DataError
+from aelstm.core.policy import Policy
 from aelstm.core.preprocess import MinMaxScaler, interpolate_gaps, sliding_windows
 
 from ..train import TrainConfig
 from .aelstm import AELSTMDetector
-from .base import Calibrator, Detector
+from .base import Detector
 
 
 def _causal(values: np.ndarray, window: int, row_scores) -> np.ndarray:
@@ -45,13 +45,13 @@ def _evenly(rows: np.ndarray, limit: int) -> np.ndarray:
 class WindowedDetector(Detector):
     """Shared machinery: the last `window` readings, scaled with the training range and flattened."""
 
-    def __init__(self, window: int = 32, validation_fraction: float = 0.2, calibrator: Calibrator | None = None,
+    def __init__(self, window: int = 32, validation_fraction: float = 0.2, policy: Policy | None = None,
                  max_train: int = 20_000) -> None:
         if window < 2:
             raise DataError(f"window must be ≥ 2, got {window}")
         self.window = window
         self.validation_fraction = validation_fraction
-        self.calibrator = calibrator or Calibrator()
+        self.policy = policy or self.policy
         self.max_train = max_train
 
     def features(self, windows: np.ndarray) -> np.ndarray:
@@ -83,7 +83,8 @@ class NormalWindowDetector(WindowedDetector):
         features = np.concatenate([self.features(sliding_windows(t, self.window, 1)) for t in training])
         self.learn(_evenly(features, self.max_train))
         # windows ending in each held-out part (that part's earlier rows as context)
-        self.validation_scores_ = np.concatenate([self.score(p)[s:] for p, s in zip(parts, splits, strict=True)])
+        held_out = [self.score(p)[s:] for p, s in zip(parts, splits, strict=True)]
+        self.validation_terms_ = np.concatenate(held_out)[:, None]
         return self.calibrate()
 
     @abstractmethod
@@ -175,7 +176,7 @@ class SupervisedDetector(WindowedDetector):
 
     A window's class is its last reading's label. The threshold is the classifier's own `boundary`, learnt from
     the labelled training rows with balanced class weights (no normal validation scores to calibrate on, so the
-    run's calibrator does not apply); no test data is involved.
+    run's alarm policy does not apply); no test data is involved.
     """
 
     boundary: float
@@ -194,8 +195,8 @@ class SupervisedDetector(WindowedDetector):
         self.learn_labelled(features[keep], targets[keep])
         return self.calibrate()
 
-    def calibrated(self, calibrator: Calibrator) -> Threshold:
-        return Threshold(self.boundary, "decision boundary")
+    def calibrated(self, policy: Policy) -> Policy:
+        return Policy.fixed(self.boundary, "decision boundary")
 
     @abstractmethod
     def learn_labelled(self, features: np.ndarray, targets: np.ndarray) -> None:
@@ -242,7 +243,7 @@ class UntrainedAELSTMDetector(AELSTMDetector):
     trained one: what the architecture and the scoring pipeline give without learning."""
 
     def __init__(self, config: TrainConfig | None = None, progress: bool = False,
-                 calibrator: Calibrator | None = None) -> None:
+                 policy: Policy | None = None) -> None:
         super().__init__(replace(config or TrainConfig(), mode="joint", epochs=0), progress,  # pretrain: a no-op
-                         calibrator=calibrator)
+                         policy=policy)
         self.name = "ae-lstm-untrained"

@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from aelstm.core.calibrate import DEFAULT_DEPTH, DEFAULT_RISK
 from aelstm.core.errors import DataError
+from aelstm.core.policy import DEFAULT_POLICY
 
-from ..detectors.base import Calibrator
 from .protocols import SPLITS
 
 if TYPE_CHECKING:
@@ -28,9 +27,10 @@ QUICK_EPOCHS = 3
 
 def run_settings(dataset: str, quick: bool, epochs: int | None, window: int, seed: int,
                  chosen: Path | None = None) -> Settings:
-    """The settings every detector of a run shares; `chosen` is a selection file whose chosen calibration and
+    """The settings every detector of a run shares; `chosen` is a selection file whose chosen alarm policy and
     AE-LSTM variant replace the defaults (so reported runs use settings picked on development runs only)."""
     from .lineup import Settings  # imports torch: only when a run starts
+    from .selection import chosen_policy
 
     long_series = dataset == "ton_iot"
     # TON_IoT devices have ~17,500 training rows: every 16th training window and ≤ 15 epochs keep it in budget.
@@ -41,8 +41,8 @@ def run_settings(dataset: str, quick: bool, epochs: int | None, window: int, see
         return settings
     try:
         picked = json.loads(chosen.read_text())["chosen"]
-        return replace(settings, calibrator=Calibrator(**picked["calibrator"]), aelstm=dict(picked["aelstm"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return replace(settings, policy=chosen_policy(picked), aelstm=dict(picked["aelstm"]))
+    except (OSError, ValueError, KeyError, TypeError, DataError) as exc:
         raise DataError(f"{chosen}: not a selection file with a 'chosen' setting ({exc})") from exc
 
 
@@ -74,9 +74,9 @@ def _detector_list(text: str | None) -> tuple[str, ...]:
 @click.option("--split", type=click.Choice(SPLITS), help="SKAB runs to judge: development (valve1, where settings "
               "are chosen), held-out (valve2 + other, reported) or all [default: held-out on SKAB, all elsewhere].")
 @click.option("--settings", "chosen", type=click.Path(path_type=Path, dir_okay=False),
-              help="A selection file (benchmarks/results/quality/selection-skab.json): use its chosen threshold "
-                   "calibration and AE-LSTM variant [default: the shipped threshold, streaming DSPOT at "
-                   f"drift depth {DEFAULT_DEPTH}, risk {DEFAULT_RISK:g}, and the default model].")
+              help="A selection file (benchmarks/results/quality/selection-skab.json): use its chosen alarm "
+                   f"policy and AE-LSTM variant [default: the shipped policy, {DEFAULT_POLICY}, and the default "
+                   "model].")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
               help="Train the AE-LSTM family with this many seeds (--seed, +1, …); mean ± sd is reported.")
 @click.option("--seed", default=0, show_default=True)

@@ -49,7 +49,7 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 def settings_dict(settings: Settings, quick: bool, seeds: int, source: str) -> dict:
     """The run's shared settings for the JSON, with where the threshold calibration and AE-LSTM variant came from."""
-    return {**asdict(settings), "calibrator": settings.calibrator.to_dict(), "quick": quick, "seeds": seeds,
+    return {**asdict(settings), "policy": settings.policy.label, "quick": quick, "seeds": seeds,
             "settings_source": source}
 
 
@@ -68,7 +68,7 @@ def detector_json(runs: list[DetectorResult]) -> dict:
     fits = [s for r in runs for s in r.fit_seconds]
     return {
         "seeds": [r.seed for r in runs],
-        "calibrator": runs[0].calibrator.to_dict(),
+        "policy": runs[0].policy.label,
         "summary": {k: _mean_sd([p[k] for p in pooled]) for k in SUMMARY},
         "fit_seconds_median": float(np.median(fits)),
         "pooled": pooled[0],
@@ -187,11 +187,11 @@ def markdown(report: dict) -> str:
            f"(ran {report['seconds']:.0f} s; load average at start {report['load_at_start']})", "",
            report["protocol"], "",
            f"**Split: {report['split']}.** {report['split_note'][0].upper()}{report['split_note'][1:]}.", "",
-           f"**Threshold settings (every detector):** {_calibrator_label(settings['calibrator'])}; AE-LSTM family "
+           f"**Alarm policy (every detector):** {settings['policy']}; AE-LSTM family "
            f"variant: {settings['aelstm'] or 'defaults'}; from {settings['settings_source']}. AE-LSTM family: "
            f"{settings['seeds']} seed(s) from {first_seed}; other detectors: seed {first_seed}.", ""]
     out += [f"- {note}" for note in report["notes"]]
-    out += ["", "Each detector calibrates its threshold on its own held-out normal validation scores (never test "
+    out += ["", "Each detector fits its alarm policy on its own held-out normal validation scores (never test "
             "labels); a streaming (spot) threshold then runs over each run's series in time order from its first row. "
             "ROC-AUC, PR-AUC and the best F1 sweep all thresholds over the scores (pooled as the margin over each "
             "model's own initial threshold).", ""]
@@ -280,11 +280,6 @@ def markdown(report: dict) -> str:
     if figures:
         out += ["## Figures", "", *[f"![{Path(f).stem}]({Path(f).name})" for f in figures], ""]
     return "\n".join(out)
-
-
-def _calibrator_label(calibrator: dict) -> str:
-    depth = f", drift depth {calibrator['depth']}" if calibrator["method"] == "spot" else ""
-    return f"{calibrator['method']} (risk {calibrator['risk']:g}{depth})"
 
 
 def summary_lines(report: dict) -> list[str]:

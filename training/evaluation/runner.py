@@ -8,9 +8,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from aelstm.core.policy import Policy
 from aelstm.core.progress import ProgressBar
 
-from ..detectors.base import Calibrator, Detector
+from ..detectors.base import Detector
 from .lineup import AELSTM_FAMILY, SUPERVISED, Settings, build
 from .metrics import all_metrics
 from .protocols import Case, Protocol
@@ -20,8 +21,8 @@ TIMING_BATCH = 64
 
 @dataclass
 class CaseScores:
-    """A detector's output on one case's test rows: scores, the initial (shipped) threshold and the alarms the
-    calibration raised over the whole series (a streaming threshold's level moves along it)."""
+    """A detector's output on one case's test rows: scores, the initial (shipped) threshold and the alarms its
+    alarm policy raised over the whole series (a streaming policy learns along it)."""
 
     case: str
     scores: np.ndarray
@@ -38,7 +39,7 @@ class CaseScores:
 @dataclass
 class DetectorResult:
     name: str
-    calibrator: Calibrator
+    policy: Policy
     seed: int = 0
     cases: list[CaseScores] = field(default_factory=list)
     fit_seconds: list[float] = field(default_factory=list)
@@ -85,12 +86,12 @@ def skip_reason(name: str, protocol: Protocol) -> str | None:
     return None
 
 
-def run_cases(protocol: Protocol, name: str, detector: Detector, calibrators: Sequence[Calibrator],
+def run_cases(protocol: Protocol, name: str, detector: Detector, policies: Sequence[Policy],
               bar: ProgressBar, seed: int = 0, timing_window: int | None = None) -> list[DetectorResult]:
-    """Fit and score `detector` once per case, then judge those same scores with every calibrator (one result
-    each): threshold-only variants never retrain. Alarms are `detector.flags` over the case's whole series from its
+    """Fit and score `detector` once per case, then judge those same terms with every alarm policy (one result
+    each): policy-only variants never retrain. Alarms are `detector.flags` over the case's whole series from its
     first row — `predict` without scoring twice. With `timing_window`, scoring is timed on the first case."""
-    results = [DetectorResult(name, calibrator, seed) for calibrator in calibrators]
+    results = [DetectorResult(name, policy, seed) for policy in policies]
     pretrain_seconds = 0.0
     if protocol.reference is not None:
         bar.set_note(f"{name} · pre-training")
@@ -102,13 +103,14 @@ def run_cases(protocol: Protocol, name: str, detector: Detector, calibrators: Se
         started = time.perf_counter()
         fit_detector(detector, name, case, protocol.reference)
         fit_seconds = time.perf_counter() - started
-        scores = detector.score(case.values)
-        for result, calibrator in zip(results, calibrators, strict=True):
-            detector.calibrate(calibrator)
+        terms = detector.score_terms(case.values)
+        scores = terms.sum(axis=1)
+        for result, policy in zip(results, policies, strict=True):
+            detector.calibrate(policy)
             result.fit_seconds.append(fit_seconds)
             result.pretrain_seconds = pretrain_seconds
             result.cases.append(CaseScores(case.name, scores[case.test_from :], float(detector.threshold_),
-                                           detector.flags(scores)[case.test_from :], case.test_labels))
+                                           detector.flags(terms)[case.test_from :], case.test_labels))
         if index == 0 and timing_window is not None:
             timing = time_scoring(detector, case.values, timing_window)
             for result in results:
@@ -130,7 +132,7 @@ def evaluate(protocol: Protocol, names: Sequence[str], settings: Settings, progr
                      enabled=progress, transient=False) as bar:
         for name, seed in runs:
             seeded = replace(settings, seed=seed)
-            (result,) = run_cases(protocol, name, build(name, seeded), [settings.calibrator], bar, seed,
+            (result,) = run_cases(protocol, name, build(name, seeded), [settings.policy], bar, seed,
                                   timing_window=settings.window)
             results[name].append(result)
     return results, skipped
@@ -145,7 +147,7 @@ def sensitivity(protocol: Protocol, settings: Settings, hidden: Sequence[int], r
                      transient=False) as bar:
         for parameter, value, change in grid:
             detector = build("ae-lstm", settings, **change)
-            (result,) = run_cases(protocol, "ae-lstm", detector, [settings.calibrator], bar, settings.seed)
+            (result,) = run_cases(protocol, "ae-lstm", detector, [settings.policy], bar, settings.seed)
             pooled = result.pooled()
             out[parameter].append({"value": value,
                                    **{k: pooled[k] for k in ("f1", "roc_auc", "precision", "recall")}})

@@ -1,7 +1,7 @@
-"""Choose a run's shared settings on development cases only: the threshold calibration (method, risk, drift
+"""Choose a run's shared settings on development cases only: the alarm policy (threshold method, risk, drift
 depth) every detector uses, and the AE-LSTM family's training variants (e.g. `patch`).
 
-Each detector variant is fitted and scored once per case; every calibrator of the grid then judges the same
+Each detector variant is fitted and scored once per case; every policy of the grid then judges the same
 validation and test scores (threshold-only variants never retrain). The rule, over the means across the grid's
 detectors: the lowest mean FAR among settings whose mean F1 is within `F1_SLACK` of the best mean F1 — F1 first,
 then false alarms (`RULE_HISTORY` says how it came to be).
@@ -15,9 +15,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from aelstm.core.policy import Policy
 from aelstm.core.progress import ProgressBar
 
-from ..detectors.base import Calibrator
 from .lineup import Settings, build
 from .protocols import Protocol
 from .runner import run_cases
@@ -39,9 +39,21 @@ RULE_HISTORY = ("A first rule (the best mean F1 among settings with mean FAR ≤
 FIGURES = ("f1", "fpr", "best_f1", "shipped_over_best", "roc_auc", "pr_auc", "all_flagged_f1")
 
 
-def calibrators(risks: Sequence[float] = RISKS, depths: Sequence[int] = DEPTHS) -> list[Calibrator]:
-    """Static POT per risk, then streaming SPOT per drift depth and risk."""
-    return [Calibrator("pot", r, 0) for r in risks] + [Calibrator("spot", r, d) for d in depths for r in risks]
+def policies(risks: Sequence[float] = RISKS, depths: Sequence[int] = DEPTHS) -> list[Policy]:
+    """The score against static POT per risk, then streaming SPOT per drift depth and risk."""
+    return ([Policy.parse(f"sum | pot:risk={r:g}") for r in risks]
+            + [Policy.parse(f"sum | spot:risk={r:g},depth={d}") for d in depths for r in risks])
+
+
+def chosen_policy(picked: dict) -> Policy:
+    """The policy a selection file chose: its `policy` spec, or (files written before policies) its calibrator's
+    method, risk and drift depth."""
+    if "policy" in picked:
+        return Policy.parse(picked["policy"])
+    calibrator = picked["calibrator"]
+    if calibrator["method"] == "pot":
+        return Policy.parse(f"sum | pot:risk={calibrator['risk']:g}")
+    return Policy.parse(f"sum | spot:risk={calibrator['risk']:g},depth={calibrator['depth']}")
 
 
 def aelstm_variants() -> list[dict]:
@@ -49,18 +61,18 @@ def aelstm_variants() -> list[dict]:
     return [{"patch": p, "score_steps": k} for p, k in itertools.product(PATCHES, SCORE_STEPS)]
 
 
-def grid(protocol: Protocol, settings: Settings, grid_calibrators: Sequence[Calibrator],
+def grid(protocol: Protocol, settings: Settings, grid_policies: Sequence[Policy],
          variants: Sequence[dict], progress: bool = True) -> list[dict]:
-    """One row per (detector, AE-LSTM variant, calibrator): the pooled figures on the protocol's test rows."""
+    """One row per (detector, AE-LSTM variant, policy): the pooled figures on the protocol's test rows."""
     jobs = [("ae-lstm", v) for v in variants] + [(n, {}) for n in DETECTORS if n != "ae-lstm"]
     rows = []
     with ProgressBar(f"select on {protocol.dataset} {protocol.split}", len(jobs) * len(protocol.cases), "fits",
                      enabled=progress, transient=False) as bar:
         for name, variant in jobs:
             detector = build(name, replace(settings, aelstm={**settings.aelstm, **variant}))
-            for result in run_cases(protocol, name, detector, grid_calibrators, bar, settings.seed):
+            for result in run_cases(protocol, name, detector, grid_policies, bar, settings.seed):
                 pooled = result.pooled()
-                rows.append({"detector": name, "aelstm": variant, "calibrator": result.calibrator.to_dict(),
+                rows.append({"detector": name, "aelstm": variant, "policy": result.policy.spec,
                              "median_fit_seconds": float(np.median(result.fit_seconds)),
                              **{k: pooled[k] for k in FIGURES}})
     return rows
@@ -70,11 +82,10 @@ def choose(rows: Sequence[dict]) -> dict:
     """The setting the declared rule picks, with the figures it was picked on."""
     candidates = []
     variants = [r["aelstm"] for r in rows if r["detector"] == "ae-lstm"]
-    settings = {(tuple(sorted(r["calibrator"].items()))) for r in rows}
-    for variant, key in itertools.product(_unique(variants), sorted(settings)):
-        calibrator = dict(key)
-        chosen = [r for r in rows if r["calibrator"] == calibrator and r["aelstm"] in ({}, variant)]
-        candidates.append({"calibrator": calibrator, "aelstm": variant,
+    specs = list(dict.fromkeys(r["policy"] for r in rows))  # in grid order: the first among ties wins
+    for variant, spec in itertools.product(_unique(variants), specs):
+        chosen = [r for r in rows if r["policy"] == spec and r["aelstm"] in ({}, variant)]
+        candidates.append({"policy": spec, "aelstm": variant,
                            "mean_f1": float(np.mean([r["f1"] for r in chosen])),
                            "mean_fpr": float(np.mean([r["fpr"] for r in chosen]))})
     best = max(c["mean_f1"] for c in candidates)

@@ -1,0 +1,120 @@
+"""The alarm policy: post-rules fitted on normal terms, rebuilt from JSON, judging apart from learning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from aelstm.core.errors import DataError
+from aelstm.core.policy import DEFAULT_POLICY, Policy
+
+LIKELIHOOD = "likelihood | refractory:n=50 | fixed:value=0.5"
+SPECS = [DEFAULT_POLICY, "sum | pot:risk=0.001", "sum | quantile:q=0.99", LIKELIHOOD,
+         "likelihood:short=5,long=200 | fixed:value=0.5"]
+
+
+def normal_terms(rows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).exponential(size=(rows, 2))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_a_fitted_policy_round_trips_through_json_with_the_same_alarms(spec):
+    policy = Policy.parse(spec).fit(normal_terms(2_000, 0))
+    rebuilt = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
+    test = normal_terms(3_000, 1)
+    test[2_000:2_010] += 25.0
+    alarms, _, thresholds = policy.run(test)
+    again = rebuilt.run(test)
+    np.testing.assert_array_equal(alarms, again[0])
+    np.testing.assert_array_equal(thresholds, again[2])
+    assert alarms[2_000:2_010].any(), "a jump of 25 normal scales is flagged"
+    assert alarms[:2_000].mean() < 0.02
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_judging_changes_nothing_and_step_is_judge_then_learn(spec):
+    policy = Policy.parse(spec).fit(normal_terms(1_000, 2))
+    stepped, judged = policy.start(), policy.start()
+    for row in normal_terms(300, 3):
+        terms = tuple(row)
+        before = json.dumps(judged.to_dict())
+        verdict = judged.judge(terms)
+        assert json.dumps(judged.to_dict()) == before  # pure
+        assert judged.judge(terms) == verdict
+        assert stepped.step(terms) == verdict
+        judged.learn(terms)
+    assert json.dumps(judged.to_dict()) == json.dumps(stepped.to_dict())
+
+
+def test_a_state_moves_between_processes_and_only_to_the_same_rules():
+    policy = Policy.parse(DEFAULT_POLICY).fit(normal_terms(2_000, 4))
+    state = policy.start()
+    drifted = normal_terms(600, 5) * 3.0
+    for row in drifted:
+        state.step(tuple(row))
+    moved = policy.start()
+    assert moved.restore(json.loads(json.dumps(state.to_dict())))
+    probe = (3.0, 3.0)
+    assert moved.judge(probe) == state.judge(probe) != policy.start().judge(probe)
+    other = Policy.parse("sum | pot:risk=0.001").fit(normal_terms(2_000, 4))
+    assert not other.start().restore(state.to_dict())
+    assert not other.compatible(policy) and Policy.parse(DEFAULT_POLICY).fit(drifted).compatible(policy)
+
+
+def test_when_alarms_do_not_teach_a_long_anomaly_stays_flagged():
+    terms = normal_terms(2_000, 6)
+    long_anomaly = np.vstack([normal_terms(500, 7), normal_terms(1_500, 8) + 6.0])
+    teaching = Policy.parse(DEFAULT_POLICY).fit(terms).flags(long_anomaly)
+    holding = Policy.parse(DEFAULT_POLICY, alarms_teach=False).fit(terms).flags(long_anomaly)
+    assert holding[500:].mean() > 0.95
+    assert teaching[500:].mean() < 0.5  # DSPOT learns the new level: a drifted device goes quiet
+
+
+def test_the_likelihood_is_causal_needs_history_and_floors_the_spread():
+    policy = Policy.parse("likelihood:min_history=20 | fixed:value=0.5").fit(np.ones((30, 1)))
+    flat = policy.run(np.ones((200, 1)))[1]
+    assert np.isfinite(flat).all() and flat.max() < 0.2  # σ floor: a constant error is never a surprise
+    fitted = Policy.parse("likelihood | fixed:value=0.5").fit(normal_terms(500, 9))
+    raw = normal_terms(600, 10)
+    changed = raw.copy()
+    changed[400:] += 20.0
+    base, after = fitted.run(raw)[1], fitted.run(changed)[1]
+    np.testing.assert_array_equal(base[:400], after[:400])
+    assert after[400] > 0.5 > base[400]
+
+
+def test_refractory_keeps_one_alarm_per_burst():
+    policy = Policy.parse("sum | refractory:n=3 | fixed:value=0.05").fit(np.zeros((5, 1)))
+    scores = np.array([0.1, 0.9, 0.8, 0.95, 0.2, 0.0, 0.0, 0.3, 0.0])
+    _, kept, _ = policy.run(scores[:, None])
+    np.testing.assert_allclose(kept, [0.1, 0.9, 0.0, 0.95, 0.0, 0.0, 0.0, 0.3, 0.0])
+
+
+def test_rows_without_a_score_never_alarm_and_teach_nothing():
+    policy = Policy.parse(DEFAULT_POLICY).fit(normal_terms(1_000, 11))
+    state = policy.start()
+    before = json.dumps(state.to_dict())
+    assert not state.step((np.nan, np.nan)).alarm
+    assert json.dumps(state.to_dict()) == before
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("sum | magic", "unknown alarm rule"),
+    ("sum", "must end with a threshold rule"),
+    ("pot", "starts with a rule that reads error terms"),
+    ("sum | pot | spot", "exactly one threshold rule"),
+    ("sum | pot:risk", "is not key=value"),
+    ("sum | pot:colour=3", "has no setting"),
+    ("sum || pot", "empty rule"),
+    ("sum | spot:risk=0.5", "risk must be in"),
+])
+def test_bad_policies_are_refused_with_what_to_fix(spec, message):
+    with pytest.raises(DataError, match=message):
+        Policy.parse(spec)
+
+
+def test_an_unfitted_policy_cannot_judge():
+    with pytest.raises(DataError, match="not fitted"):
+        Policy.parse(DEFAULT_POLICY).start()
