@@ -3,8 +3,10 @@ Replicas stay stateless; the request path asks this store and never reaches into
 
 `admit` takes one `readings` item and says what to do with it:
 - `Warming(held)`: the window is not full yet;
-- `Ready(window, ticket)`: score the window, then `ticket.judge(…)` it — tickets of one device are judged in
-  reading order, whatever order the backend answers in, so served alarms equal `aelstm score`'s;
+- `Ready(windows, ticket)`: score the windows ending at each of the item's readings, then `ticket.judge(…)`
+  them. Every reading's window is scored and judged, so the policy state does not depend on how a gateway batches
+  readings, and tickets of one device are judged in reading order whatever order the backend answers in: served
+  alarms equal `aelstm score`'s;
 - `Remembered(outcome)`: a resend (the same `timestamp_ms` as an earlier item): it gets the verdict its readings
   got the first time, never another window's, and teaches nothing. The last `remember` items are remembered;
 - `ItemProblem(OUT_OF_RANGE)`: readings older than the device's newest that are not remembered (late data):
@@ -49,13 +51,16 @@ EVENTS = ("evicted", "resend_answered", "late_refused", "gap_filled", "gap_resta
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a `readings` item got: a verdict with the window's score and terms, or WARMING_UP (`held` readings)."""
+    """What a `readings` item got: the verdict on its most anomalous window (the largest margin of alarm score over
+    threshold; the latest among ties) with that window's score and terms, and how many of its windows alarmed; or
+    WARMING_UP (`held` readings)."""
 
     held: int
     score: float = math.nan
     rec: float = math.nan
     pred: float = math.nan
     verdict: Verdict | None = None
+    alarmed: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,14 @@ class Remembered:
 
 @dataclass(frozen=True)
 class Retry:
-    """A remembered item whose scoring failed: its window, to score again (judged, never learnt from)."""
+    """A remembered item whose scoring failed: its windows, to score again (judged, never learnt from)."""
 
-    window: np.ndarray
+    windows: np.ndarray
 
 
 @dataclass(frozen=True)
 class Ready:
-    window: np.ndarray
+    windows: np.ndarray  # [k, window, features]: the full windows ending at the item's readings, in order
     ticket: Ticket
 
 
@@ -113,24 +118,33 @@ class Ticket:
         self.own = asyncio.get_running_loop().create_future()
         device.tail = self.own
 
-    async def judge(self, score: float, rec: float, pred: float) -> Outcome:
-        """The verdict on the window's terms, after every earlier window of the device; remembered for resends."""
+    async def judge(self, scores: np.ndarray, rec: np.ndarray, pred: np.ndarray) -> Outcome:
+        """The verdicts on the item's windows (their scores and terms, in reading order), after every earlier
+        window of the device; remembered for resends."""
         try:
             if self.previous is not None and not self.previous.done():
                 await asyncio.shield(self.previous)
             state = self.device.state
-            verdict = state.step((rec, pred)) if self.learn else state.judge((rec, pred))
-            outcome = Outcome(0, score, rec, pred, verdict)
+            judge = state.step if self.learn else state.judge
+            best, alarmed = None, 0
+            for k, terms in enumerate(zip(rec.tolist(), pred.tolist(), strict=True)):
+                verdict = judge(terms)
+                alarmed += verdict.alarm
+                margin = verdict.alarm_score - verdict.threshold
+                if best is None or margin >= best[0]:
+                    best = (margin, k, verdict)
+            _, k, verdict = best
+            outcome = Outcome(0, float(scores[k]), rec[k].item(), pred[k].item(), verdict, alarmed)
             if self.outcome is not None and not self.outcome.done():
                 self.outcome.set_result(outcome)
             return outcome
         finally:
             self._release()
 
-    def fail(self, window: np.ndarray) -> None:
-        """Scoring failed (or was never done): a resend scores `window` again; the device's next window goes on."""
+    def fail(self, windows: np.ndarray) -> None:
+        """Scoring failed (or was never done): a resend scores `windows` again; the device's next window goes on."""
         if self.outcome is not None and not self.outcome.done():
-            self.outcome.set_result(Retry(window))
+            self.outcome.set_result(Retry(windows))
         self._release()
 
     def _release(self) -> None:
@@ -181,17 +195,20 @@ class DeviceStore:
         if timestamp_ms:
             held.timestamp_ms = timestamp_ms
         outcome = self._remember(held, timestamp_ms)
-        if len(held.readings) < window:
+        full = min(len(readings), len(joined) - window + 1)  # the new readings that end a full window
+        if full < 1:
             if outcome is not None:
                 outcome.set_result(Outcome(len(held.readings)))
             self._resize(held, fleet, device)
             return Warming(len(held.readings))
         self._follow(held, model_key, policy)
         self._resize(held, fleet, device)
-        return Ready(held.readings, Ticket(held, True, outcome))
+        ends = joined[len(joined) - window - full + 1 :]
+        windows = np.lib.stride_tricks.sliding_window_view(ends, window, axis=0).transpose(0, 2, 1)
+        return Ready(np.ascontiguousarray(windows), Ticket(held, True, outcome))
 
     def retry(self, fleet: str, device: str, model_key: str, policy: Policy) -> Ticket:
-        """A ticket that judges a remembered, failed window again without learning from it."""
+        """A ticket that judges a remembered, failed item's windows again without learning from them."""
         held = self._devices.get((fleet, device))
         if held is None:  # forgotten since: judged by a fresh state, kept nowhere
             held = _Device(np.zeros((0, 1), np.float32))

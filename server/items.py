@@ -107,9 +107,10 @@ def check_window(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
 
 
 def check_fillable(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
-    """Every feature has at least one reading in the window, so its gaps (NaN) can be filled. Device windows
-    need only this check: their readings were checked as they arrived."""
-    empty = np.isnan(window).all(axis=0)
+    """Every feature has at least one reading in the window (or in each of windows `[k, window, features]`), so
+    its gaps (NaN) can be filled. Device windows need only this check: their readings were checked as they
+    arrived."""
+    empty = np.isnan(window).all(axis=-2).reshape(-1, window.shape[-1]).any(axis=0)
     if empty.any():
         names = [entry.bundle.features[i] for i in np.flatnonzero(empty)]
         raise ItemProblem(INVALID_ARGUMENT, f"window has no readings at all (only NaN) for {names}: cannot fill gaps")
@@ -130,12 +131,15 @@ def warming_result(item: pb.Item, held: int, entry: ModelEntry) -> pb.ItemResult
                          model_name=entry.bundle.name, model_version=entry.version)
 
 
-def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float,
-                 verdict: Verdict) -> pb.ItemResult:
+def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pred: float, verdict: Verdict,
+                 alarmed: int | None = None) -> pb.ItemResult:
+    """A scored item: one window's score and verdict; `alarmed` windows of the item's readings alarmed (for a
+    `window` item, its own verdict)."""
+    alarmed = int(verdict.alarm) if alarmed is None else alarmed
     return pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_OK, score=score, rec_part=rec,
                          pred_part=pred, alarm_score=verdict.alarm_score, threshold=verdict.threshold,
-                         is_anomaly=verdict.alarm, model_name=entry.bundle.name, model_version=entry.version,
-                         timestamp_ms=item.timestamp_ms)
+                         is_anomaly=alarmed > 0, alarmed_windows=alarmed, model_name=entry.bundle.name,
+                         model_version=entry.version, timestamp_ms=item.timestamp_ms)
 
 
 def model_info(entry: ModelEntry) -> pb.ModelInfo:

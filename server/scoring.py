@@ -20,7 +20,7 @@ from aelstm.v1 import scoring_pb2 as pb
 
 from .anomalies import AnomalyHub
 from .coalescer import Coalescer
-from .devices import DeviceStore, Ready, Remembered, Retry, Ticket, Warming
+from .devices import DeviceStore, Outcome, Ready, Remembered, Retry, Ticket, Warming
 from .items import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -176,15 +176,15 @@ class RequestScorer:
                 elif isinstance(admitted, Remembered):
                     remembered[i] = admitted
                 elif isinstance(admitted, Ready):
-                    fresh[i] = (admitted.window, admitted.ticket)
+                    fresh[i] = (admitted.windows, admitted.ticket)
                 else:
-                    fresh[i] = (admitted, None)
+                    fresh[i] = (admitted[None], None)
             if fresh:
                 await self._score_windows(request, entry, fresh, results, started)
             for i, admitted in remembered.items():  # resends: what their readings got the first time
                 outcome = await admitted.outcome  # after this request's own windows: it may be one of them
                 if isinstance(outcome, Retry):
-                    retried[i] = (outcome.window, self.devices.retry(request.fleet_id, items[i].device_id,
+                    retried[i] = (outcome.windows, self.devices.retry(request.fleet_id, items[i].device_id,
                                                                      entry.key, entry.bundle.policy))
                 else:
                     results[i] = self._remembered_result(items[i], entry, outcome)
@@ -199,15 +199,15 @@ class RequestScorer:
     async def _score_windows(self, request: pb.ScoreRequest, entry: ModelEntry,
                              windows: dict[int, tuple[np.ndarray, Ticket | None]],
                              results: list[pb.ItemResult | None], started: float) -> None:
-        """Score full windows (item position → window, ticket) in one coalesced call and judge each with the alarm
-        policy: a device's own state in reading order for `readings` items, the fitted policy alone for `window`
-        items."""
+        """Score full windows (item position → its windows `[k, window, features]`, its ticket) in one coalesced
+        call and judge them with the alarm policy: a device's own state in reading order for `readings` items, the
+        fitted policy alone for `window` items."""
         items = request.items
         stages = self.metrics.stage_seconds
         stages.labels("prepare").observe(time.perf_counter() - started)
         positions = list(windows)
         try:
-            scores = await self.coalescer.score(entry.key, np.stack([windows[i][0] for i in positions]))
+            scores = await self.coalescer.score(entry.key, np.concatenate([windows[i][0] for i in positions]))
         except Exception as exc:
             log.warning("scoring backend failed for %s: %s", entry.key, exc)
             for i in positions:
@@ -216,27 +216,29 @@ class RequestScorer:
             return
         responding = time.perf_counter()
         finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
-        for k, i in enumerate(positions):
-            if not finite[k]:
+        end = 0
+        for i in positions:
+            part, ticket = windows[i]
+            start, end = end, end + len(part)
+            if not finite[start:end].all():
                 log.error("model %s gave a non-finite score: refused as INTERNAL", entry.key)
                 results[i] = error_result(items[i], INTERNAL, "the model gave a non-finite score for this "
                                           "window; it was not returned", entry)
                 continue
-            score, rec, pred = float(scores.score[k]), float(scores.rec_part[k]), float(scores.pred_part[k])
-            ticket = windows[i][1]
+            score, rec, pred = scores.score[start:end], scores.rec_part[start:end], scores.pred_part[start:end]
             if ticket is not None:
-                verdict = (await ticket.judge(score, rec, pred)).verdict
+                results[i] = self._remembered_result(items[i], entry, await ticket.judge(score, rec, pred))
             else:
-                verdict = entry.bundle.judge_alone((rec, pred))
-            results[i] = score_result(items[i], entry, score, rec, pred, verdict)
-            if verdict.alarm:
+                verdict = entry.bundle.judge_alone((rec[0].item(), pred[0].item()))
+                results[i] = score_result(items[i], entry, score[0].item(), rec[0].item(), pred[0].item(), verdict)
+            if results[i].is_anomaly:
                 self._flag(request, results[i])
         stages.labels("respond").observe(time.perf_counter() - responding)
 
-    def _remembered_result(self, item: pb.Item, entry: ModelEntry, outcome) -> pb.ItemResult:
+    def _remembered_result(self, item: pb.Item, entry: ModelEntry, outcome: Outcome) -> pb.ItemResult:
         if outcome.verdict is None:
             return warming_result(item, outcome.held, entry)
-        return score_result(item, entry, outcome.score, outcome.rec, outcome.pred, outcome.verdict)
+        return score_result(item, entry, outcome.score, outcome.rec, outcome.pred, outcome.verdict, outcome.alarmed)
 
     def _admit(self, fleet: str, entry: ModelEntry, item: pb.Item) -> np.ndarray | Warming | Ready | Remembered:
         """Decode and check one item once: a whole window to score, or what the device store says of readings."""
@@ -261,9 +263,9 @@ class RequestScorer:
             self.metrics.devices.set(len(self.devices))
             if isinstance(admitted, Ready):
                 try:
-                    check_fillable(admitted.window, entry)
+                    check_fillable(admitted.windows, entry)
                 except ItemProblem:
-                    admitted.ticket.fail(admitted.window)
+                    admitted.ticket.fail(admitted.windows)
                     raise
             return admitted
         raise ItemProblem(INVALID_ARGUMENT, "item carries neither `window` nor `readings`")

@@ -65,7 +65,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ItemResult(_message.Message):
-    __slots__ = ("device_id", "status", "score", "rec_part", "pred_part", "threshold", "is_anomaly", "model_name", "model_version", "error", "readings_held", "readings_needed", "timestamp_ms", "alarm_score")
+    __slots__ = ("device_id", "status", "score", "rec_part", "pred_part", "threshold", "is_anomaly", "model_name", "model_version", "error", "readings_held", "readings_needed", "timestamp_ms", "alarm_score", "alarmed_windows")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class ItemResult(_message.Message):
     READINGS_NEEDED_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     ALARM_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ALARMED_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     status: ItemStatus
     score: float
@@ -94,7 +95,8 @@ class ItemResult(_message.Message):
     readings_needed: int
     timestamp_ms: int
     alarm_score: float
-    def __init__(self, device_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., score: _Optional[float] = ..., rec_part: _Optional[float] = ..., pred_part: _Optional[float] = ..., threshold: _Optional[float] = ..., is_anomaly: _Optional[bool] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., readings_held: _Optional[int] = ..., readings_needed: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., alarm_score: _Optional[float] = ...) -> None: ...
+    alarmed_windows: int
+    def __init__(self, device_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., score: _Optional[float] = ..., rec_part: _Optional[float] = ..., pred_part: _Optional[float] = ..., threshold: _Optional[float] = ..., is_anomaly: _Optional[bool] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., readings_held: _Optional[int] = ..., readings_needed: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., alarm_score: _Optional[float] = ..., alarmed_windows: _Optional[int] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("request_id", "fleet_id", "results", "server_time_us")
