@@ -57,18 +57,17 @@ def test_quick_skab_run_includes_leaderboard_and_sensitivity(shared_datasets, tm
 
 def test_seeds_and_a_selection_file_reach_the_report(shared_datasets, tmp_path):
     chosen = tmp_path / "selection.json"
-    chosen.write_text(json.dumps({"chosen": {"calibrator": {"method": "spot", "risk": 0.01, "depth": 32},
-                                             "aelstm": {}}}))
+    chosen.write_text(json.dumps({"chosen": {"policy": "sum | spot:risk=0.01,depth=32", "aelstm": {}}}))
     result = CliRunner().invoke(main, ["evaluate", "--dataset", "skab", "--quick", "--quiet", "--no-sensitivity",
                                        "--detectors", "ae-only,pca", "--seeds", "2", "--settings", str(chosen),
                                        "--data-root", str(shared_datasets), "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "skab.json").read_text())
-    assert report["settings"]["calibrator"] == {"method": "spot", "risk": 0.01, "depth": 32}
+    assert report["settings"]["policy"].startswith("sum | spot:risk=0.01,depth=32")
     assert report["detectors"]["ae-only"]["seeds"] == [0, 1] and report["detectors"]["pca"]["seeds"] == [0]
     summary = report["detectors"]["ae-only"]["summary"]["f1"]
     assert summary["n"] == 2 and summary["sd"] is not None
-    assert report["detectors"]["ae-only"]["calibrator"]["method"] == "spot"
+    assert report["detectors"]["ae-only"]["policy"] == report["settings"]["policy"]
 
 
 def test_a_file_without_a_chosen_setting_is_one_clear_line(shared_datasets, tmp_path):

@@ -9,14 +9,14 @@ import sys
 
 from evaluation.test_eval_protocols import write_skab
 
-from aelstm.training.evaluation.selection import aelstm_variants, calibrators
+from aelstm.training.evaluation.selection import aelstm_variants, policies
 from support import REPO
 
 
 def test_the_grid_spans_methods_depths_risks_and_patch():
-    grid = calibrators()
-    assert {(c.method, c.depth) for c in grid} >= {("pot", 0), ("spot", 0), ("spot", 128)}
-    assert {c.risk for c in grid} >= {1e-3, 1e-2}
+    grid = [policy.threshold_rule for policy in policies()]
+    assert {(r.kind, getattr(r, "depth", 0)) for r in grid} >= {("pot", 0), ("spot", 0), ("spot", 128)}
+    assert {r.risk for r in grid} >= {1e-3, 1e-2}
     assert aelstm_variants() == [{"patch": p, "score_steps": k} for p in (1, 4) for k in (1, 8)]
 
 
@@ -34,5 +34,5 @@ def test_selection_never_opens_a_held_out_run(tmp_path):
     selection = json.loads((out / "selection-skab.json").read_text())
     assert selection["cases"] and all(c.startswith("valve1/") for c in selection["cases"])
     assert {r["detector"] for r in selection["grid"]} == {"ae-lstm", "pca", "isolation-forest"}
-    assert selection["chosen"]["calibrator"] in [r["calibrator"] for r in selection["grid"]]
+    assert selection["chosen"]["policy"] in [r["policy"] for r in selection["grid"]]
     assert "valve2, other" in (out / "selection-skab.md").read_text()
