@@ -303,10 +303,13 @@ async def test_the_server_times_every_stage_of_a_request(server, stub, ec2_bundl
 
 async def test_the_scoring_seam_answers_without_any_transport(server, stub, wire, ec2_bundle):
     windows = ec2_windows(ec2_bundle, 3)
-    request = pb.ScoreRequest(request_id="seam", fleet_id="ec2", items=[
-        wire.window("a", windows[0]), wire.window("b", windows[1][:4]), wire.readings("c", windows[2])])
-    direct = await server.scorer.score_request(request)
-    over_grpc = await stub.Score(request)
+
+    def request(reader: str) -> pb.ScoreRequest:  # a device of its own for each path: the same readings, fresh
+        return pb.ScoreRequest(request_id="seam", fleet_id="ec2", items=[
+            wire.window("a", windows[0]), wire.window("b", windows[1][:4]), wire.readings(reader, windows[2])])
+
+    direct = await server.scorer.score_request(request("c"))
+    over_grpc = await stub.Score(request("c2"))
     assert [r.status for r in direct.results] == [OK, ERROR, OK]
     for a, b in zip(direct.results, over_grpc.results, strict=True):
         assert (a.status, a.score, a.is_anomaly, a.error.code) == (b.status, b.score, b.is_anomaly, b.error.code)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from aelstm.core.bundle import load_bundle
+from aelstm.core.bundle import load_bundle, write_manifest
 from aelstm.core.runtime import BundleScorer, Scores
 from aelstm.server.app import ScoringServer
 from aelstm.server.config import ServeConfig
@@ -157,7 +157,10 @@ async def test_a_resent_reading_is_not_appended_twice(server, stub, wire, ec2_bu
     np.testing.assert_allclose(resent.results[0].score, expected.score[0], rtol=1e-5)
     older = await stub.Score(pb.ScoreRequest(request_id="2", fleet_id="ec2",
                                              items=[wire.readings("d", values[16:18], timestamp_ms=15)]))
-    np.testing.assert_allclose(older.results[0].score, expected.score[0], rtol=1e-5)  # not appended
+    assert older.results[0].error.code == grpc.StatusCode.OUT_OF_RANGE.value[0]  # late data: never appended
+    again = await stub.Score(pb.ScoreRequest(request_id="1", fleet_id="ec2",
+                                             items=[wire.readings("d", values[:16], timestamp_ms=16)]))
+    assert again.results[0] == resent.results[0]
     # Without a timestamp (0) readings are always appended.
     plain = [await stub.Score(pb.ScoreRequest(request_id="3", fleet_id="ec2", items=[
         wire.readings("p", values[:10])])) for _ in range(2)]
@@ -251,16 +254,17 @@ async def test_stopping_the_metrics_server_does_not_block_the_event_loop(registr
     assert max(gaps) < 0.2, max(gaps)
 
 
-async def test_a_pot_threshold_that_fell_back_is_reported_as_the_quantile_it_is(tmp_path, ec2_bundle):
+async def test_a_threshold_that_fell_back_is_reported_with_its_policy(tmp_path, ec2_bundle):
     import json
     import shutil
 
     bundle = tmp_path / "fallback"
     shutil.copytree(ec2_bundle.path, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["threshold"]["method"] = "pot"  # as bundles written before the method was named honestly
-    manifest["threshold"]["params"]["fallback"] = "quantile: fewer than 10 peaks"
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    fitted = manifest["policy"]["rules"][-1]["fitted_state"]  # as the fit records too few scores for a tail
+    fitted["params"]["fallback"] = "too few scores for a tail fit, 12 < 20"
+    fitted.pop("streaming", None)
+    write_manifest(bundle, manifest)
     publish(bundle, tmp_path / "registry", "fb")
     server = await started(tmp_path / "registry")
     try:
@@ -270,5 +274,6 @@ async def test_a_pot_threshold_that_fell_back_is_reported_as_the_quantile_it_is(
             listed = (await stub.ListModels(pb.ListModelsRequest())).models
     finally:
         await server.stop(0)
-    assert info.threshold_method == "quantile (pot fallback: fewer than 10 peaks)"
+    spec = load_bundle(bundle).policy.spec
+    assert info.threshold_method == f"{spec} (fallback: too few scores for a tail fit, 12 < 20)"
     assert [m.threshold_method for m in listed] == [info.threshold_method]
