@@ -24,6 +24,7 @@ from .backend import BackendUnavailable, InProcessBackend, ScoringBackend
 from .coalescer import Coalescer
 from .config import ServeConfig
 from .devices import DeviceStore
+from .handoff import Handoff, RayHandoff
 from .metrics import Metrics
 from .models import ModelBook
 from .ray_backend import RayServeBackend
@@ -46,7 +47,8 @@ def make_backend(config: ServeConfig) -> ScoringBackend:
 class ScoringServer:
     """One ingress process. `await start()`, then `await stop()`; `port` is the bound port (useful with port 0)."""
 
-    def __init__(self, config: ServeConfig, backend: ScoringBackend | None = None) -> None:
+    def __init__(self, config: ServeConfig, backend: ScoringBackend | None = None,
+                 handoff: Handoff | None = None) -> None:
         self.config = config
         self.backend = backend or make_backend(config)
         self.metrics = Metrics()
@@ -56,8 +58,10 @@ class ScoringServer:
                                    config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
         devices = DeviceStore(config.max_devices, config.max_device_bytes(),
                               count=lambda event: self.metrics.device_events.labels(event).inc())
+        if handoff is None and config.backend == "ray":  # ingresses of one cluster hand devices to each other
+            handoff = RayHandoff(config.max_devices)
         self.scorer = RequestScorer(self.models, self.coalescer, devices, AnomalyHub(config.watcher_queue),
-                                    self.metrics, config.limits())
+                                    self.metrics, config.limits(), handoff)
         self.service = AnomalyScorerService(self.scorer)
         self.health = health_aio.HealthServicer()
         self.port: int | None = None

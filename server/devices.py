@@ -45,9 +45,6 @@ DEFAULT_REMEMBER = 64
 DEFAULT_MAX_GAP_READINGS = 4
 GAP_SLACK = 0.5  # a gap is at least half a sampling period more than the readings account for
 
-EVENTS = ("evicted", "resend_answered", "late_refused", "gap_filled", "gap_restarted", "policy_carried_over",
-          "policy_restarted")
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -215,12 +212,36 @@ class DeviceStore:
         self._follow(held, model_key, policy)
         return Ticket(held, False, None)
 
+    def knows(self, fleet: str, device: str) -> bool:
+        return (fleet, device) in self._devices
+
+    def forget(self, fleet: str, device: str) -> None:
+        """Drop a device handed over to another ingress (if it comes back, it is taken back from the handoff)."""
+        held = self._devices.pop((fleet, device), None)
+        if held is not None:
+            self.bytes -= held.size
+
     def export(self, fleet: str, device: str) -> dict | None:
-        """A device's learnt state (policy state and sampling period), e.g. for a new model version or process."""
+        """A device's state as plain data, for another ingress (`adopt`): its window, newest timestamp, sampling
+        period and policy state (its remembered verdicts stay here)."""
         held = self._devices.get((fleet, device))
-        if held is None or held.state is None:
+        if held is None:
             return None
-        return {"model_key": held.key, "period_ms": held.period_ms, "policy": held.state.to_dict()}
+        return {"readings": held.readings.tolist(), "features": held.readings.shape[1],
+                "timestamp_ms": held.timestamp_ms, "period_ms": held.period_ms, "model_key": held.key,
+                "policy": None if held.state is None else held.state.to_dict()}
+
+    def adopt(self, fleet: str, device: str, data: dict, model_key: str, policy: Policy) -> None:
+        """Take over a device exported by another ingress; its policy state only when the policies match."""
+        held = _Device(np.asarray(data["readings"], np.float32).reshape(-1, int(data["features"])))
+        held.timestamp_ms, held.period_ms = int(data["timestamp_ms"]), data["period_ms"]
+        held.key, held.policy, held.state = model_key, policy, policy.start()
+        if data["policy"] is not None and not held.state.restore(data["policy"]):
+            self.count("policy_restarted")
+        self._devices.pop((fleet, device), None)
+        self._devices[(fleet, device)] = held
+        self.count("adopted")
+        self._resize(held, fleet, device)
 
     def _earlier(self, held: _Device, timestamp_ms: int) -> Remembered:
         outcome = held.outcomes.get(timestamp_ms)

@@ -9,6 +9,7 @@ error and never breaks its request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from aelstm.v1 import scoring_pb2 as pb
 from .anomalies import AnomalyHub
 from .coalescer import Coalescer
 from .devices import DeviceStore, Outcome, Ready, Remembered, Retry, Ticket, Warming
+from .handoff import Handoff
 from .items import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -72,23 +74,27 @@ class RequestScorer:
     """`score_request(request) -> response`: the one scoring path of every RPC that scores."""
 
     def __init__(self, models: ModelBook, coalescer: Coalescer, devices: DeviceStore, hub: AnomalyHub,
-                 metrics: Metrics, limits: Limits = Limits()) -> None:
+                 metrics: Metrics, limits: Limits = Limits(), handoff: Handoff | None = None) -> None:
         self.models = models
         self.coalescer = coalescer
         self.devices = devices
         self.hub = hub
         self.metrics = metrics
         self.limits = limits
+        self.handoff = handoff
+        self._adopting: dict[tuple[str, str], asyncio.Future] = {}  # devices being taken over from the handoff
 
-    async def score_request(self, request: pb.ScoreRequest, rpc: str = "Score") -> pb.ScoreResponse:
-        """The one response to `request`; never raises. `rpc` labels the metrics."""
+    async def score_request(self, request: pb.ScoreRequest, rpc: str = "Score",
+                            touched: set[tuple[str, str]] | None = None) -> pb.ScoreResponse:
+        """The one response to `request`; never raises. `rpc` labels the metrics; `touched` (a stream's) collects
+        the devices whose readings it held, to hand them over when the stream ends."""
         started = time.perf_counter()
         too_long = self._long_ids(request)
         try:
             if too_long:
                 results = [error_result(item, INVALID_ARGUMENT, too_long) for item in request.items]
             else:
-                results = await self._score_items(request)
+                results = await self._score_items(request, touched)
         except Exception as exc:
             log.exception("request %s failed", quote(request.request_id))
             results = [error_result(item, INTERNAL, f"internal error: {_brief(exc)}") for item in request.items]
@@ -147,7 +153,45 @@ class RequestScorer:
                 result.error.message = "response too large: send fewer items per request"
         return compact
 
-    async def _score_items(self, request: pb.ScoreRequest) -> list[pb.ItemResult]:
+    async def hand_over(self, touched: set[tuple[str, str]]) -> None:
+        """A stream ended: leave the state of the devices it sent readings for to whichever ingress sees them next."""
+        if self.handoff is None or not touched:
+            return
+        states = {key: state for key in touched if (state := self.devices.export(*key)) is not None}
+        await self.handoff.put(states)
+        for key in states:
+            self.devices.forget(*key)
+            self.metrics.device_events.labels("handed_over").inc()
+
+    async def _take_over(self, fleet: str, entry: ModelEntry, items) -> None:
+        """Adopt the state another ingress left for the devices of these readings that this one does not hold.
+
+        Readings must still be admitted in the order their requests arrived: a device being taken over makes every
+        later request for it wait until it is adopted, and wakes them in order (futures call back in order)."""
+        moved = {(fleet, item.device_id) for item in items if item.WhichOneof("payload") == "readings"
+                 and item.device_id and not self._too_long(item.device_id)
+                 and not self.devices.knows(fleet, item.device_id)}
+        if not moved:
+            return
+        earlier = {self._adopting[key] for key in moved if key in self._adopting}
+        mine = sorted(key for key in moved if key not in self._adopting)
+        done = asyncio.get_running_loop().create_future()
+        for key in mine:
+            self._adopting[key] = done
+        try:
+            for waiting in earlier:
+                await asyncio.shield(waiting)
+            if mine:
+                for key, state in (await self.handoff.take(mine)).items():
+                    if not self.devices.knows(*key):
+                        self.devices.adopt(*key, state, entry.key, entry.bundle.policy)
+        finally:
+            for key in mine:
+                del self._adopting[key]
+            done.set_result(None)
+
+    async def _score_items(self, request: pb.ScoreRequest,
+                           touched: set[tuple[str, str]] | None = None) -> list[pb.ItemResult]:
         started = time.perf_counter()
         items = request.items
         if len(items) > self.limits.max_items:
@@ -160,6 +204,8 @@ class RequestScorer:
             message = (f"fleet {quote(request.fleet_id)} has no model and no default model is configured: publish "
                        f"one with `aelstm publish BUNDLE --fleet FLEET`")
             return [error_result(item, NOT_FOUND, message) for item in items]
+        if self.handoff is not None:
+            await self._take_over(request.fleet_id, entry, items)
         results: list[pb.ItemResult | None] = [None] * len(items)
         fresh: dict[int, tuple[np.ndarray, Ticket | None]] = {}
         remembered: dict[int, Remembered] = {}
@@ -171,6 +217,8 @@ class RequestScorer:
                 except ItemProblem as problem:
                     results[i] = error_result(item, problem.code, problem.message, entry)
                     continue
+                if touched is not None and not isinstance(admitted, np.ndarray):
+                    touched.add((request.fleet_id, item.device_id))
                 if isinstance(admitted, Warming):
                     results[i] = warming_result(item, admitted.held, entry)
                 elif isinstance(admitted, Remembered):

@@ -37,6 +37,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         self.metrics = scorer.metrics
         self.limits = scorer.limits
         self.draining = asyncio.Event()
+        self._handing: set[asyncio.Task] = set()  # hand-overs of ended streams still under way
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         return await self.scorer.score_request(request, "Score")
@@ -66,9 +67,10 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         """Feed responses into `out`, then None; returns whether it stopped because of a drain. Takes a slot per
         request read; the consumer of `out` frees it once the response is sent."""
         answering: set[asyncio.Task] = set()
+        touched: set[tuple[str, str]] = set()  # devices this stream sent readings for: handed over at its end
 
         async def answer(request: pb.ScoreRequest) -> None:
-            out.put_nowait(await self.scorer.score_request(request, "StreamScore"))  # never raises
+            out.put_nowait(await self.scorer.score_request(request, "StreamScore", touched))  # never raises
 
         requests = aiter(request_iterator)
         drain = asyncio.ensure_future(self.draining.wait())
@@ -95,10 +97,18 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
             drain.cancel()
             if following is not None:
                 following.cancel()  # cancelled while waiting (the call ended): the read must not outlive it
+            handing = asyncio.ensure_future(self._hand_over(set(answering), touched))  # even when cancelled
+            self._handing.add(handing)
+            handing.add_done_callback(self._handing.discard)
             if answering:
                 await asyncio.gather(*answering, return_exceptions=True)
             out.put_nowait(None)
         return drained
+
+    async def _hand_over(self, answering: set[asyncio.Task], touched: set[tuple[str, str]]) -> None:
+        """Once the stream's last answers are done (or cancelled), hand its devices over."""
+        await asyncio.gather(*answering, return_exceptions=True)
+        await self.scorer.hand_over(touched)
 
     # --- models and anomalies --------------------------------------------------------------------------------
 

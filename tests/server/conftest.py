@@ -86,6 +86,17 @@ class Wire:
             answers.setdefault(response.request_id, []).append(response)
         return answers
 
+    @classmethod
+    async def verdicts(cls, address: str, fleet: str, device: str, values: np.ndarray, rows: range) -> dict[int, tuple]:
+        """One StreamScore call to `address` sending `rows` of `values` one reading per item, a second apart;
+        row → (status, alarm score, threshold, alarm)."""
+        requests = [pb.ScoreRequest(request_id=str(row), fleet_id=fleet, items=[
+            cls.readings(device, values[row : row + 1], timestamp_ms=1_000 * (row + 1))]) for row in rows]
+        async with grpc.aio.insecure_channel(address) as channel:
+            answers = await cls.stream(pb_grpc.AnomalyScorerStub(channel), requests)
+        results = {int(key): responses[0].results[0] for key, responses in answers.items()}
+        return {row: (r.status, r.alarm_score, r.threshold, r.is_anomaly) for row, r in results.items()}
+
 
 @pytest_asyncio.fixture
 async def stub(server):

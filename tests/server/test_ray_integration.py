@@ -191,3 +191,28 @@ async def test_two_fleets_sharing_replicas_get_their_own_models_scores(live, stu
     for fleet in ("ec2", "machines"):
         served = [r.score for i in range(0, 64, 8) for r in answers[f"{fleet}-{i}"][0].results]
         np.testing.assert_allclose(served, offline[fleet], rtol=1e-4)
+
+
+async def test_a_device_moving_between_two_ingresses_of_the_cluster_keeps_its_state(live, wire, ec2_bundle):
+    """A second ingress attached to the same cluster: the device's window and policy state travel through the
+    cluster's handoff store, so its verdicts after the move are those of a device that never moved."""
+    import ray
+
+    server, registry, _ = live
+    second = ScoringServer(ServeConfig(port=0, backend="ray", registry=str(registry), metrics_port=0, poll_s=0.2,
+                                       ray_address=ray.get_runtime_context().gcs_address, drain_grace_s=5.0))
+    await second.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not second.serving and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert second.serving
+        rows, move_at = 300, 150
+        values = ec2_bundle.series.values[:rows].astype(np.float32) * 1.3  # off the training level: DSPOT adapts
+        stayed = await wire.verdicts(server.address, "ec2", "ray-control", values, range(rows))
+        before = await wire.verdicts(server.address, "ec2", "ray-mover", values, range(move_at))
+        moved = await wire.verdicts(second.address, "ec2", "ray-mover", values, range(move_at, rows))
+        assert {**before, **moved} == stayed
+    finally:
+        await second.stop(0)
+    assert server.serving  # the attached ingress left the cluster's application running
