@@ -11,7 +11,8 @@ from aelstm.core.errors import DataError
 from aelstm.core.policy import DEFAULT_POLICY, Policy
 
 LIKELIHOOD = "likelihood | refractory:n=50 | fixed:value=0.5"
-SPECS = [DEFAULT_POLICY, "sum | pot:risk=0.001", "sum | quantile:q=0.99", LIKELIHOOD,
+DSPOT = "sum | spot:risk=0.0001,depth=512"
+SPECS = [DEFAULT_POLICY, DSPOT, "sum | pot:risk=0.001", "sum | quantile:q=0.99", LIKELIHOOD,
          "likelihood:short=5,long=200 | fixed:value=0.5"]
 
 
@@ -49,7 +50,7 @@ def test_judging_changes_nothing_and_step_is_judge_then_learn(spec):
 
 
 def test_a_state_moves_between_processes_and_only_to_the_same_rules():
-    policy = Policy.parse(DEFAULT_POLICY).fit(normal_terms(2_000, 4))
+    policy = Policy.parse(DSPOT).fit(normal_terms(2_000, 4))
     state = policy.start()
     drifted = normal_terms(600, 5) * 3.0
     for row in drifted:
@@ -60,14 +61,14 @@ def test_a_state_moves_between_processes_and_only_to_the_same_rules():
     assert moved.judge(probe) == state.judge(probe) != policy.start().judge(probe)
     other = Policy.parse("sum | pot:risk=0.001").fit(normal_terms(2_000, 4))
     assert not other.start().restore(state.to_dict())
-    assert not other.compatible(policy) and Policy.parse(DEFAULT_POLICY).fit(drifted).compatible(policy)
+    assert not other.compatible(policy) and Policy.parse(DSPOT).fit(drifted).compatible(policy)
 
 
 def test_when_alarms_do_not_teach_a_long_anomaly_stays_flagged():
     terms = normal_terms(2_000, 6)
     long_anomaly = np.vstack([normal_terms(500, 7), normal_terms(1_500, 8) + 6.0])
-    teaching = Policy.parse(DEFAULT_POLICY).fit(terms).flags(long_anomaly)
-    holding = Policy.parse(DEFAULT_POLICY, alarms_teach=False).fit(terms).flags(long_anomaly)
+    teaching = Policy.parse(DSPOT).fit(terms).flags(long_anomaly)
+    holding = Policy.parse(DSPOT, alarms_teach=False).fit(terms).flags(long_anomaly)
     assert holding[500:].mean() > 0.95
     assert teaching[500:].mean() < 0.5  # DSPOT learns the new level: a drifted device goes quiet
 
@@ -93,7 +94,7 @@ def test_refractory_keeps_one_alarm_per_burst():
 
 
 def test_rows_without_a_score_never_alarm_and_teach_nothing():
-    policy = Policy.parse(DEFAULT_POLICY).fit(normal_terms(1_000, 11))
+    policy = Policy.parse(DSPOT).fit(normal_terms(1_000, 11))
     state = policy.start()
     before = json.dumps(state.to_dict())
     assert not state.step((np.nan, np.nan)).alarm

@@ -8,11 +8,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from aelstm.core.policy import DEFAULT_POLICY, Policy
+from aelstm.core.policy import Policy
 from aelstm.server.devices import OUT_OF_RANGE, DeviceStore, Ready, Remembered, Retry, Warming
 from aelstm.server.items import ItemProblem
 
-POLICY = Policy.parse(DEFAULT_POLICY).fit(np.random.default_rng(0).exponential(size=(2_000, 2)))
+DSPOT = "sum | spot:risk=0.0001,depth=512"
+POLICY = Policy.parse(DSPOT).fit(np.random.default_rng(0).exponential(size=(2_000, 2)))
 
 
 def rows(*values: float) -> np.ndarray:
@@ -172,7 +173,7 @@ async def test_a_new_model_keeps_the_policy_state_only_when_the_policies_match()
     for i in range(50):
         await judged(admit(store, [i]), score=5.0)
     learnt = store.export("f", "d")["policy"]
-    refit = Policy.parse(DEFAULT_POLICY).fit(np.random.default_rng(1).exponential(size=(2_000, 2)))
+    refit = Policy.parse(DSPOT).fit(np.random.default_rng(1).exponential(size=(2_000, 2)))
     await judged(admit(store, [50], model="m2", policy=refit))
     assert events["policy_carried_over"] == 1
     moved = store.export("f", "d")["policy"]
