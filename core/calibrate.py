@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import DataError
-from .spot import MIN_PEAKS, SpotConfig, StreamingThreshold
+from .spot import MIN_MARGIN, MIN_PEAKS, SpotConfig, StreamingThreshold
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,14 @@ class Threshold:
 
 
 def quantile_threshold(scores: np.ndarray, q: float = 0.995) -> Threshold:
-    """The q-quantile of normal scores: about (1 − q) of normal windows are flagged."""
+    """The q-quantile of normal scores: about (1 − q) of normal windows are flagged; at least `MIN_MARGIN` of the
+    normal level above the median (near-constant normal scores leave no room otherwise)."""
     scores = _finite(scores)
     if not 0.0 < q < 1.0:
         raise DataError(f"quantile must be in (0, 1), got {q}")
-    return Threshold(float(np.quantile(scores, q)), "quantile", {"q": q, "n": int(scores.size)})
+    median = float(np.median(scores))
+    value = max(float(np.quantile(scores, q)), median + MIN_MARGIN * abs(median))
+    return Threshold(value, "quantile", {"q": q, "n": int(scores.size)})
 
 
 def fitted_config(scores: np.ndarray, config: SpotConfig) -> SpotConfig:

@@ -119,3 +119,14 @@ def test_bad_policies_are_refused_with_what_to_fix(spec, message):
 def test_an_unfitted_policy_cannot_judge():
     with pytest.raises(DataError, match="not fitted"):
         Policy.parse(DEFAULT_POLICY).start()
+
+
+@pytest.mark.parametrize("spec", [DSPOT, "sum | spot:depth=0", "sum | pot", "sum | quantile"])
+def test_constant_normal_scores_leave_room_for_the_arithmetic_of_another_runtime(spec):
+    """A flat sensor's validation scores are all equal: a score 0.05 % above them (float32 in onnxruntime against
+    torch) is no anomaly, while a real jump still is."""
+    policy = Policy.parse(spec).fit(np.full((500, 2), 0.3))
+    served = np.full((2_000, 2), 0.3 * 1.0005)
+    served[1_500] = 0.6
+    alarms = policy.flags(served)
+    assert not alarms[:1_500].any() and alarms[1_500]
