@@ -54,7 +54,7 @@ def markdown(result: dict) -> str:
         "normalised with its own null and perfect detector, as NAB normalises a corpus.",
         "",
         f"**Chosen on development:** `{result['chosen']}` (rule: best development standard score, seed "
-        f"{result['seeds'][0]}; the first declared among ties).",
+        f"{result['seeds'][0]}; the first declared among ties). {result.get('grid_history', '')}",
         "",
         f"## Scores (mean ± sd over seeds {seeds})",
         "",
