@@ -82,7 +82,7 @@ class RequestScorer:
         self.metrics = metrics
         self.limits = limits
         self.handoff = handoff
-        self._adopting: dict[tuple[str, str], asyncio.Future] = {}  # devices being taken over from the handoff
+        self._gates: dict[tuple[str, str], list] = {}  # device → [FIFO lock, requests at it]: see `_take_over`
 
     async def score_request(self, request: pb.ScoreRequest, rpc: str = "Score",
                             touched: set[tuple[str, str]] | None = None) -> pb.ScoreResponse:
@@ -163,32 +163,63 @@ class RequestScorer:
             self.devices.forget(*key)
             self.metrics.device_events.labels("handed_over").inc()
 
-    async def _take_over(self, fleet: str, entry: ModelEntry, items) -> None:
-        """Adopt the state another ingress left for the devices of these readings that this one does not hold.
+    async def _take_over(self, fleet: str, entry: ModelEntry, items) -> list[tuple[str, str]]:
+        """Adopt the state another ingress left for the devices of these readings that this one does not hold;
+        returns the device gates entered, to leave once the request's readings are admitted (`_leave`).
 
-        Readings must still be admitted in the order their requests arrived: a device being taken over makes every
-        later request for it wait until it is adopted, and wakes them in order (futures call back in order)."""
-        moved = {(fleet, item.device_id) for item in items if item.WhichOneof("payload") == "readings"
-                 and item.device_id and not self._too_long(item.device_id)
-                 and not self.devices.knows(fleet, item.device_id)}
-        if not moved:
-            return
-        earlier = {self._adopting[key] for key in moved if key in self._adopting}
-        mine = sorted(key for key in moved if key not in self._adopting)
-        done = asyncio.get_running_loop().create_future()
-        for key in mine:
-            self._adopting[key] = done
+        Readings must be admitted in the order their requests arrived, yet taking a device over waits on the
+        handoff store. So a device being taken over has a gate (a FIFO lock) until every request that queued at it
+        has admitted its readings; requests for a known device without a gate go straight through."""
+        gated = sorted({(fleet, item.device_id) for item in items if item.WhichOneof("payload") == "readings"
+                        and item.device_id and not self._too_long(item.device_id)
+                        and ((fleet, item.device_id) in self._gates or not self.devices.knows(fleet, item.device_id))})
+        for key in gated:
+            self._gates.setdefault(key, [asyncio.Lock(), 0])[1] += 1
+        held = []
         try:
-            for waiting in earlier:
-                await asyncio.shield(waiting)
-            if mine:
-                for key, state in (await self.handoff.take(mine)).items():
-                    if not self.devices.knows(*key):
-                        self.devices.adopt(*key, state, entry.key, entry.bundle.policy)
-        finally:
-            for key in mine:
-                del self._adopting[key]
-            done.set_result(None)
+            for key in gated:  # in one order for every request: no two requests wait on each other
+                await self._gates[key][0].acquire()
+                held.append(key)
+            unknown = [key for key in gated if not self.devices.knows(*key)]
+            if unknown:
+                for key, state in (await self.handoff.take(unknown)).items():
+                    self.devices.adopt(*key, state, entry.key, entry.bundle.policy)
+        except BaseException:
+            self._leave(gated, held)
+            raise
+        return gated
+
+    def _leave(self, gated: list[tuple[str, str]], held: list[tuple[str, str]] | None = None) -> None:
+        for key in gated:
+            gate = self._gates[key]
+            if held is None or key in held:
+                gate[0].release()
+            gate[1] -= 1
+            if not gate[1]:
+                del self._gates[key]
+
+    def _admit_all(self, request: pb.ScoreRequest, entry: ModelEntry, results: list[pb.ItemResult | None],
+                   fresh: dict[int, tuple[np.ndarray, Ticket | None]], remembered: dict[int, Remembered],
+                   touched: set[tuple[str, str]] | None) -> None:
+        """Decode, check and admit every item, in order and without waiting: `fresh` gets the windows (and ticket)
+        to score by item position, `remembered` the earlier verdicts of resends, `results` warming-up items and
+        item errors."""
+        for i, item in enumerate(request.items):
+            try:
+                admitted = self._admit(request.fleet_id, entry, item)
+            except ItemProblem as problem:
+                results[i] = error_result(item, problem.code, problem.message, entry)
+                continue
+            if touched is not None and not isinstance(admitted, np.ndarray):
+                touched.add((request.fleet_id, item.device_id))
+            if isinstance(admitted, Warming):
+                results[i] = warming_result(item, admitted.held, entry)
+            elif isinstance(admitted, Remembered):
+                remembered[i] = admitted
+            elif isinstance(admitted, Ready):
+                fresh[i] = (admitted.windows, admitted.ticket)
+            else:
+                fresh[i] = (admitted[None], None)
 
     async def _score_items(self, request: pb.ScoreRequest,
                            touched: set[tuple[str, str]] | None = None) -> list[pb.ItemResult]:
@@ -204,29 +235,16 @@ class RequestScorer:
             message = (f"fleet {quote(request.fleet_id)} has no model and no default model is configured: publish "
                        f"one with `aelstm publish BUNDLE --fleet FLEET`")
             return [error_result(item, NOT_FOUND, message) for item in items]
-        if self.handoff is not None:
-            await self._take_over(request.fleet_id, entry, items)
         results: list[pb.ItemResult | None] = [None] * len(items)
         fresh: dict[int, tuple[np.ndarray, Ticket | None]] = {}
         remembered: dict[int, Remembered] = {}
         retried: dict[int, tuple[np.ndarray, Ticket | None]] = {}
+        gated = await self._take_over(request.fleet_id, entry, items) if self.handoff is not None else []
         try:
-            for i, item in enumerate(items):
-                try:
-                    admitted = self._admit(request.fleet_id, entry, item)
-                except ItemProblem as problem:
-                    results[i] = error_result(item, problem.code, problem.message, entry)
-                    continue
-                if touched is not None and not isinstance(admitted, np.ndarray):
-                    touched.add((request.fleet_id, item.device_id))
-                if isinstance(admitted, Warming):
-                    results[i] = warming_result(item, admitted.held, entry)
-                elif isinstance(admitted, Remembered):
-                    remembered[i] = admitted
-                elif isinstance(admitted, Ready):
-                    fresh[i] = (admitted.windows, admitted.ticket)
-                else:
-                    fresh[i] = (admitted[None], None)
+            try:
+                self._admit_all(request, entry, results, fresh, remembered, touched)
+            finally:
+                self._leave(gated)
             if fresh:
                 await self._score_windows(request, entry, fresh, results, started)
             for i, admitted in remembered.items():  # resends: what their readings got the first time

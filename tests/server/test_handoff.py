@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest_asyncio
 
@@ -51,3 +53,20 @@ async def test_without_a_shared_store_the_device_starts_over(ingresses, wire, ec
     await wire.verdicts(first.address, "ec2", "mover", values, range(MOVE_AT))
     moved = await wire.verdicts(second.address, "ec2", "mover", values, range(MOVE_AT, ROWS))
     assert moved[MOVE_AT][0] == pb.ITEM_STATUS_WARMING_UP  # what every ingress did before handoff
+
+
+class SlowHandoff(LocalHandoff):
+    """A store a network hop away: taking a device over takes a while."""
+
+    async def take(self, keys):
+        await asyncio.sleep(0.05)
+        return await super().take(keys)
+
+
+async def test_readings_are_admitted_in_arrival_order_while_a_device_is_taken_over(ingresses, wire, ec2_bundle):
+    """Many requests for a device in flight on one stream while its state is fetched: none overtakes another (an
+    overtaken request would be late data)."""
+    values = ec2_bundle.series.values[:ROWS].astype(np.float32)
+    server = await ingresses(SlowHandoff())
+    verdicts = await wire.verdicts(server.address, "ec2", "new", values, range(ROWS))
+    assert {status for status, *_ in verdicts.values()} == {pb.ITEM_STATUS_WARMING_UP, pb.ITEM_STATUS_OK}
