@@ -103,11 +103,13 @@ def plot(result: dict, path: Path) -> None:
         ax.bar(x + offset, means, 0.25, yerr=errors, capsize=3, label=title.strip("*"))
     for name, target in TARGETS.items():
         i = names.index(name)
-        ax.hlines(target, i - 0.4, i + 0.4, colors="black", linestyles="--", lw=1)
+        ax.hlines(target, i - 0.4, i + 0.4, colors="black", linestyles="--", lw=1,
+                  label="held-out target" if i == 0 else None)
     ax.set_xticks(x, [PROFILE_TITLES[n] for n in names])
     ax.set_ylabel("NAB score (served alarms)")
     ax.set_title(f"NAB on served alarms: {result['chosen']}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylim(top=max(TARGETS.values()) + 30)
+    ax.legend(fontsize=8, loc="upper left", ncols=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
