@@ -52,8 +52,7 @@ class ScoringServer:
         self.metrics = Metrics()
         self.models = ModelBook(RegistryScanner(config.registry, config.default_bundle), self.backend,
                                 poll_s=config.poll_s, on_change=self._models_changed)
-        self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_s(),
-                                   config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
+        self.coalescer = Coalescer.for_server(self.backend, config, self.metrics)
         devices = DeviceWindows(config.max_devices, config.max_device_bytes())
         self.scorer = RequestScorer(self.models, self.coalescer, devices, AnomalyHub(config.watcher_queue),
                                     self.metrics, config.limits())

@@ -16,6 +16,7 @@ import numpy as np
 
 from aelstm.v1 import scoring_pb2 as pb
 
+from .admission import Overloaded, refuse_items
 from .alarms import Judgement
 from .anomalies import AnomalyHub
 from .coalescer import Coalescer
@@ -190,6 +191,8 @@ class RequestScorer:
         stages.labels("prepare").observe(time.perf_counter() - started)
         try:
             scores = await self.coalescer.score(entry.key, np.stack(windows))
+        except Overloaded as exc:
+            refuse_items(items, positions, results, entry, exc)
         except Exception as exc:
             log.warning("scoring backend failed for %s: %s", entry.key, exc)
             for i in positions:

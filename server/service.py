@@ -11,10 +11,8 @@ import grpc
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 
-from .items import (
-    model_info,
-    quote,
-)
+from .coalescer import current_fleet
+from .items import model_info, quote
 from .scoring import RequestScorer
 from .security import allowed, denied_message, granted_fleets
 
@@ -39,6 +37,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         self.draining = asyncio.Event()
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        current_fleet.set(request.fleet_id)
         return await self.scorer.score_request(request, "Score")
 
     async def StreamScore(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -68,6 +67,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         answering: set[asyncio.Task] = set()
 
         async def answer(request: pb.ScoreRequest) -> None:
+            current_fleet.set(request.fleet_id)  # this task's own context: its queue line in the coalescer
             out.put_nowait(await self.scorer.score_request(request, "StreamScore"))  # never raises
 
         requests = aiter(request_iterator)
