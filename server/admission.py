@@ -45,7 +45,7 @@ class ServiceTime:
 
     Small calls are left out: their time is mostly per-call overhead, and counting it per window would make a
     lightly loaded server refuse its first burst. Until a large call was seen the estimate is unknown (None) and
-    only the hard budget applies.
+    nothing is refused: a lightly loaded service never needs to.
     """
 
     def __init__(self, min_windows: int, weight: float = 0.2) -> None:

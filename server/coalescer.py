@@ -14,7 +14,9 @@ few full ones, for a bounded wait well inside any latency objective.
 Fairness: inside a model's queue each fleet has its own line, and a call takes whole requests from the fleets in
 turn, the fleet with the fewest windows in the call so far first, so a fleet's burst fills calls only with what the
 others leave. Admission (`admission.py`): a request that would wait longer than `max_queue_s` to be sent is
-refused at once (`Overloaded`), and one that waited past it anyway is refused rather than sent late.
+refused at once (`Overloaded`), and one that waited past it anyway is refused rather than sent late. Until a model
+has been seen scoring full calls its pace is unknown, and a slow first call (a cold replica) cannot be told from
+overload: nothing of it is refused then.
 """
 
 from __future__ import annotations
@@ -69,8 +71,7 @@ class _Queue:
     lines: dict[str, deque[_Part]] = field(default_factory=dict)  # fleet -> its requests, oldest first
     fleet_windows: dict[str, int] = field(default_factory=dict)
     windows: int = 0  # waiting, all fleets
-    in_flight: int = 0  # windows in calls under way
-    busy: int = 0  # calls under way
+    calls: dict[int, tuple[float, int]] = field(default_factory=dict)  # calls under way: id -> (sent at, windows)
     last_call: float = -math.inf
     timer: asyncio.TimerHandle | None = None
     turn: int = 0  # rotates which fleet a call starts with, so ties do not always favour the same one
@@ -153,10 +154,12 @@ class Coalescer:
         if queue is None or service is None or service.per_window_s is None:
             return 0.0
         others = [n for f, n in queue.fleet_windows.items() if f != fleet]
-        ahead = windows_ahead(queue.fleet_windows.get(fleet, 0), others, windows) - windows
-        if queue.busy >= self.max_calls:
-            ahead += queue.in_flight  # every call slot is taken: the calls under way finish first
-        return ahead * service.per_window_s / self.max_calls
+        per_window = service.per_window_s
+        wait = (windows_ahead(queue.fleet_windows.get(fleet, 0), others, windows) - windows) * per_window
+        if len(queue.calls) >= self.max_calls:  # every call slot is taken: the calls under way finish first
+            now = asyncio.get_running_loop().time()
+            wait += sum(max(0.0, size * per_window - (now - sent)) for sent, size in queue.calls.values())
+        return wait / self.max_calls
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
         fleet = current_fleet.get()
@@ -185,7 +188,7 @@ class Coalescer:
         if queue.timer is not None:
             queue.timer.cancel()
             queue.timer = None
-        if not queue.windows or queue.busy >= self.max_calls:
+        if not queue.windows or len(queue.calls) >= self.max_calls:
             return
         loop = asyncio.get_running_loop()
         due = min(queue.oldest() + self.max_wait_s, queue.last_call + self.min_gap_s)
@@ -199,10 +202,11 @@ class Coalescer:
         queue = self._queues[key]
         loop = asyncio.get_running_loop()
         now = loop.time()
+        paced = self._service[key].per_window_s is not None
         parts = []
         for part in queue.take(self.max_batch):
             waited = now - part.since
-            if waited > self.max_queue_s and not force:
+            if waited > self.max_queue_s and paced and not force:
                 self._refused("expired", len(part.windows))
                 if not part.future.done():
                     part.future.set_exception(expired(waited, self.max_queue_s, self._service[key].per_window_s,
@@ -214,20 +218,18 @@ class Coalescer:
             return
         size = sum(len(part.windows) for part in parts)
         queue.last_call = now
-        queue.busy += 1
-        queue.in_flight += size
         task = loop.create_task(self._call(key, parts, size))
+        queue.calls[id(task)] = (now, size)
         self._calls.add(task)
-        task.add_done_callback(lambda done: self._finished(key, size, done))
+        task.add_done_callback(lambda done: self._finished(key, done))
         if queue.windows:
             self._schedule(key)
 
-    def _finished(self, key: str, size: int, task: asyncio.Task) -> None:
+    def _finished(self, key: str, task: asyncio.Task) -> None:
         """A call ended: what queued up meanwhile may go now."""
         self._calls.discard(task)
         queue = self._queues[key]
-        queue.busy -= 1
-        queue.in_flight -= size
+        del queue.calls[id(task)]
         self._schedule(key)
 
     async def _call(self, key: str, parts: list[_Part], size: int) -> None:

@@ -167,10 +167,12 @@ def fleet_score(coalescer: Coalescer, fleet: str, values: list[float]) -> asynci
 
 async def test_a_request_that_waited_past_the_budget_is_refused_not_sent():
     gate = asyncio.Event()
-    backend = RecordingBackend(gate=gate)
+    backend = RecordingBackend()
     refused = []
     coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.02,
                           on_refuse=lambda reason, n: refused.append((reason, n)))
+    await coalescer.score("m", windows([0] * 64))  # its pace is known
+    backend.gate = gate
     busy = asyncio.ensure_future(coalescer.score("m", windows([1])))
     late = asyncio.ensure_future(coalescer.score("m", windows([2, 3])))
     await asyncio.sleep(0.05)  # the call under way outlasts the second request's budget
@@ -179,7 +181,18 @@ async def test_a_request_that_waited_past_the_budget_is_refused_not_sent():
     with pytest.raises(Overloaded, match="waited") as caught:
         await late
     assert caught.value.retry_after_ms >= 1
-    assert backend.calls == [("m", 1)] and refused == [("expired", 2)]
+    assert backend.calls == [("m", 64), ("m", 1)] and refused == [("expired", 2)]
+
+
+async def test_nothing_is_refused_before_the_models_pace_is_known():
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.01)
+    first = asyncio.ensure_future(coalescer.score("m", windows([1])))  # a cold first call, slower than the budget
+    second = asyncio.ensure_future(coalescer.score("m", windows([2])))
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert [(await f).score.tolist() for f in (first, second)] == [[1], [2]]
 
 
 async def test_a_backlog_past_the_budget_is_refused_at_once_with_a_retry_hint():
