@@ -16,6 +16,8 @@ def progress_line(snapshot: Snapshot, title: str) -> Text:
     errors = f"[bold red]errors {snapshot.errors}[/]" if snapshot.errors else "errors 0"
     if snapshot.item_errors:
         errors += f" [bold red]item errors {snapshot.item_errors}[/]"
+    if snapshot.refused:
+        errors += f" [yellow]refused {snapshot.refused}[/]"
     return Text.from_markup(
         f"[bold]{title}[/] {snapshot.elapsed_s:5.1f}s {snapshot.phase} │ {snapshot.msgs_per_s:7.0f} msgs/s "
         f"{snapshot.items_per_s:8.0f} items/s │ p50 {snapshot.p50_ms:7.2f} ms p99 {snapshot.p99_ms:7.2f} ms │ "

@@ -4,9 +4,10 @@ open- or closed-loop.
 Open loop: every message has an intended send time from a fixed schedule (constant or Poisson arrivals) that does not
 wait for answers; latency is measured from that intended time, so a server that falls behind shows its queueing in
 the figures instead of slowing the generator down (no coordinated omission). Closed loop: a fixed number of messages
-in flight; latency is measured from the actual send. Runs are always bounded in time. With `rpc="unary"` the same
-messages go out at the same times, each as its own Score call: servers that cannot stream (Ray Serve's own gRPC
-proxy, say) are measured the same way.
+in flight; latency is measured from the actual send, and a message the overloaded server refused (with a retry
+hint) frees its slot only once the hint has passed, as a well-behaved gateway backs off. Runs are always bounded in
+time. With `rpc="unary"` the same messages go out at the same times, each as its own Score call: servers that cannot
+stream (Ray Serve's own gRPC proxy, say) are measured the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from aelstm.v1 import scoring_pb2 as pb
 
 from .connection import SCORE, STREAM_SCORE, ConnectionOptions
 from .payloads import with_request_id
-from .report import Detection, Tally, passed
+from .report import Detection, Tally, passed, retry_hint_s
 from .workload import Workload
 
 RECONNECT_BACKOFF_S = 0.05  # first wait before reopening a stream that ended UNAVAILABLE (jittered, doubling)
@@ -77,6 +78,7 @@ class Snapshot:
     answered: int
     errors: int
     item_errors: int
+    refused: int  # items refused by an overloaded server
     in_flight: int
     msgs_per_s: float
     items_per_s: float
@@ -193,7 +195,11 @@ class LoadRun:
         self._recent_latencies.append(latency)
         self._recent_items += payload.items
         if slots is not None:
-            slots.release()
+            hint = retry_hint_s(response)
+            if hint:
+                self.loop.call_later(hint, slots.release)
+            else:
+                slots.release()
 
     def _unanswered(self, outstanding: dict, status: grpc.StatusCode | None) -> None:
         """Count what never got an answer: lost if the stream ended well (or the drain ran out), else its error."""
@@ -361,7 +367,8 @@ class LoadRun:
             elapsed_s=now - self.t0, phase="warm-up" if now < self.measure_start else "measuring",
             sent=sum(t["sent"] for t in totals), answered=sum(t["answered"] for t in totals),
             errors=sum(sum(t["errors"].values()) for t in totals),
-            item_errors=sum(sum(t["item_errors"].values()) for t in totals), in_flight=self._in_flight,
+            item_errors=sum(sum(t["item_errors"].values()) for t in totals),
+            refused=sum(t["items_refused"] for t in totals), in_flight=self._in_flight,
             msgs_per_s=len(latencies) / span, items_per_s=items / span, p50_ms=float(p50), p99_ms=float(p99),
         )
 

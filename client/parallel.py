@@ -62,7 +62,7 @@ def _combined(snapshots: dict[int, Snapshot]) -> Snapshot:
     return Snapshot(
         elapsed_s=max(s.elapsed_s for s in parts), phase=parts[0].phase, sent=sum(s.sent for s in parts),
         answered=sum(s.answered for s in parts), errors=sum(s.errors for s in parts),
-        item_errors=sum(s.item_errors for s in parts),
+        item_errors=sum(s.item_errors for s in parts), refused=sum(s.refused for s in parts),
         in_flight=sum(s.in_flight for s in parts), msgs_per_s=sum(s.msgs_per_s for s in parts),
         items_per_s=sum(s.items_per_s for s in parts), p50_ms=max(s.p50_ms for s in parts),
         p99_ms=max(s.p99_ms for s in parts),

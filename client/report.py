@@ -2,12 +2,16 @@
 
 Every message sent ends in exactly one of: answered (within the deadline), an error (by gRPC status; an answer later
 than the per-message deadline counts as DEADLINE_EXCEEDED), or lost (the run ended and no answer or status came).
-Inside an answered message every item is answered (a score, or WARMING_UP while its window fills) or an item error
-(by gRPC code): item errors fail the run like message errors, since a backend that is down answers every item so.
+Inside an answered message every item is answered (a score, or WARMING_UP while its window fills), **refused** (the
+server is overloaded: RESOURCE_EXHAUSTED with a retry hint) or an item error (by gRPC code): item errors fail the
+run like message errors, since a backend that is down answers every item so; refusals do not (refusing what it
+cannot serve in time is the server keeping its promise), but a rate with refusals is not sustained. Latency
+percentiles are those of admitted messages (none of their items refused); refused messages are timed apart.
 """
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,13 +38,67 @@ class FleetTally:
     items_answered: int = 0  # items answered with a score or WARMING_UP
     errors: Counter = field(default_factory=Counter)  # messages, by gRPC status name
     item_errors: Counter = field(default_factory=Counter)  # items answered with an error, by gRPC code name
+    items_refused: int = 0  # RESOURCE_EXHAUSTED with a retry hint: the server was overloaded
+    refused: int = 0  # answered messages with at least one refused item
     lost: int = 0
-    latencies_us: array = field(default_factory=lambda: array("d"))
+    latencies_us: array = field(default_factory=lambda: array("d"))  # admitted messages
+    refused_latencies_us: array = field(default_factory=lambda: array("d"))
 
-    def histogram(self) -> LatencyHistogram:
+    def histogram(self, refused: bool = False) -> LatencyHistogram:
         histogram = LatencyHistogram()
-        histogram.record_many_us(np.frombuffer(self.latencies_us, dtype=np.float64))
+        latencies = self.refused_latencies_us if refused else self.latencies_us
+        histogram.record_many_us(np.frombuffer(latencies, dtype=np.float64))
         return histogram
+
+
+def retry_hint_s(response: pb.ScoreResponse) -> float:
+    """The longest retry hint of the response's refused items, in seconds (0 when none was refused)."""
+    return max((r.error.retry_after_ms for r in response.results if r.status == _ERROR), default=0) / 1000
+
+
+@dataclass
+class _Second:
+    """What the messages meant to be sent within one second got."""
+
+    answered: int = 0
+    items_scored: int = 0
+    items_refused: int = 0
+    latencies_us: list[float] = field(default_factory=list)  # admitted messages
+
+    def merge(self, other: _Second) -> None:
+        self.answered += other.answered
+        self.items_scored += other.items_scored
+        self.items_refused += other.items_refused
+        self.latencies_us.extend(other.latencies_us)
+
+
+@dataclass
+class Timeline:
+    """Per second of intended send time (on the machine's monotonic clock, shared by every process on it): how the
+    service behaved over a run, e.g. while a burst lasted and how soon after it ended it recovered."""
+
+    seconds: dict[int, _Second] = field(default_factory=dict)
+
+    def record(self, intended: float, items_scored: int, items_refused: int, latency_us: float | None) -> None:
+        second = self.seconds.setdefault(math.floor(intended), _Second())
+        second.answered += 1
+        second.items_scored += items_scored
+        second.items_refused += items_refused
+        if latency_us is not None:
+            second.latencies_us.append(latency_us)
+
+    def merge(self, other: Timeline) -> None:
+        for t, theirs in other.seconds.items():
+            self.seconds.setdefault(t, _Second()).merge(theirs)
+
+    def summary(self) -> list[dict]:
+        rows = []
+        for t, s in sorted(self.seconds.items()):
+            p99 = float(np.percentile(s.latencies_us, 99)) / 1000 if s.latencies_us else None
+            rows.append({"t": t, "answered": s.answered, "items_scored": s.items_scored,
+                         "items_refused": s.items_refused, "p99_ms": p99,
+                         "max_ms": max(s.latencies_us) / 1000 if s.latencies_us else None})
+        return rows
 
 
 @dataclass
@@ -115,6 +173,7 @@ class Tally:
     detection: Detection
     fleets: dict[str, FleetTally] = field(default_factory=dict)
     item_status: Counter = field(default_factory=Counter)
+    timeline: Timeline = field(default_factory=Timeline)
     unmatched: int = 0
     resent: int = 0  # messages sent again on a reopened stream (the previous one ended UNAVAILABLE unanswered)
     reconnects: int = 0  # streams reopened after UNAVAILABLE
@@ -137,18 +196,24 @@ class Tally:
     def answered(self, fleet_id: str, response: pb.ScoreResponse, latency_us: float, late: bool,
                  events: np.ndarray | None, when: float) -> None:
         tally = self.fleet(fleet_id)
-        tally.latencies_us.append(latency_us)
         self.last_answer = when
+        results = response.results
+        statuses = [result.status for result in results]
+        refused = [r for r in results if r.status == _ERROR and r.error.retry_after_ms] if _ERROR in statuses else []
+        (tally.refused_latencies_us if refused else tally.latencies_us).append(latency_us)
         if late:
             tally.errors["DEADLINE_EXCEEDED"] += 1
             return
         tally.answered += 1
-        results = response.results
-        statuses = [result.status for result in results]
         self.item_status.update(statuses)
-        failed = [error_code_name(r.error.code) for r in results if r.status == _ERROR] if _ERROR in statuses else []
+        failed = ([error_code_name(r.error.code) for r in results if r.status == _ERROR and not r.error.retry_after_ms]
+                  if _ERROR in statuses else [])
         tally.item_errors.update(failed)
-        tally.items_answered += len(results) - len(failed)
+        tally.items_refused += len(refused)
+        tally.refused += bool(refused)
+        answered = len(results) - len(failed) - len(refused)
+        tally.items_answered += answered
+        self.timeline.record(when - latency_us / 1e6, answered, len(refused), None if refused else latency_us)
         self.detection.update(statuses, [result.is_anomaly for result in results], events)
 
     def merge(self, other: Tally) -> None:
@@ -161,9 +226,13 @@ class Tally:
             mine.items_answered += theirs.items_answered
             mine.errors.update(theirs.errors)
             mine.item_errors.update(theirs.item_errors)
+            mine.items_refused += theirs.items_refused
+            mine.refused += theirs.refused
             mine.lost += theirs.lost
             mine.latencies_us.extend(theirs.latencies_us)
+            mine.refused_latencies_us.extend(theirs.refused_latencies_us)
         self.item_status.update(other.item_status)
+        self.timeline.merge(other.timeline)
         self.unmatched += other.unmatched
         self.resent += other.resent
         self.reconnects += other.reconnects
@@ -186,12 +255,14 @@ class Tally:
             "lost": sum(t.lost for t in fleets),
             "items_sent": sum(t.items_sent for t in fleets),
             "items_answered": sum(t.items_answered for t in fleets),
+            "refused": sum(t.refused for t in fleets),
+            "items_refused": sum(t.items_refused for t in fleets),
         }
 
-    def histogram(self) -> LatencyHistogram:
+    def histogram(self, refused: bool = False) -> LatencyHistogram:
         histogram = LatencyHistogram()
-        if self.fleets:
-            histogram.record_many_us(np.concatenate([np.frombuffer(t.latencies_us) for t in self.fleets.values()]))
+        for tally in self.fleets.values():
+            histogram.record_many_us(np.frombuffer(tally.refused_latencies_us if refused else tally.latencies_us))
         return histogram
 
     def summary(self) -> dict:
@@ -207,13 +278,16 @@ class Tally:
             throughput={"msgs_per_s": totals["answered"] / span if span else 0.0,
                         "items_per_s": totals["items_answered"] / span if span else 0.0},
             latency_ms=self.histogram().summary_ms(),
+            refused_latency_ms=self.histogram(refused=True).summary_ms(),
             fleets={
                 name: {"sent": t.sent, "answered": t.answered, "errors": dict(t.errors), "lost": t.lost,
                        "items_answered": t.items_answered, "item_errors": dict(t.item_errors),
+                       "refused": t.refused, "items_refused": t.items_refused,
                        "latency_ms": t.histogram().summary_ms()}
                 for name, t in sorted(self.fleets.items())
             },
             detection=self.detection.summary(),
+            timeline=self.timeline.summary(),
         )
         return totals
 
@@ -240,23 +314,24 @@ def render(report: dict) -> Group:
     """The final report as rich tables."""
     measured = report["measured"]
     counts = Table(title="messages (measured, warm-up excluded)", show_header=True)
-    for column in ("sent", "answered", "errors", "LOST", "items sent", "items answered", "item errors", "msgs/s",
-                   "items/s"):
+    for column in ("sent", "answered", "errors", "LOST", "items sent", "items answered", "items refused",
+                   "item errors", "msgs/s", "items/s"):
         counts.add_column(column, justify="right")
     errors = by_code(measured["errors"]) or "0"
     counts.add_row(str(measured["sent"]), str(measured["answered"]), errors, str(measured["lost"]),
-                   str(measured["items_sent"]), str(measured["items_answered"]),
+                   str(measured["items_sent"]), str(measured["items_answered"]), str(measured["items_refused"]),
                    by_code(measured["item_errors"]) or "0",
                    f"{measured['throughput']['msgs_per_s']:.0f}", f"{measured['throughput']['items_per_s']:.0f}")
-    latency = Table(title="latency from intended send time (ms)")
+    latency = Table(title="latency from intended send time of admitted messages (ms)")
     latency.add_column("fleet")
-    for column in ("sent", "answered", "errors", "lost", "item errors", "p50", "p90", "p99", "p99.9", "max"):
+    for column in ("sent", "answered", "errors", "lost", "refused", "item errors", "p50", "p90", "p99", "p99.9",
+                   "max"):
         latency.add_column(column, justify="right")
     rows = [("all", measured, measured["latency_ms"])]
     rows += [(name, fleet, fleet["latency_ms"]) for name, fleet in measured["fleets"].items()]
     for name, part, figures in rows:
         latency.add_row(name, str(part["sent"]), str(part["answered"]), str(sum(part["errors"].values())),
-                        str(part["lost"]), str(sum(part["item_errors"].values())),
+                        str(part["lost"]), str(part["refused"]), str(sum(part["item_errors"].values())),
                         *(_ms(figures[k]) for k in ("p50", "p90", "p99", "p99.9", "max")))
     parts: list = [counts, latency]
     detection = measured["detection"]
@@ -269,6 +344,11 @@ def render(report: dict) -> Group:
         table.add_row(f"{w['precision']:.3f}", f"{w['recall']:.3f}", f"{w['f1']:.3f}", str(w["tp"]), str(w["fp"]),
                       str(w["fn"]), f"{e['caught']}/{e['seen']} ({by_kind})")
         parts.append(table)
+    if measured["refused"]:
+        refused = measured["refused_latency_ms"]
+        parts.append(f"refused (server overloaded, RESOURCE_EXHAUSTED with a retry hint): {measured['refused']} "
+                     f"message(s), {measured['items_refused']} item(s); answered in p50 {_ms(refused['p50'])} ms, "
+                     f"p99 {_ms(refused['p99'])} ms")
     if measured["unmatched_answers"]:
         parts.append(f"answers matching no request: {measured['unmatched_answers']}")
     if measured.get("reconnects"):

@@ -6,8 +6,10 @@ from rich.table import Table
 
 
 def sustained(run: dict, slo_ms: float) -> bool:
-    """p99 from intended send time within the bound, and every message and item answered without error."""
-    return run["passed"] and run["measured"]["answered"] > 0 and run["measured"]["latency_ms"]["p99"] <= slo_ms
+    """p99 from intended send time within the bound, and every message and item answered without error or
+    refusal."""
+    m = run["measured"]
+    return run["passed"] and m["answered"] > 0 and not m.get("items_refused") and m["latency_ms"]["p99"] <= slo_ms
 
 
 def sweep_verdict(runs: list[dict], slo_ms: float) -> dict:
@@ -24,14 +26,15 @@ def sweep_verdict(runs: list[dict], slo_ms: float) -> dict:
 
 def sweep_table(runs: list[dict], slo_ms: float, title: str | None) -> Table:
     table = Table(title=title)
-    for column in ("target msgs/s", "msgs/s", "items/s", "p50 ms", "p99 ms", "max ms", "errors", "item errors", "lost",
-                   "ok"):
+    for column in ("target msgs/s", "msgs/s", "items/s", "p50 ms", "p99 ms", "max ms", "errors", "refused",
+                   "item errors", "lost", "ok"):
         table.add_column(column, justify="right")
     for run in runs:
         m = run["measured"]
         table.add_row(f"{run['schedule']['rate']:.0f}", f"{m['throughput']['msgs_per_s']:.0f}",
                       f"{m['throughput']['items_per_s']:.0f}", f"{m['latency_ms']['p50']:.2f}",
                       f"{m['latency_ms']['p99']:.2f}", f"{m['latency_ms']['max']:.2f}",
-                      str(sum(m["errors"].values())), str(sum(m["item_errors"].values())), str(m["lost"]),
+                      str(sum(m["errors"].values())), str(m.get("items_refused", 0)),
+                      str(sum(m["item_errors"].values())), str(m["lost"]),
                       "yes" if sustained(run, slo_ms) else "no")
     return table

@@ -54,8 +54,7 @@ class ScoringServer:
         self.metrics = Metrics()
         self.models = ModelBook(RegistryScanner(config.registry, config.default_bundle), self.backend,
                                 poll_s=config.poll_s, on_change=self._models_changed)
-        self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_s(),
-                                   config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
+        self.coalescer = Coalescer.for_server(self.backend, config, self.metrics)
         devices = DeviceStore(config.max_devices, config.max_device_bytes(),
                               count=lambda event: self.metrics.device_events.labels(event).inc())
         if handoff is None and config.backend == "ray":  # ingresses of one cluster hand devices to each other

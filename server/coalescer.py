@@ -1,29 +1,48 @@
-"""Coalesce windows from every stream into large backend calls.
+"""Coalesce windows from every stream into large backend calls, fairly between fleets, within a queue budget.
 
 One window per backend call tops out near a thousand windows/s (the per-call overhead dominates), while calls of
-64–256 windows go an order of magnitude faster. Requests for the same model therefore share a queue. The queue is
-sent at once while fewer than `max_calls` calls of that model are under way and the last call went out at least
-`min_gap_s` ago (so a lone request never waits); otherwise it fills up until `max_batch` windows are waiting, both
-conditions hold again, or `max_wait_s` has passed since its first window arrived, whichever comes first. Under load
-calls fill up by themselves; when idle nothing waits.
+64–256 windows go an order of magnitude faster. Requests for the same model therefore share a queue. At most
+`max_calls` calls of a model are under way at once: past that the backend would only queue them where nobody can
+see or bound the wait, so here is the one queue. While a call may go, the queue is sent once the last call went out
+at least `min_gap_s` ago (so a lone request never waits), once `max_batch` windows wait, or once its oldest window
+waited `max_wait_s`; under load calls fill up by themselves, when idle nothing waits.
 
 `min_gap_s` is for backends whose calls cost far more than their windows (a Ray Serve call costs about a
 millisecond of CPU on each side): spacing calls a few milliseconds apart under load turns many small calls into
 few full ones, for a bounded wait well inside any latency objective.
+
+Fairness: inside a model's queue each fleet has its own line, and a call takes whole requests from the fleets in
+turn, the fleet with the fewest windows in the call so far first, so a fleet's burst fills calls only with what the
+others leave. Admission (`admission.py`): a request that would wait longer than `max_queue_s` to be sent is
+refused at once (`Overloaded`), and one that waited past it anyway is refused rather than sent late. Until a model
+has been seen scoring full calls its pace is unknown, and a slow first call (a cold replica) cannot be told from
+overload: nothing of it is refused then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aelstm.core.runtime import Scores
 
+from .admission import DEFAULT_MAX_QUEUE_MS, ServiceTime, expired, refusal, windows_ahead
 from .backend import ScoringBackend
+
+if TYPE_CHECKING:
+    from .config import ServeConfig
+    from .metrics import Metrics
+
+# The fleet whose request is being scored: set by the gRPC service for each request it answers, so that queues
+# stay fair between fleets without every caller passing it along.
+current_fleet: contextvars.ContextVar[str] = contextvars.ContextVar("aelstm_fleet", default="")
 
 
 @dataclass(frozen=True)
@@ -37,112 +56,217 @@ class CallTiming:
 
 
 @dataclass
+class _Part:
+    """One request's windows, waiting for a call."""
+
+    windows: np.ndarray
+    future: asyncio.Future
+    since: float
+
+
+@dataclass
 class _Queue:
-    opened: float
-    parts: list[tuple[np.ndarray, asyncio.Future, float]] = field(default_factory=list)  # windows, answer, since
-    windows: int = 0
+    """One model's waiting requests, a line per fleet, and its calls under way."""
+
+    lines: dict[str, deque[_Part]] = field(default_factory=dict)  # fleet -> its requests, oldest first
+    fleet_windows: dict[str, int] = field(default_factory=dict)
+    windows: int = 0  # waiting, all fleets
+    calls: dict[int, tuple[float, int]] = field(default_factory=dict)  # calls under way: id -> (sent at, windows)
+    last_call: float = -math.inf
     timer: asyncio.TimerHandle | None = None
+    turn: int = 0  # rotates which fleet a call starts with, so ties do not always favour the same one
+
+    def oldest(self) -> float:
+        return min(line[0].since for line in self.lines.values())
+
+    def add(self, fleet: str, part: _Part) -> None:
+        self.lines.setdefault(fleet, deque()).append(part)
+        self.fleet_windows[fleet] = self.fleet_windows.get(fleet, 0) + len(part.windows)
+        self.windows += len(part.windows)
+
+    def take(self, max_batch: int) -> list[_Part]:
+        """Whole requests for one call, fleets served in turn (fewest windows taken first), up to `max_batch`
+        windows (one request at least)."""
+        taken: list[_Part] = []
+        size = 0
+        fleets = list(self.lines)
+        self.turn = (self.turn + 1) % len(fleets)
+        order = fleets[self.turn:] + fleets[: self.turn]
+        share = dict.fromkeys(order, 0)
+        while share:
+            fleet = min(share, key=share.__getitem__)
+            line = self.lines[fleet]
+            n = len(line[0].windows)
+            if taken and size + n > max_batch:
+                del share[fleet]
+                continue
+            part = line.popleft()
+            taken.append(part)
+            size += n
+            share[fleet] += n
+            self.fleet_windows[fleet] -= n
+            self.windows -= n
+            if not line:
+                del self.lines[fleet], self.fleet_windows[fleet], share[fleet]
+        return taken
 
 
 class Coalescer:
-    """`await score(key, windows)` returns exactly the scores of `windows`, computed in a shared call."""
+    """`await score(key, windows)` returns exactly the scores of `windows`, computed in a shared call, or raises
+    `Overloaded` when they could not be sent within `max_queue_s`."""
 
     def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002, max_calls: int = 2,
-                 min_gap_s: float = 0.0, on_call: Callable[[CallTiming], None] | None = None) -> None:
+                 min_gap_s: float = 0.0, on_call: Callable[[CallTiming], None] | None = None,
+                 max_queue_s: float = DEFAULT_MAX_QUEUE_MS / 1000,
+                 on_refuse: Callable[[str, int], None] | None = None) -> None:
         if max_batch < 1 or max_calls < 1:
             raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
+        if max_queue_s <= 0:
+            raise ValueError(f"the queue budget must be > 0 s, got {max_queue_s}")
         self.backend = backend
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_calls = max_calls
         self.min_gap_s = min_gap_s
-        self._last_call: dict[str, float] = {}  # when each model's last call went out
+        self.max_queue_s = max_queue_s
         self._on_call = on_call
+        self._on_refuse = on_refuse  # (reason, windows): "predicted" at arrival, "expired" after waiting
         self._queues: dict[str, _Queue] = {}
+        self._service: dict[str, ServiceTime] = {}
         self._calls: set[asyncio.Task] = set()
-        self._busy: dict[str, int] = {}  # calls under way per model
+
+    @classmethod
+    def for_server(cls, backend: ScoringBackend, config: ServeConfig, metrics: Metrics) -> Coalescer:
+        """The coalescer an ingress runs with `config`, reporting to `metrics`."""
+        return cls(backend, config.max_batch, config.batch_wait_s(), config.backend_calls(), config.call_gap_s(),
+                   on_call=metrics.backend_call, max_queue_s=config.max_queue_ms / 1000,
+                   on_refuse=metrics.refused)
+
+    @property
+    def queued(self) -> int:
+        """Windows waiting for a call, all models."""
+        return sum(queue.windows for queue in self._queues.values())
+
+    def wait_s(self, key: str, windows: int, fleet: str = "") -> float:
+        """How long `windows` more of `fleet` would wait to be sent (0 while the model's scoring time is unknown)."""
+        queue = self._queues.get(key)
+        service = self._service.get(key)
+        if queue is None or service is None or service.per_window_s is None:
+            return 0.0
+        others = [n for f, n in queue.fleet_windows.items() if f != fleet]
+        per_window = service.per_window_s
+        wait = (windows_ahead(queue.fleet_windows.get(fleet, 0), others, windows) - windows) * per_window
+        if len(queue.calls) >= self.max_calls:  # every call slot is taken: the calls under way finish first
+            now = asyncio.get_running_loop().time()
+            wait += sum(max(0.0, size * per_window - (now - sent)) for sent, size in queue.calls.values())
+        return wait / self.max_calls
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
+        fleet = current_fleet.get()
+        wait = self.wait_s(key, len(windows), fleet)
+        if wait > self.max_queue_s:
+            self._refused("predicted", len(windows))
+            raise refusal(wait, self.max_queue_s, self._service[key].per_window_s, self.max_batch)
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         queue = self._queues.get(key)
-        if queue is not None and queue.windows + len(windows) > self.max_batch:
-            self._flush(key)
-            queue = None
         if queue is None:
-            queue = self._queues[key] = _Queue(opened=loop.time())
-        queue.parts.append((windows, future, loop.time()))
-        queue.windows += len(windows)
+            queue = self._queues[key] = _Queue()
+            self._service[key] = ServiceTime(min_windows=self.max_batch // 4)
+        queue.add(fleet, _Part(windows, future, loop.time()))
         self._schedule(key)
         return await future
 
+    def _refused(self, reason: str, windows: int) -> None:
+        if self._on_refuse is not None:
+            self._on_refuse(reason, windows)
+
     def _schedule(self, key: str) -> None:
-        """Send the model's queue now if it may go, else (re)arm its timer for the moment it may."""
-        queue = self._queues.get(key)
-        if queue is None:
+        """Send the model's queue now if it may go, else (re)arm its timer for the moment it may. With every call
+        slot taken nothing is armed: the end of a call schedules again."""
+        queue = self._queues[key]
+        if queue.timer is not None:
+            queue.timer.cancel()
+            queue.timer = None
+        if not queue.windows or len(queue.calls) >= self.max_calls:
             return
+        loop = asyncio.get_running_loop()
+        due = min(queue.oldest() + self.max_wait_s, queue.last_call + self.min_gap_s)
+        if queue.windows >= self.max_batch or due <= loop.time():
+            self._send(key)
+        else:
+            queue.timer = loop.call_at(due, self._schedule, key)
+
+    def _send(self, key: str, force: bool = False) -> None:
+        """One call of the queue's next requests; those that waited past the budget are refused, not sent."""
+        queue = self._queues[key]
         loop = asyncio.get_running_loop()
         now = loop.time()
-        due = queue.opened + self.max_wait_s
-        if self._busy.get(key, 0) < self.max_calls:
-            due = min(due, self._last_call.get(key, -math.inf) + self.min_gap_s)
-        if queue.windows >= self.max_batch or due <= now:
-            self._flush(key)
+        paced = self._service[key].per_window_s is not None
+        parts = []
+        for part in queue.take(self.max_batch):
+            waited = now - part.since
+            if waited > self.max_queue_s and paced and not force:
+                self._refused("expired", len(part.windows))
+                if not part.future.done():
+                    part.future.set_exception(expired(waited, self.max_queue_s, self._service[key].per_window_s,
+                                                      self.max_batch))
+            else:
+                parts.append(part)
+        if not parts:
+            self._schedule(key)
             return
-        if queue.timer is not None:
-            if queue.timer.when() <= due:
-                return
-            queue.timer.cancel()
-        queue.timer = loop.call_at(due, self._flush, key)
-
-    def _flush(self, key: str) -> None:
-        queue = self._queues.pop(key, None)
-        if queue is None:
-            return
-        if queue.timer is not None:
-            queue.timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._last_call[key] = loop.time()
-        self._busy[key] = self._busy.get(key, 0) + 1
-        task = loop.create_task(self._call(key, queue.parts))
+        size = sum(len(part.windows) for part in parts)
+        queue.last_call = now
+        task = loop.create_task(self._call(key, parts, size))
+        queue.calls[id(task)] = (now, size)
         self._calls.add(task)
         task.add_done_callback(lambda done: self._finished(key, done))
+        if queue.windows:
+            self._schedule(key)
 
     def _finished(self, key: str, task: asyncio.Task) -> None:
-        """A call ended: what queued up meanwhile goes out now."""
+        """A call ended: what queued up meanwhile may go now."""
         self._calls.discard(task)
-        self._busy[key] -= 1
-        if not self._busy[key]:
-            del self._busy[key]
+        queue = self._queues[key]
+        del queue.calls[id(task)]
         self._schedule(key)
 
-    async def _call(self, key: str, parts: list[tuple[np.ndarray, asyncio.Future, float]]) -> None:
-        windows = parts[0][0] if len(parts) == 1 else np.concatenate([w for w, _, _ in parts])
+    async def _call(self, key: str, parts: list[_Part], size: int) -> None:
+        windows = parts[0].windows if len(parts) == 1 else np.concatenate([part.windows for part in parts])
         loop = asyncio.get_running_loop()
         try:
             started = loop.time()
             chunks = [await self.backend.score(key, windows[i : i + self.max_batch])
                       for i in range(0, len(windows), self.max_batch)]
+            call_s = loop.time() - started
+            self._service[key].observe(size, call_s)
             if self._on_call is not None:
-                self._on_call(CallTiming(len(windows), tuple(started - since for _, _, since in parts),
-                                         loop.time() - started, sum(c.compute_s for c in chunks)))
+                self._on_call(CallTiming(size, tuple(started - part.since for part in parts), call_s,
+                                         sum(c.compute_s for c in chunks)))
         except Exception as exc:  # every waiting request must hear about it
-            for _, future, _ in parts:
-                if not future.done():
-                    future.set_exception(exc)
+            for part in parts:
+                if not part.future.done():
+                    part.future.set_exception(exc)
             return
         score, rec, pred = (np.concatenate([getattr(c, name) for c in chunks]) for name in
                             ("score", "rec_part", "pred_part"))
         start = 0
-        for part, future, _ in parts:
-            end = start + len(part)
-            if not future.done():
-                future.set_result(Scores(score[start:end], rec[start:end], pred[start:end], chunks[0].threshold))
+        for part in parts:
+            end = start + len(part.windows)
+            if not part.future.done():
+                part.future.set_result(Scores(score[start:end], rec[start:end], pred[start:end],
+                                              chunks[0].threshold))
             start = end
 
     async def drain(self) -> None:
-        """Send everything queued now and wait for the calls in flight."""
-        for key in list(self._queues):
-            self._flush(key)
+        """Send everything queued now, whatever the call limit, and wait for the calls in flight."""
+        for key, queue in self._queues.items():
+            if queue.timer is not None:
+                queue.timer.cancel()
+                queue.timer = None
+            while queue.windows:
+                self._send(key, force=True)
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
+

@@ -16,6 +16,7 @@ import yaml
 
 from aelstm.core.errors import AelstmError
 
+from .admission import DEFAULT_MAX_QUEUE_MS
 from .scoring import Limits
 
 BACKENDS = ("ray", "inprocess")
@@ -141,6 +142,11 @@ class ServeConfig(ScorerSettings):
     call_gap_ms: float | None = setting(None, "Shortest time between two scoring calls of a model while it is "
                                               "busy, so calls fill up.", minimum=0,
                                         default_text="ray 5, in-process 0")
+    max_queue_ms: float = setting(
+        DEFAULT_MAX_QUEUE_MS, "Longest a request's windows may wait for a scoring call (per model); what would wait "
+                              "longer is refused at once with RESOURCE_EXHAUSTED and a retry hint. The default "
+                              "leaves the rest of a 50 ms latency objective to the call and the network.",
+        minimum=0.1)
     metrics_port: int | None = setting(9464, "Prometheus /metrics port; 0 turns it off.", minimum=0)
     max_devices: int = setting(100_000, "Device windows held for `readings` items (least recent evicted).",
                                minimum=1)

@@ -45,6 +45,10 @@ class Metrics:
         self.watchers = Gauge("aelstm_anomaly_watchers", "Open WatchAnomalies streams.", registry=r)
         self.watcher_dropped = Counter("aelstm_anomaly_watcher_dropped", "Anomalies dropped because a watcher "
                                        "fell behind.", registry=r)
+        self.refused_windows = Counter("aelstm_refused_windows", "Windows refused with RESOURCE_EXHAUSTED because "
+                                       "the server is overloaded: predicted (they would have waited past the queue "
+                                       "budget, refused on arrival) or expired (they waited past it).", ["reason"],
+                                       registry=r)
 
     def backend_call(self, timing: CallTiming) -> None:
         self.batch_windows.observe(timing.windows)
@@ -54,6 +58,9 @@ class Metrics:
         queue = self.stage_seconds.labels("queue")
         for wait in timing.waits_s:
             queue.observe(wait)
+
+    def refused(self, reason: str, windows: int) -> None:
+        self.refused_windows.labels(reason).inc(windows)
 
     def serve_http(self, port: int, host: str = "127.0.0.1"):
         """Expose /metrics; returns the HTTP server (call `.shutdown()` to stop it)."""

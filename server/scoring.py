@@ -19,6 +19,7 @@ import numpy as np
 
 from aelstm.v1 import scoring_pb2 as pb
 
+from .admission import Overloaded, refuse_items
 from .anomalies import AnomalyHub
 from .coalescer import Coalescer
 from .devices import DeviceStore, Outcome, Ready, Remembered, Retry, Ticket, Warming
@@ -274,6 +275,9 @@ class RequestScorer:
         positions = list(windows)
         try:
             scores = await self.coalescer.score(entry.key, np.concatenate([windows[i][0] for i in positions]))
+        except Overloaded as exc:
+            refuse_items(items, positions, results, entry, exc)
+            return
         except Exception as exc:
             log.warning("scoring backend failed for %s: %s", entry.key, exc)
             for i in positions:

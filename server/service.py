@@ -11,10 +11,8 @@ import grpc
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 
-from .items import (
-    model_info,
-    quote,
-)
+from .coalescer import current_fleet
+from .items import model_info, quote
 from .scoring import RequestScorer
 from .security import allowed, denied_message, granted_fleets
 
@@ -40,6 +38,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         self._handing: set[asyncio.Task] = set()  # hand-overs of ended streams still under way
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        current_fleet.set(request.fleet_id)
         return await self.scorer.score_request(request, "Score")
 
     async def StreamScore(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -70,6 +69,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         touched: set[tuple[str, str]] = set()  # devices this stream sent readings for: handed over at its end
 
         async def answer(request: pb.ScoreRequest) -> None:
+            current_fleet.set(request.fleet_id)  # this task's own context: its queue line in the coalescer
             out.put_nowait(await self.scorer.score_request(request, "StreamScore", touched))  # never raises
 
         requests = aiter(request_iterator)

@@ -3,7 +3,8 @@
 It scores by a simple, known rule (|z| of a window's last reading against the readings before it), so the client's
 detection figures are computed by its real code path against answers we can predict. It can answer instantly, take a
 fixed service time per request (sequentially per stream, so a queue builds when traffic outruns it), drop one answer,
-answer every item with an item error (as a server whose backend is down does), or demand a token. Run it standalone
+answer every item with an item error (as a server whose backend is down does), refuse every n-th request as an
+overloaded server does (RESOURCE_EXHAUSTED with a retry hint), or demand a token. Run it standalone
 with `python tests/client/fake_server.py` (prints its port).
 """
 
@@ -25,6 +26,7 @@ from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc
 
 INVALID_ARGUMENT = 3
+RESOURCE_EXHAUSTED = 8
 UNAVAILABLE = 14
 
 
@@ -39,6 +41,9 @@ class FakeBehaviour:
     instant: bool = False  # answer every item OK with score 0, without reading the data (generator throughput)
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
     item_error_code: int | None = None  # answer every item with an item error of this gRPC code
+    refuse_every: int | None = None  # refuse every n-th request answered (all its items), as an overloaded server
+    retry_after_ms: int = 100  # the retry hint of those refusals
+    answers: int = 0  # requests answered
     token: str | None = None
     watch_ends_after_s: float | None = None  # end WatchAnomalies with status OK after this long, as a draining server
     requests_seen: int = 0
@@ -114,6 +119,12 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
         return response
 
     def _answer(self, request: pb.ScoreRequest, history: dict[str, deque]) -> pb.ScoreResponse:
+        self.b.answers += 1
+        if self.b.refuse_every and self.b.answers % self.b.refuse_every == 0:
+            error = pb.ItemError(code=RESOURCE_EXHAUSTED, message="overloaded", retry_after_ms=self.b.retry_after_ms)
+            return pb.ScoreResponse(request_id=request.request_id, fleet_id=request.fleet_id, results=[
+                pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_ERROR, error=error)
+                for item in request.items])
         if self.b.instant:
             return self._instant_answer(request)
         started = time.perf_counter()

@@ -176,3 +176,30 @@ async def test_unary_closed_loop_keeps_the_concurrency(fake, behaviour):
     measured = report["measured"]
     assert measured["lost"] == 0 and measured["answered"] == measured["sent"] > 20
     assert measured["throughput"]["msgs_per_s"] < 230
+
+
+async def test_refusals_are_counted_apart_from_errors_and_timed_apart(fake, behaviour):
+    behaviour.refuse_every = 4
+    behaviour.service_time_s = 0.002
+    report = await load(fake.target, Schedule(rate=200, warmup_s=0.0, duration_s=1.0))
+    measured = report["measured"]
+    assert_counts_add_up(measured)
+    assert measured["refused"] == pytest.approx(measured["answered"] / 4, abs=1) and measured["refused"] > 0
+    assert measured["items_refused"] == 4 * measured["refused"]
+    assert measured["items_answered"] == 4 * (measured["answered"] - measured["refused"])
+    assert not measured["item_errors"] and measured["lost"] == 0
+    assert measured["refused_latency_ms"]["p50"] > 0  # timed, but apart from the admitted messages
+    assert report["passed"]  # refusing is the server keeping its promise; a sweep still counts the rate as missed
+    timeline = measured["timeline"]
+    assert sum(s["items_refused"] for s in timeline) == measured["items_refused"]
+    assert sum(s["items_scored"] for s in timeline) == measured["items_answered"]
+
+
+async def test_closed_loop_waits_out_the_retry_hint(fake, behaviour):
+    behaviour.refuse_every = 1
+    behaviour.retry_after_ms = 250
+    report = await load(fake.target, Schedule(mode="closed", concurrency=1, warmup_s=0.0, duration_s=1.0),
+                        small_workload(gateways=1))
+    measured = report["measured"]
+    assert measured["refused"] == measured["sent"]
+    assert 3 <= measured["sent"] <= 5  # one message per 250 ms hint in 1 s, not as fast as the fake answers

@@ -67,6 +67,8 @@ class Trained:
         self.path = path
         self.series = load_nab(csv)
 
+# Bursts and node loss here test routing and recovery, not admission (test_overload.py does): nothing is refused.
+NO_REFUSAL_MS = 60_000.0
 
 def requests(ec2_bundle, count: int, prefix: str) -> list[pb.ScoreRequest]:
     windows = sliding_windows(ec2_bundle.series.values.astype(np.float32), 16)
@@ -105,7 +107,8 @@ async def stream_answers(address: str, batch: list[pb.ScoreRequest], pause_s: fl
 
 def start_second_ingress(registry, address: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
-               "--metrics-port", "0", "--registry", str(registry), "--ray-address", address, "--poll-s", "0.5"]
+               "--metrics-port", "0", "--registry", str(registry), "--ray-address", address, "--poll-s", "0.5",
+               "--max-queue-ms", str(NO_REFUSAL_MS)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     match = re.search(r"serving on (\S+) .*health SERVING", line)
@@ -129,7 +132,8 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
     assert len(placement) == 2 and len(set(placement.values())) == 2, placement  # one replica per node
 
     first = ScoringServer(ServeConfig(port=0, registry=str(registry), metrics_port=0, poll_s=0.5,
-                                      ray_address=cluster.address, replicas=2, drain_grace_s=5.0))
+                                      ray_address=cluster.address, replicas=2, drain_grace_s=5.0,
+                                      max_queue_ms=NO_REFUSAL_MS))
     await first.start()
     second, second_address = start_second_ingress(registry, cluster.address)
     try:

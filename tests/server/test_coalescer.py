@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import numpy as np
 import pytest
 
 from aelstm.core.runtime import Scores
-from aelstm.server.coalescer import Coalescer
+from aelstm.server.admission import Overloaded
+from aelstm.server.coalescer import Coalescer, current_fleet
 
 
 class RecordingBackend:
@@ -51,16 +53,17 @@ async def test_requests_arriving_during_a_call_share_the_next_one():
         assert scores.threshold == 10.0
 
 
-async def test_queued_windows_wait_at_most_max_wait_while_calls_are_busy():
+async def test_calls_under_way_never_exceed_max_calls():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.01, max_calls=1)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=60.0)
     first = asyncio.ensure_future(coalescer.score("m", windows([1])))
     second = asyncio.ensure_future(coalescer.score("m", windows([2])))
-    await asyncio.sleep(0.1)
-    assert backend.calls == [("m", 1), ("m", 1)]  # the second did not wait for the first call to end
+    await asyncio.sleep(0.05)
+    assert backend.calls == [("m", 1)]  # the second waits here, where its wait is seen and bounded
     gate.set()
     assert [(await f).score.tolist() for f in (first, second)] == [[1], [2]]
+    assert backend.calls == [("m", 1), ("m", 1)]
 
 
 async def test_models_are_never_mixed_in_one_call():
@@ -75,14 +78,14 @@ async def test_models_are_never_mixed_in_one_call():
     assert backend.calls == [("a", 1), ("b", 1), ("a", 2)]
 
 
-async def test_a_full_batch_goes_out_even_while_calls_are_busy():
+async def test_a_full_batch_goes_out_as_soon_as_a_call_may():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
-    coalescer = Coalescer(backend, max_batch=4, max_wait_s=60.0, max_calls=1)
+    coalescer = Coalescer(backend, max_batch=4, max_wait_s=60.0, max_calls=2, min_gap_s=60.0, max_queue_s=60.0)
     busy = asyncio.ensure_future(coalescer.score("m", windows([0])))
     full = asyncio.ensure_future(coalescer.score("m", windows([1, 2, 3, 4])))
     await asyncio.sleep(0.01)
-    assert backend.calls == [("m", 1), ("m", 4)]
+    assert backend.calls == [("m", 1), ("m", 4)]  # the gap holds small calls back, never a full one
     gate.set()
     np.testing.assert_allclose((await full).score, [1, 2, 3, 4])
     await busy
@@ -131,7 +134,8 @@ def test_sizes_must_be_positive(sizes):
 
 async def test_calls_of_a_busy_model_go_out_at_most_one_gap_apart():
     backend = RecordingBackend()
-    coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0, max_calls=4, min_gap_s=0.05)
+    coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0, max_calls=4, min_gap_s=0.05,
+                          max_queue_s=60.0)
     first = await asyncio.wait_for(coalescer.score("m", windows([1])), timeout=5)  # idle: at once
     assert first.score.tolist() == [1] and backend.calls == [("m", 1)]
     loop = asyncio.get_running_loop()
@@ -147,7 +151,106 @@ async def test_calls_of_a_busy_model_go_out_at_most_one_gap_apart():
 
 async def test_the_gap_never_holds_a_request_longer_than_max_wait():
     backend = RecordingBackend()
-    coalescer = Coalescer(backend, max_batch=256, max_wait_s=0.01, max_calls=4, min_gap_s=60.0)
+    coalescer = Coalescer(backend, max_batch=256, max_wait_s=0.01, max_calls=4, min_gap_s=60.0,
+                          max_queue_s=60.0)
     await coalescer.score("m", windows([1]))
     scores = await asyncio.wait_for(coalescer.score("m", windows([2])), timeout=5)
     assert scores.score.tolist() == [2] and backend.calls == [("m", 1), ("m", 1)]
+
+
+def fleet_score(coalescer: Coalescer, fleet: str, values: list[float]) -> asyncio.Future:
+    """`coalescer.score` as a request of `fleet` (the gRPC service sets the fleet so for each request)."""
+    context = contextvars.copy_context()
+    context.run(current_fleet.set, fleet)
+    return asyncio.get_running_loop().create_task(coalescer.score("m", windows(values)), context=context)
+
+
+async def test_a_request_that_waited_past_the_budget_is_refused_not_sent():
+    gate = asyncio.Event()
+    backend = RecordingBackend()
+    refused = []
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.02,
+                          on_refuse=lambda reason, n: refused.append((reason, n)))
+    await coalescer.score("m", windows([0] * 64))  # its pace is known
+    backend.gate = gate
+    busy = asyncio.ensure_future(coalescer.score("m", windows([1])))
+    late = asyncio.ensure_future(coalescer.score("m", windows([2, 3])))
+    await asyncio.sleep(0.05)  # the call under way outlasts the second request's budget
+    gate.set()
+    assert (await busy).score.tolist() == [1]
+    with pytest.raises(Overloaded, match="waited") as caught:
+        await late
+    assert caught.value.retry_after_ms >= 1
+    assert backend.calls == [("m", 64), ("m", 1)] and refused == [("expired", 2)]
+
+
+async def test_nothing_is_refused_before_the_models_pace_is_known():
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.01)
+    first = asyncio.ensure_future(coalescer.score("m", windows([1])))  # a cold first call, slower than the budget
+    second = asyncio.ensure_future(coalescer.score("m", windows([2])))
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert [(await f).score.tolist() for f in (first, second)] == [[1], [2]]
+
+
+async def test_a_backlog_past_the_budget_is_refused_at_once_with_a_retry_hint():
+    gate = asyncio.Event()
+    backend = SlowBackend(seconds_per_window=0.001)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.05)
+    await coalescer.score("m", windows([0] * 64))  # one full call teaches it ~1 ms per window
+    backend.gate = gate
+    queued = [asyncio.ensure_future(coalescer.score("m", windows([1] * 16))) for _ in range(4)]
+    await asyncio.sleep(0)  # one call under way (16), 48 windows waiting: about 48 + 16 ms ahead of the next
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Overloaded, match="would wait") as caught:
+        await coalescer.score("m", windows([2] * 16))
+    assert asyncio.get_running_loop().time() - started < 0.01  # refused at once, not after waiting
+    assert caught.value.retry_after_ms >= 10  # at least the backlog beyond the budget
+    gate.set()
+    assert [(await q).score.tolist() for q in queued] == [[1] * 16] * 4
+
+
+async def test_a_fleets_burst_does_not_delay_another_fleet():
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
+    coalescer = Coalescer(backend, max_batch=8, max_wait_s=0.001, max_calls=1, max_queue_s=60.0)
+    burst = [fleet_score(coalescer, "loud", [i] * 4) for i in range(6)]  # the first goes out, five wait
+    await asyncio.sleep(0)
+    quiet = fleet_score(coalescer, "quiet", [100] * 4)
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(quiet, *burst)
+    assert backend.calls[1] == ("m", 8)  # the next call: one loud request and the quiet one, not two loud
+    assert quiet.result().score.tolist() == [100] * 4
+
+
+async def test_admission_counts_only_a_fair_share_of_other_fleets_backlog():
+    gate = asyncio.Event()
+    backend = SlowBackend(seconds_per_window=0.001)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.05)
+    await coalescer.score("m", windows([0] * 64))
+    backend.gate = gate
+    burst = [fleet_score(coalescer, "loud", [1] * 16) for _ in range(8)]  # 16 under way, 112 waiting
+    await asyncio.sleep(0)
+    quiet = fleet_score(coalescer, "quiet", [2] * 16)  # ahead of it: 16 in flight + 16 of loud's, ~32 ms
+    with pytest.raises(Overloaded):
+        await fleet_score(coalescer, "loud", [1] * 16)  # ahead of it: all of loud's own
+    gate.set()
+    assert (await quiet).score.tolist() == [2] * 16
+    await asyncio.gather(*burst, return_exceptions=True)
+
+
+class SlowBackend(RecordingBackend):
+    """Takes `seconds_per_window` per window (after `gate`, when set): a backend of known capacity."""
+
+    def __init__(self, seconds_per_window: float) -> None:
+        super().__init__()
+        self.seconds_per_window = seconds_per_window
+
+    async def score(self, key: str, windows: np.ndarray) -> Scores:
+        if self.gate is not None:
+            await self.gate.wait()
+        await asyncio.sleep(self.seconds_per_window * len(windows))
+        return await super().score(key, windows)

@@ -28,6 +28,9 @@ from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+# These tests send bursts as fast as they can to check what is scored, not admission (test_overload.py does): a queue
+# budget no burst here reaches, so nothing is refused.
+NO_REFUSAL_MS = 60_000.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -37,7 +40,8 @@ async def live(tmp_path_factory, ec2_bundle, machine_bundle):
     publish(ec2_bundle.path, registry, "ec2")
     publish(machine_bundle.path, registry, "machines")
     server = ScoringServer(ServeConfig(port=0, backend="ray", registry=str(registry), metrics_port=0, poll_s=0.2,
-                                       max_batch=256, batch_wait_ms=2.0, ray_cpus=2, drain_grace_s=5.0))
+                                       max_batch=256, batch_wait_ms=2.0, ray_cpus=2, drain_grace_s=5.0,
+                                       max_queue_ms=NO_REFUSAL_MS))
     starting = asyncio.ensure_future(server.start())
     seen = []
     try:

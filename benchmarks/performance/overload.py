@@ -1,0 +1,329 @@
+"""Capacity that holds, and overload that is refused: each capacity figure confirmed by a long fixed-rate run, then
+twice that rate offered for a minute.
+
+For each model (the default `aelstm train` model of the NAB machine-temperature fixture, and the benchmarks' small
+EC2 model) and each backend (`aelstm serve` on an embedded Ray, and `--backend inprocess`), one server at a time:
+
+1. the ceiling: onnxruntime alone on the bundle, one thread, at batch 16 and 256;
+2. capacity: a quick sweep (`aelstm-client loadtest --rate A:B:STEP`, 3-s steps) finds a candidate rate, which a
+   `--confirm-s` (default 30 s) fixed-rate run at that rate must confirm (p99 ≤ 50 ms, nothing lost, refused or in
+   error); a rate that fails is lowered by 15 % and run again, up to three times;
+3. light load: one window per message at 320 msgs/s;
+4. overload: a base client offers the confirmed rate for `before + burst + after` seconds while a second client
+   offers it again for `--burst-s` (default 60 s) in the middle: twice capacity during the burst. From the two
+   clients' per-second timelines: goodput during the burst (items scored/s) against the confirmed capacity, p99 of
+   admitted messages, refused, lost, and how long after the burst the base client saw refusals or p99 over 50 ms.
+   When no rate was confirmed (a busy machine), the overload runs at twice the last rate tried, marked so: its
+   goodput is then compared with what that rate delivered, not with a confirmed capacity.
+
+    python -m benchmarks.performance.overload     # writes benchmarks/results/performance/overload.{json,md,png}
+
+Figures compare only within one run; `uptime` is recorded before each server, since a busy machine moves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.harness import (
+    AELSTM,
+    REPO,
+    fixture_windows,
+    free_port,
+    loadtest,
+    raw_scorer,
+    start_server,
+    stop,
+    train,
+    uptime,
+)
+from benchmarks.performance.limits import SLO_MS, Grid, Phase, Workload, find_limit
+from benchmarks.performance.run import git_commit, machine, now, say
+
+RESULTS = REPO / "benchmarks" / "results" / "performance"
+MACHINE_TEMPERATURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / \
+    "machine_temperature_system_failure.csv"
+LOWER = 0.85  # a rate that fails its confirmation is retried this much lower
+LIGHT_RATE = 320.0  # msgs/s of one window each: the light-load latency run
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep: Phase
+    confirm_s: float
+    light_s: float
+    before_s: float
+    burst_s: float
+    after_s: float
+
+
+def train_default(out: Path) -> Path:
+    """The model `aelstm train` makes by default (window 32, hidden 64, two LSTM layers) on the fixture's normal
+    start, as the README's quick start trains it."""
+    subprocess.run([*AELSTM, "train", str(MACHINE_TEMPERATURE), "--dataset", "nab", "--until-first-anomaly", "-o",
+                    str(out), "--quiet"], check=True, capture_output=True, timeout=3600)
+    return out
+
+
+def window_of(bundle: Path) -> int:
+    return json.loads((bundle / "manifest.json").read_text())["window"]
+
+
+def ceiling(bundle: Path, seconds: float) -> dict:
+    """onnxruntime alone, one thread: windows/s at batch 16 and 256 (windows of the model's own length)."""
+    from aelstm.core.data import load_nab
+    from aelstm.core.preprocess import sliding_windows
+
+    window = window_of(bundle)
+    windows = (fixture_windows() if window == 16 else
+               sliding_windows(load_nab(MACHINE_TEMPERATURE).values.astype("float32"), window))
+    return {f"batch{b}": raw_scorer(bundle, windows, b, seconds)["items_per_s"] for b in (16, 256)}
+
+
+def sustained_at(report: dict) -> bool:
+    m = report["measured"]
+    return (report["passed"] and m["answered"] > 0 and not m["items_refused"] and m["lost"] == 0
+            and m["latency_ms"]["p99"] <= SLO_MS)
+
+
+def brief(report: dict, command: str) -> dict:
+    """One fixed-rate run, compactly."""
+    m = report["measured"]
+    return {"rate": report["schedule"]["rate"], "command": command, "items_per_s": m["throughput"]["items_per_s"],
+            "p50_ms": m["latency_ms"]["p50"], "p99_ms": m["latency_ms"]["p99"], "max_ms": m["latency_ms"]["max"],
+            "sent": m["sent"], "answered": m["answered"], "lost": m["lost"], "errors": m["errors"],
+            "item_errors": m["item_errors"], "items_refused": m["items_refused"], "sustained": sustained_at(report)}
+
+
+def capacity(target: str, workload: Workload, plan: Plan, guess: float) -> dict:
+    """A sweep's candidate rate, confirmed (or lowered until confirmed) by fixed-rate runs of `plan.confirm_s`."""
+    def one(grid: Grid) -> tuple[dict, str]:
+        return loadtest(target, [*workload.args(plan.sweep), "--rate", grid.spec()])
+
+    swept = find_limit(one, Grid.from_zero(2 * guess, 8), workload.batch)
+    rate = swept["rate"] or guess / 4
+    confirmations = []
+    for _ in range(3):
+        report, command = loadtest(target, [*workload.args(Phase(3.0, plan.confirm_s, 5.0)), "--rate", f"{rate:g}"])
+        confirmations.append(brief(report, command))
+        say(f"  confirm {rate:g} msgs/s for {plan.confirm_s:g} s: {confirmations[-1]['items_per_s']:.0f} items/s, "
+            f"p99 {confirmations[-1]['p99_ms']:.1f} ms, refused {confirmations[-1]['items_refused']}, lost "
+            f"{confirmations[-1]['lost']}: {'confirmed' if confirmations[-1]['sustained'] else 'not sustained'}")
+        if confirmations[-1]["sustained"]:
+            break
+        rate = round(rate * LOWER, 1)
+    confirmed = confirmations[-1] if confirmations[-1]["sustained"] else None
+    return {"sweep": swept, "confirmations": confirmations, "rate": confirmed["rate"] if confirmed else None,
+            "items_per_s": confirmed["items_per_s"] if confirmed else None, "confirmed": confirmed is not None}
+
+
+def overload(target: str, workload: Workload, rate: float, plan: Plan) -> dict:
+    """A base client at `rate` throughout and a burst client at `rate` for `plan.burst_s` in the middle."""
+    reports: dict[str, tuple[dict, str]] = {}
+    total = plan.before_s + plan.burst_s + plan.after_s
+
+    def client(name: str, delay_s: float, phase: Phase) -> None:
+        time.sleep(delay_s)
+        reports[name] = loadtest(target, [*workload.args(phase), "--rate", f"{rate:g}"])
+
+    threads = [threading.Thread(target=client, args=("base", 0.0, Phase(2.0, total, 10.0))),
+               threading.Thread(target=client, args=("burst", 2.0 + plan.before_s, Phase(0.0, plan.burst_s, 10.0)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if set(reports) != {"base", "burst"}:
+        raise SystemExit("an overload client failed (see above)")
+    base, burst = (reports[name][0]["measured"] for name in ("base", "burst"))
+    seconds = {row["t"] for row in burst["timeline"]}
+    start, end = min(seconds), max(seconds)  # the burst's first and last second of intended sends
+    inside = range(start + 1, end)  # whole seconds of the burst
+    by_second = {row["t"]: row for row in base["timeline"]}
+    burst_rows = {row["t"]: row for row in burst["timeline"]}
+    scored = [by_second.get(t, {}).get("items_scored", 0) + burst_rows.get(t, {}).get("items_scored", 0)
+              for t in inside]
+    after = [by_second[t] for t in sorted(by_second) if t > end]
+    recovered_at = next((row["t"] for i, row in enumerate(after)
+                         if all(not r["items_refused"] and (r["p99_ms"] or 0) <= SLO_MS for r in after[i:])), None)
+    during_p99 = [by_second[t]["p99_ms"] for t in inside if by_second.get(t, {}).get("p99_ms") is not None]
+    return {
+        "rate_each": rate, "offered_items_per_s_during_burst": 2 * rate * workload.batch,
+        "commands": {name: command for name, (_, command) in reports.items()},
+        "burst_seconds": [start, end],
+        "goodput_items_per_s": statistics.mean(scored) if scored else None,
+        "goodput_per_second": scored,
+        "burst_admitted_latency_ms": burst["latency_ms"],
+        "base_admitted_p99_ms_per_burst_second": during_p99,
+        "base_admitted_latency_ms": base["latency_ms"],
+        "refused_latency_ms": burst["refused_latency_ms"],
+        "items_refused": base["items_refused"] + burst["items_refused"],
+        "items_sent": base["items_sent"] + burst["items_sent"],
+        "lost": base["lost"] + burst["lost"],
+        "errors": {name: reports[name][0]["measured"]["errors"] for name in reports},
+        "item_errors": {name: reports[name][0]["measured"]["item_errors"] for name in reports},
+        "recovery_s": None if recovered_at is None else recovered_at - end,
+        "timelines": {"base": base["timeline"], "burst": burst["timeline"]},
+    }
+
+
+def measure(name: str, backend: str, bundle: Path, plan: Plan, logs: Path) -> dict:
+    """Everything about one model on one backend, against one server."""
+    top = ceiling(bundle, 1.5)
+    say(f"{name}: onnxruntime alone {top['batch16']:.0f} windows/s at batch 16, {top['batch256']:.0f} at 256")
+    port = free_port()
+    result = {"model": name, "backend": backend, "ceiling_windows_per_s": top, "uptime_before": uptime()}
+    process = start_server(bundle, Path(logs) / f"registry-{name}-{backend}", backend, port,
+                           Path(logs) / f"{name}-{backend}.log", ["--device", "cpu"])
+    target = f"127.0.0.1:{port}"
+    try:
+        workload = Workload(16)
+        found = capacity(target, workload, plan, guess=top["batch256"] / 16 / 2)
+        result["capacity"] = found
+        say(f"{name} on {backend}: capacity {found['items_per_s'] or 0:.0f} items/s at {found['rate']} msgs/s")
+        report, command = loadtest(target, [*Workload(1).args(Phase(2.0, plan.light_s, 5.0)),
+                                            "--rate", f"{LIGHT_RATE:g}"])
+        result["light"] = brief(report, command)
+        say(f"{name} on {backend}: light load p50 {result['light']['p50_ms']:.2f} ms, p99 "
+            f"{result['light']['p99_ms']:.2f} ms")
+        base = found["confirmations"][-1]  # the confirmed run, or the last (lowest) rate tried
+        result["uptime_before_overload"] = uptime()
+        result["overload"] = overload(target, workload, base["rate"], plan)
+        o = result["overload"]
+        o["reference_items_per_s"], o["capacity_confirmed"] = base["items_per_s"], found["confirmed"]
+        say(f"{name} on {backend}: overload goodput {o['goodput_items_per_s'] or 0:.0f} items/s "
+            f"({(o['goodput_items_per_s'] or 0) / base['items_per_s']:.2f} of the reference rate), admitted p99 "
+            f"{o['burst_admitted_latency_ms']['p99']:.1f} ms, refused {o['items_refused']}, lost {o['lost']}, "
+            f"recovery {o['recovery_s']} s")
+    finally:
+        stop(process)
+    result["uptime_after"] = uptime()
+    return result
+
+
+def markdown(summary: dict) -> str:
+    lines = ["# Capacity confirmed, and overload at twice capacity", "",
+             f"`{summary['command']}` at {summary['commit'][:12]}{' (dirty)' if summary['dirty'] else ''}, "
+             f"{summary['started']} to {summary['finished']}; {summary['machine']['cpus']} × "
+             f"{summary['machine']['cpu_model']}.", "", f"**Machine load**: {summary['note']}", "",
+             "| model | backend | onnxruntime alone, batch 256 (windows/s) | capacity: items/s at p99 ≤ 50 ms, "
+             f"{summary['plan']['confirm_s']:g}-s run | ÷ ceiling | its p99 ms | light load p50 / p99 ms (1 window, "
+             f"{LIGHT_RATE:g} msgs/s) | uptime before |", "|---|---|---:|---:|---:|---:|---|---|"]
+    for r in summary["results"]:
+        c, top = r["capacity"], r["ceiling_windows_per_s"]["batch256"]
+        last = c["confirmations"][-1]
+        figure = (f"{c['items_per_s']:,.0f} | {c['items_per_s'] / top:.2f} | {last['p99_ms']:.1f}" if c["confirmed"]
+                  else f"not confirmed: the lowest rate tried, {last['items_per_s']:,.0f}, had p99 "
+                       f"{last['p99_ms']:.1f} ms and {last['items_refused']} refused | – | –")
+        lines.append(f"| {r['model']} | {r['backend']} | {top:,.0f} | {figure} | "
+                     f"{r['light']['p50_ms']:.2f} / {r['light']['p99_ms']:.2f} | "
+                     f"{r['uptime_before'].split('load average:')[-1].strip()} |")
+    lines += ["", f"Overload: twice the reference rate for {summary['plan']['burst_s']:g} s (two clients). The "
+              "reference is the confirmed capacity, or where none was confirmed (marked *not confirmed*) the last, "
+              "lowest rate tried and what it delivered.", "",
+              "| model | backend | reference items/s | goodput items/s in the burst | ÷ reference | admitted p99 ms "
+              "(burst client) | refused items | lost | errors | recovery s | uptime before |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    for r in summary["results"]:
+        o = r["overload"]
+        cap = o["reference_items_per_s"]
+        errors = {k: v for k, v in o["errors"].items() if v} or 0
+        marked = "" if o["capacity_confirmed"] else " (*not confirmed*)"
+        lines.append(f"| {r['model']} | {r['backend']} | {cap:,.0f}{marked} | {o['goodput_items_per_s']:,.0f} | "
+                     f"{o['goodput_items_per_s'] / cap:.2f} | {o['burst_admitted_latency_ms']['p99']:.1f} | "
+                     f"{o['items_refused']:,} of {o['items_sent']:,} | {o['lost']} | {errors} | "
+                     f"{o['recovery_s']} | {r['uptime_before_overload'].split('load average:')[-1].strip()} |")
+    lines += ["", "Every command, the sweeps, each confirmation run and the per-second timelines are in "
+              "`overload.json`; `overload.png` plots the timelines.", ""]
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = summary["results"]
+    figure, axes = plt.subplots(len(runs), 1, figsize=(10, 3 * len(runs)), squeeze=False)
+    for axis, r in zip(axes[:, 0], runs, strict=True):
+        o = r["overload"]
+        rows: dict[int, dict] = {}
+        for name in ("base", "burst"):
+            for row in o["timelines"][name]:
+                cell = rows.setdefault(row["t"], {"scored": 0, "refused": 0, "p99": None})
+                cell["scored"] += row["items_scored"]
+                cell["refused"] += row["items_refused"]
+                if name == "base":
+                    cell["p99"] = row["p99_ms"]
+        t0 = min(rows)
+        ts = sorted(rows)
+        axis.plot([t - t0 for t in ts], [rows[t]["scored"] for t in ts], label="items scored/s")
+        axis.plot([t - t0 for t in ts], [rows[t]["refused"] for t in ts], label="items refused/s")
+        axis.axhline(o["reference_items_per_s"], color="grey", linestyle=":", label="reference rate (items/s)")
+        axis.axvspan(o["burst_seconds"][0] - t0, o["burst_seconds"][1] - t0, color="orange", alpha=0.1)
+        twin = axis.twinx()
+        twin.plot([t - t0 for t in ts], [rows[t]["p99"] or float("nan") for t in ts], color="red", alpha=0.5,
+                  label="p99 ms (base client, admitted)")
+        twin.axhline(SLO_MS, color="red", linestyle=":")
+        twin.set_ylabel("p99 ms")
+        axis.set_title(f"{r['model']} model on {r['backend']}: twice the reference rate in the shaded burst")
+        axis.set_xlabel("s")
+        axis.legend(loc="upper left", fontsize=7)
+        twin.legend(loc="upper right", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="default,small", help="default and/or small [default,small]")
+    parser.add_argument("--backends", default="ray,inprocess", help="ray and/or inprocess [ray,inprocess]")
+    parser.add_argument("--confirm-s", type=float, default=30.0, help="fixed-rate confirmation run [30]")
+    parser.add_argument("--burst-s", type=float, default=60.0, help="overload burst at twice capacity [60]")
+    parser.add_argument("--default-bundle", type=Path, help="an already trained default model (else trained here)")
+    parser.add_argument("--note", default="", help="what else ran on the machine (recorded in the results)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    plan = Plan(sweep=Phase(1.0, 3.0, 3.0), confirm_s=args.confirm_s, light_s=10.0, before_s=10.0,
+                burst_s=args.burst_s, after_s=15.0)
+    summary = {"command": shlex.join(sys.orig_argv), "started": now(), **git_commit(), "machine": machine(),
+               "uptime_start": uptime(), "note": args.note or "not given", "plan": asdict(plan), "slo_ms": SLO_MS,
+               "results": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundles = {}
+        for name in args.models.split(","):
+            if name == "default":
+                bundles[name] = args.default_bundle or train_default(Path(tmp) / "default")
+            elif name == "small":
+                bundles[name] = train(Path(tmp) / "small")
+            else:
+                raise SystemExit(f"unknown model {name!r}: default or small")
+            say(f"model {name}: window {window_of(bundles[name])}")
+        for name, bundle in bundles.items():
+            for backend in args.backends.split(","):
+                summary["results"].append(measure(name, backend, bundle, plan, Path(tmp)))
+    summary["finished"] = now()
+    summary["uptime_end"] = uptime()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "overload.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    (args.out / "overload.md").write_text(markdown(summary))
+    with contextlib.suppress(ImportError):
+        plot(summary, args.out / "overload.png")
+    say(f"wrote {args.out}/overload.json, overload.md, overload.png")
+    print((args.out / "overload.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
