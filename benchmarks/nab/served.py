@@ -172,7 +172,8 @@ async def _replay(bundles: dict[str, Path], files: list[NabFile], bar: ProgressB
         for nab in files:
             publish(bundles[nab.key], registry, fleets[nab.key])
         server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=registry, metrics_port=0,
-                                           poll_s=3600.0, log_format="text"))
+                                           poll_s=3600.0, log_format="text",
+                                           max_queue_ms=3_600_000.0))  # a replay, not a live feed: wait, never refuse
         await server.start()
         try:
             async with grpc.aio.insecure_channel(server.address) as channel:

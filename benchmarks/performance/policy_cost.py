@@ -67,7 +67,7 @@ def requests(fleet: str, values: np.ndarray, devices: int, items: int, rounds: i
 
 async def measure(registry: Path, values: np.ndarray, args: argparse.Namespace) -> dict:
     server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0,
-                                       poll_s=60.0, batch_wait_ms=0.0))
+                                       poll_s=60.0, batch_wait_ms=0.0, max_queue_ms=60_000.0))
     await server.start()
     try:
         seconds: dict[str, list[float]] = {fleet: [] for fleet in POLICIES}
