@@ -21,17 +21,13 @@ CPU = "CPUExecutionProvider"
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores of a batch of windows; `score = rec_part + pred_part`, `is_anomaly = score > threshold`."""
+    """Scores of a batch of windows, `score = rec_part + pred_part`: scores only. Whether a score is an anomaly is
+    the alarm policy's call, made where a device's history is (the ingress, `aelstm score`), never here."""
 
     score: np.ndarray
     rec_part: np.ndarray
     pred_part: np.ndarray
-    threshold: float
     compute_s: float = 0.0  # preprocessing + onnxruntime time of the run that produced them (serving breakdown)
-
-    @property
-    def is_anomaly(self) -> np.ndarray:
-        return self.score > self.threshold
 
 
 def _onnxruntime():
@@ -95,4 +91,4 @@ class BundleScorer:
         started = time.perf_counter()
         inputs = prepare_windows(self.check_windows(windows), self._denoise)
         score, rec, pred = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
-        return Scores(score, rec, pred, self.bundle.threshold, time.perf_counter() - started)
+        return Scores(score, rec, pred, time.perf_counter() - started)

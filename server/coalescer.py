@@ -255,8 +255,7 @@ class Coalescer:
         for part in parts:
             end = start + len(part.windows)
             if not part.future.done():
-                part.future.set_result(Scores(score[start:end], rec[start:end], pred[start:end],
-                                              chunks[0].threshold))
+                part.future.set_result(Scores(score[start:end], rec[start:end], pred[start:end]))
             start = end
 
     async def drain(self) -> None:

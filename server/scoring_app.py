@@ -151,7 +151,7 @@ def _deployments(settings: ScorerSettings):
             if len(calls) == 1:
                 return [scores]
             bounds = np.cumsum([len(call) for call in calls])[:-1]
-            return [Scores(score, rec, pred, scores.threshold, scores.compute_s) for score, rec, pred in
+            return [Scores(score, rec, pred, scores.compute_s) for score, rec, pred in
                     zip(*(np.split(part, bounds) for part in (scores.score, scores.rec_part, scores.pred_part)),
                         strict=True)]
 

@@ -79,10 +79,10 @@ def peer_deployment(bundle_dir: str, max_batch: int, batch_wait_s: float, device
                     results[i] = error_result(item, problem.code, problem.message, self.entry)
             if windows:
                 scores = await self.score_batch(np.stack(windows))
-                for k, i in enumerate(positions):
-                    score = float(scores.score[k])
-                    results[i] = score_result(items[i], self.entry, score, float(scores.rec_part[k]),
-                                              float(scores.pred_part[k]), scores.threshold, score > scores.threshold)
+                for k, i in enumerate(positions):  # whole windows: judged by the fitted policy alone, as ours are
+                    rec, pred = float(scores.rec_part[k]), float(scores.pred_part[k])
+                    results[i] = score_result(items[i], self.entry, float(scores.score[k]), rec, pred,
+                                              self.entry.bundle.judge_alone((rec, pred)))
             return pb.ScoreResponse(request_id=request.request_id, fleet_id=request.fleet_id, results=results,
                                     server_time_us=int((time.perf_counter() - started) * 1e6))
 
@@ -93,7 +93,7 @@ def peer_deployment(bundle_dir: str, max_batch: int, batch_wait_s: float, device
             bounds = np.cumsum([len(windows) for windows in calls])[:-1]
             parts = zip(*(np.split(a, bounds) for a in (scores.score, scores.rec_part, scores.pred_part)),
                         strict=True)
-            return [Scores(score, rec, pred, scores.threshold) for score, rec, pred in parts]
+            return [Scores(score, rec, pred) for score, rec, pred in parts]
 
     return PeerScorer
 

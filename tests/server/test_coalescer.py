@@ -31,7 +31,7 @@ class RecordingBackend:
         if self.fail:
             raise RuntimeError("replica died")
         total = windows.sum(axis=(1, 2))
-        return Scores(total, total / 2, total / 2, threshold=10.0)
+        return Scores(total, total / 2, total / 2)
 
 
 def windows(values: list[float]) -> np.ndarray:
@@ -50,7 +50,6 @@ async def test_requests_arriving_during_a_call_share_the_next_one():
     assert backend.calls == [("m", 2), ("m", 18)]
     for i, scores in enumerate(results):
         np.testing.assert_allclose(scores.score, [i, i + 0.5])
-        assert scores.threshold == 10.0
 
 
 async def test_calls_under_way_never_exceed_max_calls():

@@ -182,7 +182,7 @@ async def test_a_non_finite_score_is_never_returned(server, stub, wire, ec2_bund
     async def infinite(key, windows):
         n = len(windows)
         return Scores(np.array([np.inf, 1.0][:n] * n, np.float32)[:n], np.zeros(n, np.float32),
-                      np.zeros(n, np.float32), 1.0)
+                      np.zeros(n, np.float32))
 
     server.coalescer.score = infinite
     window = good_window(ec2_bundle)
