@@ -50,8 +50,8 @@ class ScoringServer:
         self.config = config
         self.backend = backend or make_backend(config)
         self.metrics = Metrics()
-        self.models = ModelBook(RegistryScanner(config.registry, config.default_bundle), self.backend,
-                                poll_s=config.poll_s, on_change=self._models_changed)
+        scanner = RegistryScanner(config.registry, config.default_bundle, on_event=self._registry_event)
+        self.models = ModelBook(scanner, self.backend, poll_s=config.poll_s, on_change=self._models_changed)
         self.coalescer = Coalescer(self.backend, config.max_batch, config.batch_wait_s(),
                                    config.backend_calls(), config.call_gap_s(), on_call=self.metrics.backend_call)
         devices = DeviceWindows(config.max_devices, config.max_device_bytes())
@@ -151,9 +151,13 @@ class ScoringServer:
             except Exception:
                 log.exception("backend health check failed")
 
+    def _registry_event(self, event: str, fleet: str) -> None:
+        """Counts refusals and replaced folders as the scanner meets them (it runs in a worker thread)."""
+        counter = self.metrics.models_refused if event == "refused" else self.metrics.models_replaced
+        counter.labels(fleet).inc()
+
     async def _models_changed(self, snapshot: RegistrySnapshot) -> None:
-        self.metrics.models_loaded.set(len(snapshot.entries()))
-        self.metrics.models_refused.set(self.models.scanner.refusals)
+        self.metrics.models_served(snapshot.entries())
         if self._server is not None:
             await self._set_health(self.serving)
 
