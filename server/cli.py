@@ -199,8 +199,7 @@ def deploy(ray_address: str, config_file: Path | None, dry_run: bool, **flags) -
     """
     from . import ray_backend
 
-    settings = load_config(config_file, {}).scorer() if config_file else ScorerSettings()
-    settings = ScorerSettings.from_mapping(flags, base=settings)
+    settings = scorer_settings(config_file, flags)
     with ray_backend_session(ray_address) as ray:
         warn_if_short_of_cpus(settings, ray.cluster_resources().get("CPU", 0), f"the Ray cluster at {ray_address}")
         if dry_run:
@@ -210,6 +209,13 @@ def deploy(ray_address: str, config_file: Path | None, dry_run: bool, **flags) -
         replicas = asyncio.run(ray_backend.replica_placement())
     click.echo(f"scoring application deployed on {ray_address}: {len(replicas)} Scorer replica(s) on node(s) "
                f"{', '.join(sorted({node[:12] for node in replicas.values()}))}")
+
+
+def scorer_settings(config_file: Path | None, flags: dict) -> ScorerSettings:
+    """The scorer part of the `aelstm serve` settings file (checked whole, so one file serves both commands),
+    then the flags."""
+    base = load_config(config_file, {}).scorer() if config_file else ScorerSettings()
+    return ScorerSettings.from_mapping(flags, base=base)
 
 
 @main.command()

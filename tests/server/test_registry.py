@@ -56,7 +56,7 @@ def test_scan_serves_the_newest_valid_version_and_refuses_a_broken_one(tmp_path,
 def test_backend_refusal_falls_back_to_the_previous_version(tmp_path, ec2_bundle):
     publish(ec2_bundle.path, tmp_path, "a")
     scanner = RegistryScanner(tmp_path)
-    first = scanner.scan()
+    scanner.scan()
     newer = publish(ec2_bundle.path, tmp_path, "a")
     assert scanner.scan().resolve("a").version == "2"
     scanner.refuse(newer, "cannot load")

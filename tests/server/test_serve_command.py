@@ -66,3 +66,16 @@ def test_a_server_that_can_never_serve_exits_with_one_error_line(tmp_path):
     errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "default bundle" in errors[0], process.stderr
     assert "Traceback" not in process.stderr and process.stdout == ""
+
+
+def test_the_start_line_does_not_say_serving_while_not_serving(tmp_path):
+    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+               "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--backend", "inprocess"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert "serving" not in line.lower().replace("not_serving", ""), line
+    assert re.match(r"aelstm listening on 127\.0\.0\.1:\d+ .*health NOT_SERVING until a model is published", line)
