@@ -22,6 +22,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _DropRaySigtermWarning(logging.Filter):
+    """Ray warns that it set no SIGTERM handler when started off the main thread, as the ingress starts it (so that
+    health answers meanwhile). The ingress handles SIGTERM itself, to drain: the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
 def configure(log_format: str = "json", level: int = logging.INFO) -> None:
     """Send aelstm's logs to stderr in `log_format` (json or text)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -31,3 +39,6 @@ def configure(log_format: str = "json", level: int = logging.INFO) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+    ray_worker = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _DropRaySigtermWarning) for f in ray_worker.filters):
+        ray_worker.addFilter(_DropRaySigtermWarning())
