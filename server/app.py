@@ -81,7 +81,8 @@ class ScoringServer:
     async def start(self) -> None:
         c = self.config
         limit = c.max_message_mb * 1024 * 1024
-        interceptors = token_interceptors(c.tokens, c.tokens_file)
+        interceptors = token_interceptors(c.tokens, c.tokens_file,
+                                          on_denied=lambda code: self.metrics.auth_denied.labels(code).inc())
         self._server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on a busy port must fail, not share it
