@@ -66,3 +66,39 @@ def test_serve_warns_before_starting_an_embedded_ray_too_small(monkeypatch, tmp_
     assert result.exit_code == 0 and len(started) == 1
     assert "warning: 4 Scorer replica(s) at 1 CPU each need 4 CPUs" in result.output
     assert "on the embedded Ray (--ray-cpus)" in result.output
+
+
+def cluster_steps() -> list[list[str]]:
+    """The commands of the README's cluster walk, as argument lists (comments and placeholders kept as words)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### On a Ray cluster\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].split() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_every_aelstm_command_of_the_cluster_walk_exists_with_its_options():
+    steps = [step for step in cluster_steps() if step[0] == "aelstm"]
+    assert {step[1] for step in steps} >= {"deploy", "publish", "serve", "registry", "undeploy"}
+    for step in steps:
+        words = [w for w in step[1:] if not w.startswith("-")][:2]
+        command = words if words[0] == "registry" else words[:1]
+        help_text = invoke(*command, "--help").output
+        assert "Usage:" in help_text, step
+        for option in (w for w in step if w.startswith("--")):
+            assert option in help_text, (step, option)
+
+
+def test_the_cluster_walk_uses_only_commands_the_installed_ray_has():
+    """Ray's own CLI (`ray`, `serve`) as installed: e.g. `serve delete` does not exist in Ray 2.60."""
+    import subprocess
+    import sys
+
+    options: dict[tuple[str, str], set[str]] = {}  # each command once: Ray's CLI takes seconds to start
+    for step in (s for s in cluster_steps() if s[0] in ("ray", "serve")):
+        options.setdefault((step[0], step[1]), set()).update(w for w in step if w.startswith("--"))
+    bin_dir = Path(sys.executable).parent
+    for (program, command), flags in options.items():
+        done = subprocess.run([str(bin_dir / program), command, "--help"], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, (program, command, done.stderr[-500:])
+        assert {flag for flag in flags if flag not in done.stdout} == set(), (program, command)
