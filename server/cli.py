@@ -234,6 +234,34 @@ def undeploy(ray_address: str) -> None:
     click.echo(f"scoring application {APP_NAME!r} deleted from {ray_address}")
 
 
+@main.command()
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="The Ray cluster to report on (env RAY_ADDRESS).")
+@click.option("--ingress", "ingresses", multiple=True, metavar="HOST:PORT",
+              help="An ingress to ask for its health and models (repeatable).")
+@click.option("--token", envvar="AELSTM_CLIENT_TOKEN", help="Bearer token for the ingresses (env AELSTM_CLIENT_TOKEN).")
+def status(ray_address: str | None, ingresses: tuple[str, ...], token: str | None) -> None:
+    """One view of a deployment: the cluster's nodes, the scoring application and its replicas per node, and for
+    each --ingress its health and the model version it serves per fleet. Exits 1 unless all of it is serving."""
+    from aelstm.client.connection import ConnectionOptions
+
+    from .status import cluster_report, ingress_report
+
+    if not ray_address and not ingresses:
+        raise click.UsageError("name a cluster (--ray-address) or an ingress (--ingress), or both")
+    healthy = True
+    if ray_address:
+        with ray_backend_session(ray_address):
+            lines, running = cluster_report()
+        click.echo("\n".join(lines))
+        healthy = running
+    for target in ingresses:
+        lines, serving = asyncio.run(ingress_report(ConnectionOptions(target=target, token=token, deadline_s=5.0)))
+        click.echo("\n".join(lines))
+        healthy = healthy and serving
+    if not healthy:
+        raise AelstmError("not everything is serving (see above)")
+
+
 @contextmanager
 def ray_backend_session(ray_address: str):
     """Join the cluster as a driver that reserves no CPU; always disconnect."""

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,3 +92,23 @@ def test_the_start_line_does_not_say_serving_while_not_serving(tmp_path):
     process.communicate(timeout=60)
     assert "serving" not in line.lower().replace("not_serving", ""), line
     assert re.match(r"aelstm listening on 127\.0\.0\.1:\d+ .*health NOT_SERVING until a model is published", line)
+
+
+def test_status_reports_each_ingress_and_fails_when_one_is_not_serving(tmp_path, ec2_bundle):
+    from click.testing import CliRunner
+
+    from aelstm.server.cli import main
+
+    process, address = serve(tmp_path, ec2_bundle.path, "--backend", "inprocess")
+    try:
+        good = CliRunner().invoke(main, ["status", "--ingress", address])
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            gone = f"127.0.0.1:{unused.getsockname()[1]}"
+        mixed = CliRunner().invoke(main, ["status", "--ingress", address, "--ingress", gone])
+    finally:
+        check_and_stop(process, address)
+    assert good.exit_code == 0, good.output
+    assert f"ingress {address}: SERVING" in good.output and "ec2-latency version" in good.output
+    assert mixed.exit_code == 1 and f"ingress {gone}: UNREACHABLE" in mixed.output
+    assert "not everything is serving" in mixed.output
