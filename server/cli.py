@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from contextlib import contextmanager
@@ -142,6 +143,11 @@ async def _serve(config) -> None:
     from . import logs
     from .app import ScoringServer
 
+    if config.backend == "ray":
+        from . import ray_backend
+
+        ray_backend.configure_ray_environment(config.ray_address)  # before Ray is imported, as it reads it then
+        import ray.serve  # noqa: F401  - Ray and Serve install log handlers at import: `logs.configure` replaces them
     logs.configure(config.log_format)
     Path(config.registry).mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -172,7 +178,7 @@ async def _serve(config) -> None:
                    f"health NOT_SERVING until {waits_for})")
     sys.stdout.flush()
     await stop.wait()
-    click.echo("stopping: answering requests in flight", err=True)
+    logging.getLogger(__name__).info("stopping: answering requests in flight")  # in the log's format
     await server.stop()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -61,6 +62,8 @@ def test_serve_on_embedded_ray_leaves_nothing_in_the_temp_dir(tmp_path, ec2_bund
         stderr = check_and_stop(process, address)
         assert "ready on CPUExecutionProvider" in stderr or "ready on CUDAExecutionProvider" in stderr
         assert "SIGTERM handler is not set" not in stderr
+        for line in stderr.splitlines():  # Ray's lines too: --log-format json means every line
+            assert isinstance(json.loads(line), dict), line
         left = sorted(p.name for p in temp.iterdir() if p.name != ".ses")  # onnxruntime's stamp, written at import
         assert left == []  # Ray's temp dir and any bundle copies are gone
     finally:
