@@ -26,15 +26,20 @@ def cluster_report() -> tuple[list[str], bool]:
     app = serve.status().applications.get(APP_NAME)
     if app is None:
         return [*lines, f"application {APP_NAME}: not deployed (aelstm deploy)"], False
-    lines.append(f"application {APP_NAME}: {app.status}")
+    lines.append(f"application {APP_NAME}: {_name(app.status)}")
     for name, deployment in app.deployments.items():
-        states = ", ".join(f"{count} {state}" for state, count in deployment.replica_states.items())
-        lines.append(f"  {name}: {deployment.status} ({states or 'no replicas'})")
+        states = ", ".join(f"{count} {_name(state)}" for state, count in deployment.replica_states.items())
+        lines.append(f"  {name}: {_name(deployment.status)} ({states or 'no replicas'})")
     running = app.status == "RUNNING"
     if running:
         per_node = Counter(asyncio.run(replica_placement()).values())
         lines += [f"  Scorer replicas on node {node[:12]}: {count}" for node, count in sorted(per_node.items())]
     return lines, running
+
+
+def _name(status) -> str:
+    """RUNNING, not ApplicationStatus.RUNNING: Serve's statuses are string enums."""
+    return getattr(status, "value", str(status))
 
 
 async def ingress_report(options: ConnectionOptions) -> tuple[list[str], bool]:
