@@ -112,6 +112,15 @@ def issued(registry: str | Path, fleet: str) -> dict[str, str]:
     return {p.name: p.read_text().strip() for p in ledger.iterdir() if p.name.isdigit()}
 
 
+def issued_digest(registry: str | Path, fleet: str, version: str) -> str | None:
+    """The digest `version` was published with, or None when the ledger has no record of it (a folder copied in
+    by hand, or a registry older than the ledger)."""
+    try:
+        return (Path(registry) / ISSUED_DIR / fleet / version).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
 def _claim(registry: Path, fleet: str, version: str, digest: str) -> bool:
     """Record `version` as issued with `digest`; False when it was issued before (atomic: a hard link never
     replaces an existing name, so two publishers can never both claim one number)."""
@@ -209,15 +218,14 @@ class RegistryScanner:
         """The newest valid version per fleet, and the default model."""
         fleets: dict[str, ModelEntry] = {}
         for fleet in fleet_names(self.root):
-            record = issued(self.root, fleet)
             for path in version_dirs(self.root / fleet):
-                entry = self._entry(path, fleet, path.name, record.get(path.name))
+                entry = self._entry(path, fleet, path.name)
                 if entry is not None:
                     fleets[fleet] = entry
                     break
         default = fleets.pop(DEFAULT_FLEET, None)
         if default is None and self.default_bundle is not None:
-            default = self._entry(self.default_bundle, DEFAULT_FLEET, None, None)
+            default = self._entry(self.default_bundle, DEFAULT_FLEET, None)
         return RegistrySnapshot(fleets, default)
 
     def refuse(self, entry: ModelEntry, reason: str) -> None:
@@ -227,8 +235,9 @@ class RegistryScanner:
             self._seen[entry.bundle.path] = (seen[0], None)
         self._refused(entry.fleet, entry.version, entry.bundle.path, reason)
 
-    def _entry(self, path: Path, fleet: str, version: str | None, published: str | None) -> ModelEntry | None:
-        """The model in `path`, or None when it is refused; read again only when its folder changed."""
+    def _entry(self, path: Path, fleet: str, version: str | None) -> ModelEntry | None:
+        """The model in `path` (a registry version, or the configured default when `version` is None), or None
+        when it is refused; read again only when its folder changed."""
         signature = _signature(path)
         seen = self._seen.get(path)
         if seen is not None and seen[0] == signature:
@@ -241,6 +250,7 @@ class RegistryScanner:
         try:
             bundle = load_bundle(path)
             digest = content_digest(path)
+            published = issued_digest(self.root, fleet, version) if version is not None else None
             if published is not None and published != digest:
                 self._refused(fleet, version, path, f"its files (sha256 {digest[:12]}) are not the ones published "
                               f"as version {version} (sha256 {published[:12]}): a version number is never reused; "
