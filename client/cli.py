@@ -112,14 +112,15 @@ def main(ctx: click.Context, target, tls, ca, cert, key, token, deadline) -> Non
               help="Keep checking until the server is SERVING or this much time has passed.")
 @click.pass_obj
 def health(options: ConnectionOptions, wait_s: float) -> None:
-    """Check the server's standard gRPC health status; exit 0 only when it is SERVING.
+    """Check the server's standard gRPC health status; exit 0 only when it is SERVING, 8 when it answers with
+    another status (NOT_SERVING), 3 when it cannot be reached.
 
     With --wait, keep checking (a server still starting is not an error until the wait is over).
     """
     status = run(wait_until_serving(options, wait_s))
     click.echo(f"{options.target}: {status}")
     if status != "SERVING":
-        raise ClientError(f"server at {options.target} is {status}", ExitCode.CHECK_FAILED)
+        raise ClientError(f"server at {options.target} is {status}", ExitCode.NOT_SERVING)
 
 
 @main.command()

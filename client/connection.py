@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     AUTH = 5
     REJECTED = 6
     CHECK_FAILED = 7
+    NOT_SERVING = 8
 
 
 EXIT_MEANINGS = {
@@ -40,6 +41,8 @@ EXIT_MEANINGS = {
     ExitCode.REJECTED: "the server refused the request (unknown fleet, bad shape, ...)",
     ExitCode.CHECK_FAILED: "the run finished but messages were lost, messages or items were answered with errors "
                            "(WARMING_UP is none), or no rate met the SLO",
+    ExitCode.NOT_SERVING: "health: the server answered but is not SERVING (starting, no model, or no scoring "
+                          "backend)",
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) with aelstm and its dev/training dependencies; torch is the CPU build.
-# Re-runs are quick: nothing is reinstalled unless pyproject.toml changed.
+# Re-runs are quick: nothing is reinstalled unless pyproject.toml or setup.py changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.aelstm-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The CPU build of torch first, so that nothing below pulls a multi-GB CUDA build.

@@ -52,8 +52,8 @@ class ScoringServer:
         self.config = config
         self.backend = backend or make_backend(config)
         self.metrics = Metrics()
-        self.models = ModelBook(RegistryScanner(config.registry, config.default_bundle), self.backend,
-                                poll_s=config.poll_s, on_change=self._models_changed)
+        scanner = RegistryScanner(config.registry, config.default_bundle, on_event=self._registry_event)
+        self.models = ModelBook(scanner, self.backend, poll_s=config.poll_s, on_change=self._models_changed)
         self.coalescer = Coalescer.for_server(self.backend, config, self.metrics)
         devices = DeviceStore(config.max_devices, config.max_device_bytes(),
                               count=lambda event: self.metrics.device_events.labels(event).inc())
@@ -85,7 +85,8 @@ class ScoringServer:
     async def start(self) -> None:
         c = self.config
         limit = c.max_message_mb * 1024 * 1024
-        interceptors = token_interceptors(c.tokens, c.tokens_file)
+        interceptors = token_interceptors(c.tokens, c.tokens_file,
+                                          on_denied=lambda code: self.metrics.auth_denied.labels(code).inc())
         self._server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on a busy port must fail, not share it
@@ -155,9 +156,13 @@ class ScoringServer:
             except Exception:
                 log.exception("backend health check failed")
 
+    def _registry_event(self, event: str, fleet: str) -> None:
+        """Counts refusals and replaced folders as the scanner meets them (it runs in a worker thread)."""
+        counter = self.metrics.models_refused if event == "refused" else self.metrics.models_replaced
+        counter.labels(fleet).inc()
+
     async def _models_changed(self, snapshot: RegistrySnapshot) -> None:
-        self.metrics.models_loaded.set(len(snapshot.entries()))
-        self.metrics.models_refused.set(self.models.scanner.refusals)
+        self.metrics.models_served(snapshot.entries())
         if self._server is not None:
             await self._set_health(self.serving)
 

@@ -87,14 +87,14 @@ class InProcessBackend:
 
     async def prepare(self, entry: ModelEntry) -> str:
         if entry.key not in self._scorers:
-            scorer = await self._run(self._load, entry.key)
+            scorer = await self._run(self._load, entry.bundle.path)
             await self._run(scorer.score, probe_windows(entry))
             self._scorers[entry.key] = scorer
         return self._scorers[entry.key].provider
 
-    def _load(self, key: str) -> BundleScorer:
-        scorer = BundleScorer(load_bundle(key), device=self._device, intra_op_threads=self._intra_op_threads)
-        log.info("loaded model %s on %s", key, scorer.provider, extra={"fields": {"provider": scorer.provider}})
+    def _load(self, path) -> BundleScorer:
+        scorer = BundleScorer(load_bundle(path), device=self._device, intra_op_threads=self._intra_op_threads)
+        log.info("loaded model %s on %s", path, scorer.provider, extra={"fields": {"provider": scorer.provider}})
         return scorer
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:

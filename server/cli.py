@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -14,9 +16,15 @@ from aelstm.core.cli_options import OneLineErrorGroup
 from aelstm.core.errors import AelstmError
 from aelstm.training.cli import MODEL_COMMANDS
 
-from .config import ScorerSettings, ServeConfig, load_config, shown_default
-from .registry import DEFAULT_FLEET
+from .config import ScorerSettings, ServeConfig, cpu_shortfall, load_config, shown_default
+from .registry import DEFAULT_FLEET, list_versions
 from .registry import publish as publish_bundle
+from .registry import rollback as rollback_fleet
+
+REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), default="registry", show_default=True,
+                               envvar="AELSTM_REGISTRY", help="Registry directory (env AELSTM_REGISTRY).")
+RAY_ADDRESS_OPTION = click.option("--ray-address", required=True, envvar="RAY_ADDRESS",
+                                  help="The Ray cluster, e.g. auto or 10.0.0.1:6379 (env RAY_ADDRESS).")
 
 
 @click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,15 +43,49 @@ for command in MODEL_COMMANDS:
 @main.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--fleet", required=True, help=f"Fleet the model serves ({DEFAULT_FLEET} for the default model).")
-@click.option("--registry", type=click.Path(path_type=Path), default="registry", show_default=True,
-              envvar="AELSTM_REGISTRY", help="Registry directory (env AELSTM_REGISTRY).")
+@REGISTRY_OPTION
 def publish(bundle_dir: Path, fleet: str, registry: Path) -> None:
     """Validate BUNDLE_DIR and add it to the registry as the fleet's next version.
 
-    A running `aelstm serve` on the same registry picks it up within its poll interval, without a restart.
+    Version numbers are never reused, even after a version folder was deleted. A running `aelstm serve` on the
+    same registry picks the new version up within its poll interval, without a restart.
     """
-    entry = publish_bundle(bundle_dir, registry, fleet)
-    click.echo(f"published {entry.bundle.name} as fleet {fleet} version {entry.version} ({entry.bundle.path})")
+    published(publish_bundle(bundle_dir, registry, fleet))
+
+
+def published(entry) -> None:
+    click.echo(f"published {entry.bundle.name} as fleet {entry.fleet} version {entry.version} "
+               f"(sha256 {entry.digest[:12]}, {entry.bundle.path})")
+
+
+@main.group()
+def registry() -> None:
+    """Inspect the model registry and roll a fleet back."""
+
+
+@registry.command("list")
+@REGISTRY_OPTION
+@click.option("--fleet", help="Only this fleet.")
+def registry_list(registry: Path, fleet: str | None) -> None:
+    """Every version of every fleet: served (what an ingress on this registry serves), present (older), refused
+    (invalid, or not the content published under its number) or deleted (its number stays used)."""
+    rows = [r for r in list_versions(registry) if fleet is None or r.fleet == fleet]
+    if not rows:
+        click.echo(f"no versions in {registry}")
+        return
+    click.echo(f"{'fleet':<16} {'version':>7}  {'state':<8} {'sha256':<12}  {'published':<25} note")
+    for r in rows:
+        click.echo(f"{r.fleet:<16} {r.version:>7}  {r.state:<8} {r.digest[:12]:<12}  {r.published_at:<25} {r.note}")
+
+
+@registry.command("rollback")
+@click.argument("fleet")
+@click.option("--to", "version", help="Version whose content to serve again [default: the one below the newest].")
+@REGISTRY_OPTION
+def registry_rollback(fleet: str, version: str | None, registry: Path) -> None:
+    """Serve an earlier version's content again, published as a new version (a number is never reused), so every
+    ingress on the registry moves to it within its poll interval."""
+    published(rollback_fleet(registry, fleet, version))
 
 
 _CLICK_TYPES = {"int": int, "float": float, "str": str}
@@ -86,13 +128,26 @@ def serve(config_file: Path | None, **flags) -> None:
     """
     flags["tokens"] = flags["tokens"] or None
     config = load_config(config_file, flags)
+    if config.backend == "ray" and config.ray_address is None:
+        warn_if_short_of_cpus(config, config.ray_cpus, "the embedded Ray (--ray-cpus)")
     asyncio.run(_serve(config))
+
+
+def warn_if_short_of_cpus(settings: ScorerSettings, cpus: float, where: str) -> None:
+    shortfall = cpu_shortfall(settings, cpus)
+    if shortfall:
+        click.echo(f"warning: {shortfall} on {where}", err=True)
 
 
 async def _serve(config) -> None:
     from . import logs
     from .app import ScoringServer
 
+    if config.backend == "ray":
+        from . import ray_backend
+
+        ray_backend.configure_ray_environment(config.ray_address)  # before Ray is imported, as it reads it then
+        import ray.serve  # noqa: F401  - Ray and Serve install log handlers at import: `logs.configure` replaces them
     logs.configure(config.log_format)
     Path(config.registry).mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -114,12 +169,16 @@ async def _serve(config) -> None:
         raise AelstmError(f"cannot serve: the registry {config.registry} has no model and the default bundle "
                           f"{config.default_bundle} was refused (see the log above)")
     models = len(server.models.snapshot.entries())
-    state = "SERVING" if server.serving else f"NOT_SERVING until a model is published to {config.registry}"
-    click.echo(f"aelstm serving on {server.address} (backend {server.backend.name}, {models} model(s), "
-               f"health {state})", nl=True)
+    if server.serving:
+        click.echo(f"aelstm serving on {server.address} (backend {server.backend.name}, {models} model(s), "
+                   f"health SERVING)")
+    else:
+        waits_for = "a model is published to " + config.registry if server.backend_ready else "the scoring backend runs"
+        click.echo(f"aelstm listening on {server.address} (backend {server.backend.name}, {models} model(s), "
+                   f"health NOT_SERVING until {waits_for})")
     sys.stdout.flush()
     await stop.wait()
-    click.echo("stopping: answering requests in flight", err=True)
+    logging.getLogger(__name__).info("stopping: answering requests in flight")  # in the log's format
     await server.stop()
 
 
@@ -131,28 +190,107 @@ def hopeless(server) -> bool:
 
 
 @main.command()
-@click.option("--ray-address", required=True, envvar="RAY_ADDRESS",
-              help="The Ray cluster to deploy on, e.g. auto or 10.0.0.1:6379 (env RAY_ADDRESS).")
+@RAY_ADDRESS_OPTION
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="YAML file of scorer settings (same names as the flags); flags override it.")
+              help="The settings file `aelstm serve --config` reads (server/serve.example.yaml): its scorer keys "
+                   "(replicas ... device) shape the application; flags override them.")
+@click.option("--dry-run", is_flag=True, help="Check the settings and the cluster's CPUs, print the Ray Serve "
+                                              "config that would be deployed, and change nothing.")
 @settings_options(ScorerSettings)
-def deploy(ray_address: str, config_file: Path | None, **flags) -> None:
+def deploy(ray_address: str, config_file: Path | None, dry_run: bool, **flags) -> None:
     """Deploy (or update in place) the scoring application on a Ray cluster, then exit.
 
     The application outlives this command: `aelstm serve --ray-address ...` ingresses on any node attach to it,
-    and none of them ever deletes it. Remove it with `serve delete aelstm`.
+    and none of them ever deletes it. Remove it with `aelstm undeploy`.
     """
     from . import ray_backend
 
-    settings = load_config(config_file, flags, kind=ScorerSettings)
+    settings = scorer_settings(config_file, flags)
+    with ray_backend_session(ray_address) as ray:
+        warn_if_short_of_cpus(settings, ray.cluster_resources().get("CPU", 0), f"the Ray cluster at {ray_address}")
+        if dry_run:
+            click.echo(serve_config_yaml(settings), nl=False)
+            return
+        ray_backend.deploy(settings)
+        replicas = asyncio.run(ray_backend.replica_placement())
+    click.echo(f"scoring application deployed on {ray_address}: {len(replicas)} Scorer replica(s) on node(s) "
+               f"{', '.join(sorted({node[:12] for node in replicas.values()}))}")
+
+
+def scorer_settings(config_file: Path | None, flags: dict) -> ScorerSettings:
+    """The scorer part of the `aelstm serve` settings file (checked whole, so one file serves both commands),
+    then the flags."""
+    base = load_config(config_file, {}).scorer() if config_file else ScorerSettings()
+    return ScorerSettings.from_mapping(flags, base=base)
+
+
+@main.command()
+@RAY_ADDRESS_OPTION
+def undeploy(ray_address: str) -> None:
+    """Delete the scoring application from a Ray cluster (ingresses attached to it turn NOT_SERVING)."""
+    from ray import serve
+
+    from .scoring_app import APP_NAME
+
+    with ray_backend_session(ray_address):
+        if APP_NAME not in serve.status().applications:
+            click.echo(f"no scoring application {APP_NAME!r} on {ray_address}: nothing to delete")
+            return
+        serve.delete(APP_NAME)
+    click.echo(f"scoring application {APP_NAME!r} deleted from {ray_address}")
+
+
+@main.command()
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="The Ray cluster to report on (env RAY_ADDRESS).")
+@click.option("--ingress", "ingresses", multiple=True, metavar="HOST:PORT",
+              help="An ingress to ask for its health and models (repeatable).")
+@click.option("--token", envvar="AELSTM_CLIENT_TOKEN", help="Bearer token for the ingresses (env AELSTM_CLIENT_TOKEN).")
+def status(ray_address: str | None, ingresses: tuple[str, ...], token: str | None) -> None:
+    """One view of a deployment: the cluster's nodes, the scoring application and its replicas per node, and for
+    each --ingress its health and the model version it serves per fleet. Exits 1 unless all of it is serving."""
+    from aelstm.client.connection import ConnectionOptions
+
+    from .status import cluster_report, ingress_report
+
+    if not ray_address and not ingresses:
+        raise click.UsageError("name a cluster (--ray-address) or an ingress (--ingress), or both")
+    healthy = True
+    if ray_address:
+        with ray_backend_session(ray_address):
+            lines, running = cluster_report()
+        click.echo("\n".join(lines))
+        healthy = running
+    for target in ingresses:
+        lines, serving = asyncio.run(ingress_report(ConnectionOptions(target=target, token=token, deadline_s=5.0)))
+        click.echo("\n".join(lines))
+        healthy = healthy and serving
+    if not healthy:
+        raise AelstmError("not everything is serving (see above)")
+
+
+@contextmanager
+def ray_backend_session(ray_address: str):
+    """Join the cluster as a driver that reserves no CPU; always disconnect."""
+    from . import ray_backend
+
     ray_backend.configure_ray_environment(ray_address)
     import ray
 
     ray_backend.init_ray(ray_address, num_cpus=0)
     try:
-        ray_backend.deploy(settings)
-        replicas = asyncio.run(ray_backend.replica_placement())
+        yield ray
     finally:
         ray.shutdown()
-    click.echo(f"scoring application deployed on {ray_address}: {len(replicas)} Scorer replica(s) on node(s) "
-               f"{', '.join(sorted({node[:12] for node in replicas.values()}))}")
+
+
+def serve_config_yaml(settings: ScorerSettings) -> str:
+    """The same application as a Ray Serve config (`serve deploy`, or a RayService's serveConfigV2)."""
+    import yaml
+
+    from .scoring_app import APP_NAME
+
+    args = {spec.name.replace("_", "-"): getattr(settings, spec.name) for spec in fields(ScorerSettings)}
+    config = {"proxy_location": "Disabled", "applications": [{
+        "name": APP_NAME, "route_prefix": None, "import_path": "aelstm.server.scoring_app:app",
+        "args": {k: v for k, v in args.items() if v is not None}}]}
+    return yaml.safe_dump(config, sort_keys=False)

@@ -223,6 +223,17 @@ class ServeConfig(ScorerSettings):
         return int(self.max_device_window_mb * 1024 * 1024)
 
 
+def cpu_shortfall(settings: ScorerSettings, cpus: float) -> str | None:
+    """Why Scorer replicas would stay pending on a Ray with `cpus` CPUs, if they would (the model store takes
+    none)."""
+    most = max(settings.replicas, settings.max_replicas or 0)
+    needed = most * settings.cpus_per_replica
+    if needed <= cpus:
+        return None
+    return (f"{most} Scorer replica(s) at {settings.cpus_per_replica:g} CPU each need {needed:g} CPUs, but only "
+            f"{cpus:g} are available: Ray Serve would leave the rest pending")
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping of setting: value, with one-line errors."""
     try:

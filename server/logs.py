@@ -22,8 +22,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+# Loggers Ray gives handlers of their own (its default format, not JSON).
+RAY_LOGGERS = ("ray", "ray.serve")
+
+
+class _KeepFormat(logging.StreamHandler):
+    """A handler whose format, once set, stays: `ray.init` sets its own format on every handler of Ray's logger."""
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        if self.formatter is None:
+            super().setFormatter(fmt)
+
+
+class _DropRaySigtermWarning(logging.Filter):
+    """Ray warns that it set no SIGTERM handler when started off the main thread, as the ingress starts it (so that
+    health answers meanwhile). The ingress handles SIGTERM itself, to drain: the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
 def configure(log_format: str = "json", level: int = logging.INFO) -> None:
-    """Send aelstm's logs to stderr in `log_format` (json or text)."""
+    """Send aelstm's logs, and Ray's (call this after importing Ray, which installs its own handler then), to
+    stderr in `log_format` (json or text)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json"
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -31,3 +52,12 @@ def configure(log_format: str = "json", level: int = logging.INFO) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+    ray_handler = _KeepFormat(sys.stderr)
+    ray_handler.setFormatter(handler.formatter)
+    for name in RAY_LOGGERS:  # Ray's own lines share the stream: the same format, so a JSON stream stays JSON
+        ray_logger = logging.getLogger(name)
+        ray_logger.handlers[:] = [ray_handler]
+        ray_logger.propagate = False
+    ray_worker = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _DropRaySigtermWarning) for f in ray_worker.filters):
+        ray_worker.addFilter(_DropRaySigtermWarning())

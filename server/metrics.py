@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from .coalescer import CallTiming
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def _package_version() -> str:
+    try:
+        return version("aelstm")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
 
 
 class Metrics:
@@ -34,7 +44,19 @@ class Metrics:
                                       registry=r)
         self.models_loaded = Gauge("aelstm_models_loaded", "Models currently served (fleets plus default).",
                                    registry=r)
-        self.models_refused = Gauge("aelstm_models_refused", "Model versions refused since start.", registry=r)
+        self.models_refused = Counter("aelstm_models_refused", "Model versions refused (invalid, unloadable, or not "
+                                      "the content published under their number), counted as they are refused.",
+                                      ["fleet"], registry=r)
+        self.models_replaced = Counter("aelstm_models_replaced", "Version folders found replaced on disk (read "
+                                       "again, and refused unless they hold what was published).", ["fleet"],
+                                       registry=r)
+        self.model_info = Gauge("aelstm_model_info", "1 for each model served: fleet, version and the sha256 of its "
+                                "files.", ["fleet", "version", "digest"], registry=r)
+        self.build_info = Gauge("aelstm_build_info", "1, labelled with the aelstm and Python versions.",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(_package_version(), platform.python_version()).set(1)
+        self.auth_denied = Counter("aelstm_auth_denied", "Calls refused for their token: UNAUTHENTICATED (missing or "
+                                   "unknown) or PERMISSION_DENIED (the fleet is not granted).", ["code"], registry=r)
         self.devices = Gauge("aelstm_device_windows", "Devices whose sliding window the ingress holds.", registry=r)
         self.device_events = Counter(
             "aelstm_device_events", "What happened to devices' state: evicted (forgotten, least recent first), "
@@ -61,6 +83,13 @@ class Metrics:
 
     def refused(self, reason: str, windows: int) -> None:
         self.refused_windows.labels(reason).inc(windows)
+
+    def models_served(self, entries) -> None:
+        """`aelstm_model_info` shows exactly the models in `entries` (ModelEntry)."""
+        self.model_info.clear()
+        for entry in entries:
+            self.model_info.labels(entry.fleet, entry.version, entry.digest).set(1)
+        self.models_loaded.set(len(entries))
 
     def serve_http(self, port: int, host: str = "127.0.0.1"):
         """Expose /metrics; returns the HTTP server (call `.shutdown()` to stop it)."""

@@ -35,7 +35,7 @@ class ModelBook:
         """Scan once; returns whether the served models changed."""
         current = {e.key for e in self.snapshot.entries()}
         for _ in range(16):  # each failed round refuses at least one version, so this ends
-            scanned = await asyncio.to_thread(self.scanner.scan, self.snapshot)
+            scanned = await asyncio.to_thread(self.scanner.scan)
             failed = False
             for entry in scanned.entries():
                 if entry.key in current:
@@ -57,7 +57,8 @@ class ModelBook:
         for entry in scanned.entries():
             if entry.key not in current:
                 log.info("serving model %s version %s for fleet %s", entry.bundle.name, entry.version, entry.fleet,
-                         extra={"fields": {"fleet": entry.fleet, "version": entry.version, "model": entry.bundle.name}})
+                         extra={"fields": {"fleet": entry.fleet, "version": entry.version, "model": entry.bundle.name,
+                                           "sha256": entry.digest}})
         await self.backend.retain({e.key for e in scanned.entries()})
         if self._on_change is not None:
             await self._on_change(scanned)

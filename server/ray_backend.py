@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -53,14 +54,15 @@ def configure_ray_environment(address: str | None = None) -> None:
             Config.initialize("")
 
 
-def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
+def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> str | None:
     """Start an embedded Ray (or join `address`). A start on a loaded machine occasionally times out waiting for
     its own GCS or raylet; one clean retry gets past that, and a second failure is a one-line error.
 
     An embedded Ray gets a temp dir of its own (`/tmp/aelstm-ray-*`): Ray's shared /tmp/ray holds every Ray
     started on the machine (session_latest, port files, logs), and two starting at once there can trip over each
-    other; a private one also makes its logs easy to find, and a failure names it. The GCS port-file wait is
-    raised from Ray's 30 s to `GCS_PORT_WAIT_S` (Ray's RAY_gcs_server_port_wait_time_s, unless set)."""
+    other; a private one also makes its logs easy to find, and a failure names it (and keeps it). The GCS port-file
+    wait is raised from Ray's 30 s to `GCS_PORT_WAIT_S` (Ray's RAY_gcs_server_port_wait_time_s, unless set).
+    Returns that temp dir, for whoever shuts Ray down to remove (None when joining a cluster)."""
     import ray
 
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(GCS_PORT_WAIT_S))
@@ -76,7 +78,7 @@ def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> None:
                 temp_dir = tempfile.mkdtemp(prefix="aelstm-ray-")
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING, _temp_dir=temp_dir)
-            return
+            return temp_dir
         except Exception as exc:  # Ray raises bare Exception, RuntimeError or ConnectionError here
             ray.shutdown()
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -151,6 +153,7 @@ class RayServeBackend:
         self.replicas = 0  # running Scorer replicas at the last health check
         self._replica_lost: tuple[type[BaseException], ...] = ()  # Ray's errors for a replica gone mid-call
         self._connected_ray = False  # this backend started (or joined) Ray, so it also disconnects
+        self._temp_dir: str | None = None  # the embedded Ray's, removed once it has stopped
         self._scorer = None
         self._store = None
         self._digests: dict[str, str] = {}  # registry key -> bundle digest
@@ -171,7 +174,7 @@ class RayServeBackend:
         self._replica_lost = (ActorDiedError, ActorUnavailableError)  # once, not on every call
 
         if not ray.is_initialized():
-            init_ray(self.address, self.num_cpus)
+            self._temp_dir = init_ray(self.address, self.num_cpus)
             self._connected_ray = True
         if self.owner:
             deploy(self.settings)
@@ -280,3 +283,6 @@ class RayServeBackend:
         if self._connected_ray and ray.is_initialized():
             await asyncio.to_thread(ray.shutdown)  # embedded: stops Ray; attached: only disconnects
         self._connected_ray = False
+        if self._temp_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._temp_dir, True)
+            self._temp_dir = None

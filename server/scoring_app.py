@@ -127,7 +127,6 @@ def _deployments(settings: ScorerSettings):
 
         def __init__(self, store) -> None:
             self._store = store
-            self._cache = Path(tempfile.gettempdir()) / f"aelstm-bundles-{os.getuid()}"
 
         @serve.multiplexed(max_num_models_per_replica=settings.models_per_replica)
         async def model(self, digest: str) -> BundleScorer:
@@ -137,9 +136,11 @@ def _deployments(settings: ScorerSettings):
             return await asyncio.to_thread(self._load, files, digest)
 
         def _load(self, files: dict[str, bytes], digest: str) -> BundleScorer:
-            """Write, hash-check and open a bundle: file and hashing work, kept off the replica's event loop."""
-            path = materialise(files, digest, self._cache)
-            return BundleScorer(load_bundle(path), settings.device, settings.threads_per_replica)
+            """Write, hash-check and open a bundle: file and hashing work, kept off the replica's event loop. The
+            files live only while onnxruntime reads them: nothing accumulates on the node."""
+            with tempfile.TemporaryDirectory(prefix="aelstm-bundle-") as root:
+                path = materialise(files, digest, Path(root))
+                return BundleScorer(load_bundle(path), settings.device, settings.threads_per_replica)
 
         @serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.replica_batch_wait_ms / 1000,
                      batch_size_fn=lambda calls: sum(len(windows) for windows in calls))

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
@@ -36,6 +36,9 @@ _DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
 
 # The fleets the current call's token grants: None means every fleet (also when no tokens are configured).
 _GRANT: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("aelstm_grant", default=None)
+# Told of each refusal ("UNAUTHENTICATED" or "PERMISSION_DENIED"): the server's metrics, set with the grant.
+Denied = Callable[[str], None]
+_ON_DENIED: contextvars.ContextVar[Denied | None] = contextvars.ContextVar("aelstm_on_denied", default=None)
 
 
 def granted_fleets() -> frozenset[str] | None:
@@ -44,8 +47,14 @@ def granted_fleets() -> frozenset[str] | None:
 
 
 def allowed(fleet: str) -> bool:
+    """Whether the call's token grants `fleet`; a refusal is counted (callers answer it PERMISSION_DENIED)."""
     grant = _GRANT.get()
-    return grant is None or fleet in grant
+    if grant is None or fleet in grant:
+        return True
+    on_denied = _ON_DENIED.get()
+    if on_denied is not None:
+        on_denied("PERMISSION_DENIED")
+    return False
 
 
 def denied_message(fleet: str) -> str:
@@ -106,8 +115,10 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls whose `authorization` metadata is not `Bearer <a known token>` (scheme case-insensitive, RFC
     6750) with UNAUTHENTICATED; lets the others through with their token's fleets (`granted_fleets()`)."""
 
-    def __init__(self, tokens: Iterable[str] = (), grants: dict[str, frozenset[str] | None] | None = None) -> None:
+    def __init__(self, tokens: Iterable[str] = (), grants: dict[str, frozenset[str] | None] | None = None,
+                 on_denied: Denied | None = None) -> None:
         tokens = list(tokens)
+        self._on_denied = on_denied
         if any(not t for t in tokens):
             raise AelstmError("bearer tokens must be non-empty strings")
         self._grants: dict[str, frozenset[str] | None] = dict(grants or {})
@@ -138,17 +149,21 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             return handler
         known, fleets = self.grant_of(handler_call_details.invocation_metadata)
         if not known:
+            if self._on_denied is not None:
+                self._on_denied("UNAUTHENTICATED")
             return _rejecting(handler)
-        return handler if fleets is None else _granting(handler, fleets)
+        return handler if fleets is None else _granting(handler, fleets, self._on_denied)
 
 
-def token_interceptors(tokens: Iterable[str], tokens_file: str | None) -> list[grpc.aio.ServerInterceptor]:
-    """The interceptor for the configured tokens, or none when no token is configured (no authentication)."""
+def token_interceptors(tokens: Iterable[str], tokens_file: str | None,
+                       on_denied: Denied | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptor for the configured tokens, or none when no token is configured (no authentication);
+    `on_denied` counts the calls it refuses and the fleets it denies."""
     tokens = list(tokens)
     if not tokens and not tokens_file:
         return []
     grants = read_tokens_file(tokens_file) if tokens_file else None
-    return [BearerTokenInterceptor(tokens, grants)]
+    return [BearerTokenInterceptor(tokens, grants, on_denied)]
 
 
 def _kind(handler: grpc.RpcMethodHandler) -> str:
@@ -165,16 +180,19 @@ def _like(handler: grpc.RpcMethodHandler, answering, streaming) -> grpc.RpcMetho
         response_serializer=handler.response_serializer)
 
 
-def _granting(handler: grpc.RpcMethodHandler, fleets: frozenset[str]) -> grpc.RpcMethodHandler:
+def _granting(handler: grpc.RpcMethodHandler, fleets: frozenset[str],
+              on_denied: Denied | None) -> grpc.RpcMethodHandler:
     """The same handler, run with `fleets` as the call's grant (tasks it starts inherit it)."""
     original = getattr(handler, _kind(handler))
 
     async def answering(request, context):
         _GRANT.set(fleets)
+        _ON_DENIED.set(on_denied)
         return await original(request, context)
 
     async def streaming(request, context):
         _GRANT.set(fleets)
+        _ON_DENIED.set(on_denied)
         async for response in original(request, context):
             yield response
 

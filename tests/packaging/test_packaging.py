@@ -1,6 +1,7 @@
 """The wheel installs only namespaced packages, and the committed gRPC code matches the .proto."""
 
 import filecmp
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -53,3 +54,26 @@ def test_generated_grpc_code_is_current(tmp_path):
         assert filecmp.cmp(generated, committed / generated.name, shallow=False), (
             f"{generated.name} is stale: run `python protos/generate.py`"
         )
+
+
+def test_every_subpackage_reaches_the_wheel(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder in ("core", "training", "server", "client"):
+        for init in (REPO / folder).rglob("__init__.py"):
+            assert f"aelstm/{init.relative_to(REPO).as_posix()}" in names
+
+
+def test_a_new_subpackage_is_packaged_without_editing_the_build_files(tmp_path):
+    """A copy of the checkout with one more subpackage: it is found, not listed."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    tree = tmp_path / "tree"
+    for name in tracked.splitlines():
+        if (REPO / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, tree / name)
+    (tree / "server" / "added").mkdir()
+    (tree / "server" / "added" / "__init__.py").write_text('"""A subpackage nobody listed."""\n')
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, timeout=300)
+    built = next(tmp_path.glob("aelstm-*.whl"))
+    assert "aelstm/server/added/__init__.py" in zipfile.ZipFile(built).namelist()

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def serve(tmp_path, bundle, *flags: str) -> tuple[subprocess.Popen, str]:
+def serve(tmp_path, bundle, *flags: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
                "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--default-bundle", str(bundle),
                *flags]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline()  # blocks until ready (or the process dies)
     match = re.search(r"serving on (\S+) .*health SERVING", line)
     if match is None:
@@ -46,12 +52,22 @@ def test_serve_in_process(tmp_path, ec2_bundle):
 
 
 @pytest.mark.integration
-def test_serve_on_embedded_ray(tmp_path, ec2_bundle):
-    started = time.monotonic()
-    process, address = serve(tmp_path, ec2_bundle.path)
-    assert time.monotonic() - started < 240
-    stderr = check_and_stop(process, address)
-    assert "ready on CPUExecutionProvider" in stderr or "ready on CUDAExecutionProvider" in stderr
+def test_serve_on_embedded_ray_leaves_nothing_in_the_temp_dir(tmp_path, ec2_bundle):
+    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    try:
+        started = time.monotonic()
+        process, address = serve(tmp_path, ec2_bundle.path, env={**os.environ, "TMPDIR": str(temp)})
+        assert time.monotonic() - started < 240
+        assert list(temp.glob("aelstm-ray-*"))  # the embedded Ray's own temp dir, while it runs
+        stderr = check_and_stop(process, address)
+        assert "ready on CPUExecutionProvider" in stderr or "ready on CUDAExecutionProvider" in stderr
+        assert "SIGTERM handler is not set" not in stderr
+        for line in stderr.splitlines():  # Ray's lines too: --log-format json means every line
+            assert isinstance(json.loads(line), dict), line
+        left = sorted(p.name for p in temp.iterdir() if p.name != ".ses")  # onnxruntime's stamp, written at import
+        assert left == []  # Ray's temp dir and any bundle copies are gone
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_server_that_can_never_serve_exits_with_one_error_line(tmp_path):
@@ -66,3 +82,36 @@ def test_a_server_that_can_never_serve_exits_with_one_error_line(tmp_path):
     errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "default bundle" in errors[0], process.stderr
     assert "Traceback" not in process.stderr and process.stdout == ""
+
+
+def test_the_start_line_does_not_say_serving_while_not_serving(tmp_path):
+    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+               "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--backend", "inprocess"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert "serving" not in line.lower().replace("not_serving", ""), line
+    assert re.match(r"aelstm listening on 127\.0\.0\.1:\d+ .*health NOT_SERVING until a model is published", line)
+
+
+def test_status_reports_each_ingress_and_fails_when_one_is_not_serving(tmp_path, ec2_bundle):
+    from click.testing import CliRunner
+
+    from aelstm.server.cli import main
+
+    process, address = serve(tmp_path, ec2_bundle.path, "--backend", "inprocess")
+    try:
+        good = CliRunner().invoke(main, ["status", "--ingress", address])
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            gone = f"127.0.0.1:{unused.getsockname()[1]}"
+        mixed = CliRunner().invoke(main, ["status", "--ingress", address, "--ingress", gone])
+    finally:
+        check_and_stop(process, address)
+    assert good.exit_code == 0, good.output
+    assert f"ingress {address}: SERVING" in good.output and "ec2-latency version" in good.output
+    assert mixed.exit_code == 1 and f"ingress {gone}: UNREACHABLE" in mixed.output
+    assert "not everything is serving" in mixed.output

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The README's cluster walk ("On a Ray cluster") on this machine: a head and a worker node started with `ray start`
+# and token authentication, `aelstm deploy`, two ingresses, publish, rollback, an identical re-deploy under load,
+# `aelstm undeploy`, then nothing of aelstm left in the temp dir. The commands are the README's, with what a shared
+# host adds: private ports and temp dirs (other Ray clusters may run here), explicit addresses instead of `auto`,
+# and nodes stopped by ending their own processes (`ray stop` would stop every Ray on the host).
+# Usage: bash scripts/cluster_walk.sh   (about 5 minutes on 2 cores; exits non-zero at the first failed step)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH" RAY_USAGE_STATS_ENABLED=0
+
+WORK=$(mktemp -d /tmp/walkXXXX)     # short: Ray's socket paths must fit in 107 bytes
+mkdir -p "$WORK/tmp"
+export TMPDIR="$WORK/tmp"           # where aelstm and Ray put their temporary files
+export RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN=$(python -c "import secrets; print(secrets.token_hex(32))")
+export RAY_AUTH_TOKEN               # this cluster's token, for every node and every process that joins it
+INGRESSES=()
+
+say() { printf '\n== %s\n' "$*"; }
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+node_ports() {  # every port a node opens, chosen free now
+  local low; low=$(python -c 'import random; print(random.randrange(20000, 29000, 100))')
+  echo --node-manager-port "$(free_port)" --object-manager-port "$(free_port)" \
+    --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
+    --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)" \
+    --min-worker-port "$low" --max-worker-port "$((low + 99))"
+}
+our_ray_processes() { grep -lsF "$WORK" /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx "$$" || true; }
+cleanup() {
+  for pid in "${INGRESSES[@]}"; do kill -TERM "$pid" 2> /dev/null || true; done
+  for pid in $(our_ray_processes); do kill -TERM "$pid" 2> /dev/null || true; done
+  sleep 2
+  for pid in $(our_ray_processes); do kill -KILL "$pid" 2> /dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_ingress() {  # $1: log file; prints the ingress's address once its start line says SERVING
+  aelstm serve --ray-address "$HEAD" --port 0 --metrics-port 0 --registry "$WORK/registry" --poll-s 0.5 \
+    > "$1" 2> "$1.err" &
+  INGRESSES+=($!)
+  for _ in $(seq 240); do
+    if grep -q "serving on" "$1"; then sed -E 's/.*serving on ([^ ]+) .*/\1/' "$1"; return; fi
+    sleep 0.5
+  done
+  echo "ingress did not become SERVING: $(cat "$1" "$1.err" | tail -5)" >&2; return 1
+}
+version_of() { aelstm-client --target "$1" models --json | python -c 'import json, sys; print(json.load(sys.stdin)[0]["model_version"])'; }
+wait_version() {  # $1 address, $2 version: within a few poll intervals
+  for _ in $(seq 40); do [ "$(version_of "$1")" = "$2" ] && return; sleep 0.25; done
+  echo "$1 serves version $(version_of "$1"), not $2" >&2; return 1
+}
+
+say "two bundles to publish"
+for seed in 0 1; do
+  aelstm train tests/fixtures/nab/data/realKnownCause/ec2_request_latency_system_failure.csv --dataset nab \
+    --until-first-anomaly --window 16 --hidden 16 --latent 4 --epochs 3 --seed "$seed" -o "$WORK/bundle-$seed" \
+    > /dev/null 2>&1
+done
+
+say "1. nodes: a head and a worker, token authentication"
+HEAD_PORT=$(free_port)
+ray get-auth-token > /dev/null    # the token in RAY_AUTH_TOKEN is the one every node uses
+# shellcheck disable=SC2046
+ray start --head --port "$HEAD_PORT" --num-cpus 1 --temp-dir "$WORK/head" --dashboard-port "$(free_port)" \
+  --ray-client-server-port "$(free_port)" $(node_ports) > "$WORK/head.log" 2>&1
+HEAD=127.0.0.1:$HEAD_PORT
+# shellcheck disable=SC2046
+ray start --address "$HEAD" --num-cpus 1 --temp-dir "$WORK/worker" $(node_ports) > "$WORK/worker.log" 2>&1
+ray status --address "$HEAD" | tee "$WORK/status.txt" | grep -c "node_" | grep -qx 2 \
+  || { cat "$WORK/status.txt"; echo "expected two nodes" >&2; exit 1; }
+echo "two nodes up at $HEAD"
+
+say "2. deploy: dry run, then two Scorer replicas (one per node)"
+aelstm deploy --ray-address "$HEAD" --replicas 2 --dry-run | grep -q "import_path: aelstm.server.scoring_app:app"
+aelstm deploy --ray-address "$HEAD" --replicas 2 | tee "$WORK/deploy.txt"
+grep -qE "2 Scorer replica\(s\) on node\(s\) [0-9a-f]+, [0-9a-f]+" "$WORK/deploy.txt"
+
+say "3. publish and two ingresses"
+aelstm publish "$WORK/bundle-0" --fleet ec2 --registry "$WORK/registry"
+FIRST=$(start_ingress "$WORK/ingress-1.log")
+SECOND=$(start_ingress "$WORK/ingress-2.log")
+aelstm-client --target "$FIRST" health && aelstm-client --target "$SECOND" health
+
+say "4. a new version, then a rollback: both ingresses follow"
+aelstm publish "$WORK/bundle-1" --fleet ec2 --registry "$WORK/registry"
+wait_version "$FIRST" 2 && wait_version "$SECOND" 2
+aelstm registry rollback ec2 --registry "$WORK/registry"
+wait_version "$FIRST" 3 && wait_version "$SECOND" 3
+aelstm registry list --registry "$WORK/registry"
+aelstm status --ray-address "$HEAD" --ingress "$FIRST" --ingress "$SECOND" | tee "$WORK/status.txt"
+[ "$(grep -c "ec2: .* version 3" "$WORK/status.txt")" = 2 ]
+echo "both ingresses serve version 3 (the content of version 1)"
+
+say "5. an identical re-deploy under load"
+aelstm-client --target "$FIRST" loadtest -G 2 -D 16 -b 4 --fleet ec2 --rate 100 --warmup 1s --duration 45s \
+  --json "$WORK/rollout.json" > "$WORK/rollout.txt" 2>&1 &
+LOAD=$!
+sleep 5
+DEPLOY_START=$(date +%s)
+aelstm deploy --ray-address "$HEAD" --replicas 2
+echo "re-deploy took $(($(date +%s) - DEPLOY_START)) s, inside the 46 s of load"
+ROLLOUT_EXIT=0
+wait "$LOAD" || ROLLOUT_EXIT=$?
+python - "$WORK/rollout.json" "$ROLLOUT_EXIT" <<'EOF'
+import json, sys
+measured = json.load(open(sys.argv[1]))["measured"]
+figures = {k: measured[k] for k in ("sent", "answered", "errors", "item_errors", "lost", "resent")}
+print(f"re-deploy under load: loadtest exit {sys.argv[2]}, {figures}, latency ms {measured['latency_ms']}")
+EOF
+
+say "6. undeploy: both ingresses turn NOT_SERVING (health exits 8)"
+aelstm undeploy --ray-address "$HEAD"
+for target in "$FIRST" "$SECOND"; do
+  status=0
+  aelstm-client --target "$target" health --wait 0s > /dev/null 2>&1 || status=$?
+  for _ in $(seq 40); do [ "$status" = 8 ] && break; sleep 0.5
+    status=0; aelstm-client --target "$target" health > /dev/null 2>&1 || status=$?; done
+  [ "$status" = 8 ] || { echo "$target: health exit $status, wanted 8" >&2; exit 1; }
+done
+echo "both ingresses NOT_SERVING"
+
+say "7. stop: ingresses (SIGTERM drains), then the nodes' own processes"
+for pid in "${INGRESSES[@]}"; do kill -TERM "$pid"; wait "$pid"; done
+INGRESSES=()
+for pid in $(our_ray_processes); do kill -TERM "$pid" 2> /dev/null || true; done
+for _ in $(seq 60); do [ -z "$(our_ray_processes)" ] && break; sleep 0.5; done
+left=$(find "$TMPDIR" -mindepth 1 -maxdepth 1 -name 'aelstm-*' | head -5)
+[ -z "$left" ] || { echo "left in the temp dir: $left" >&2; exit 1; }
+echo "nothing of aelstm left in $TMPDIR"
+if [ "$ROLLOUT_EXIT" != 0 ]; then
+  echo "cluster walk: every step passed except the re-deploy under load (loadtest exit $ROLLOUT_EXIT)" >&2; exit 7
+fi
+echo "cluster walk: every step passed"

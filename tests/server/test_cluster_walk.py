@@ -1,0 +1,23 @@
+"""The README's cluster walk, scripted (`scripts/cluster_walk.sh`): two `ray start` nodes with token authentication,
+deploy, two ingresses, publish, rollback, a re-deploy under load, undeploy, nothing left in the temp dir. About four
+minutes on two cores, so it runs only when asked: AELSTM_CLUSTER_WALK=1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from support import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900),
+              pytest.mark.skipif(os.environ.get("AELSTM_CLUSTER_WALK") != "1",
+                                 reason="set AELSTM_CLUSTER_WALK=1 to walk the README's cluster steps (~4 min)")]
+
+
+def test_the_readme_cluster_walk():
+    done = subprocess.run(["bash", str(REPO / "scripts" / "cluster_walk.sh")], capture_output=True, text=True,
+                          timeout=840)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "cluster walk: every step passed" in done.stdout
