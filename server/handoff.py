@@ -28,6 +28,7 @@ Key = tuple[str, str]  # (fleet, device)
 ACTOR_NAME = "aelstm-device-handoff"
 NAMESPACE = "aelstm"
 DEFAULT_CAPACITY = 100_000
+CALL_TIMEOUT_S = 5.0  # scoring never waits longer than this on the handoff store
 
 
 class Handoff(Protocol):
@@ -102,9 +103,9 @@ class RayHandoff:
 
     async def _call(self, method: str, argument):
         try:
-            actor = await asyncio.to_thread(self._store)
-            return await getattr(actor, method).remote(argument)
-        except Exception as exc:  # Ray not up, or the actor gone: score on without handing over
+            actor = await asyncio.wait_for(asyncio.to_thread(self._store), CALL_TIMEOUT_S)
+            return await asyncio.wait_for(getattr(actor, method).remote(argument), CALL_TIMEOUT_S)
+        except Exception as exc:  # Ray not up, the actor gone or stuck: score on without handing over
             self._actor = None
             if not self._warned:
                 log.warning("device handoff store unreachable (%s): devices that move between ingresses start "
