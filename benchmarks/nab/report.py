@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aelstm.core.policy import Policy
 from aelstm.training.nab.scoring import PROFILES
 
 PROFILE_TITLES = {"standard": "standard", "reward_low_FP_rate": "low FP", "reward_low_FN_rate": "low FN"}
@@ -82,7 +83,7 @@ def markdown(result: dict) -> str:
     lines += ["", "## The development grid (seed 0; held-out never looked at here)", "",
               "| policy | standard | low FP | low FN | alarms |", "|---|---|---|---|---|"]
     for row in result["development_grid"]:
-        mark = " **← chosen**" if row["policy"] == result["chosen"] else ""
+        mark = " **← chosen**" if Policy.parse(row["policy"]).spec == result["chosen"] else ""
         cells = " | ".join(f"{row['profiles'][p.name]['score']:.1f}" for p in PROFILES)
         lines.append(f"| `{row['policy']}`{mark} | {cells} | {row['alarms']} |")
     return "\n".join(lines) + "\n"

@@ -219,7 +219,7 @@ def choose(development: list[NabFile], trained: dict[str, Trained], served: dict
         for spec in GRID:
             policy = Policy.parse(spec)
             alarms = {nab.key: offline_alarms(policy, trained[nab.key], served[nab.key]) for nab in development}
-            rows.append({"policy": spec, "profiles": nab_scores(development, alarms),
+            rows.append({"policy": policy.spec, "profiles": nab_scores(development, alarms),
                          "alarms": int(sum(a.sum() for a in alarms.values()))})
             bar.advance(note=spec[:40])
     return rows

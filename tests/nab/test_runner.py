@@ -36,6 +36,7 @@ def test_served_benchmark_writes_nab_layout_and_summary(tiny_nab: Path, tmp_path
     assert run["rows_judged"] == 4 * (1000 - 150)  # every row from the end of the probation on, on every file
     assert run["held_out"]["standard"]["tp"] == 1  # the 30σ spike of the held-out half is found
     assert summary["chosen"] in {row["policy"] for row in summary["development_grid"]}
+    assert "← chosen" in (out / "served.md").read_text()
     assert "**held-out**" in (out / "served.md").read_text() and (out / "served.png").is_file()
 
 
