@@ -84,7 +84,8 @@ class Ready:
 
 
 class _Device:
-    __slots__ = ("key", "outcomes", "period_ms", "policy", "readings", "size", "state", "tail", "timestamp_ms")
+    __slots__ = ("key", "outcomes", "period_ms", "policy", "readings", "size", "state", "state_bytes", "tail",
+                 "timestamp_ms")
 
     def __init__(self, readings: np.ndarray) -> None:
         self.readings = readings
@@ -93,13 +94,17 @@ class _Device:
         self.key: str | None = None  # the model whose policy `state` follows
         self.policy: Policy | None = None
         self.state: StreamState | None = None
+        self.state_bytes = 0  # the policy state's size, taken once per state (its rings are preallocated)
         self.tail: asyncio.Future | None = None  # done when every judgement so far is
         self.outcomes: OrderedDict[int, asyncio.Future] = OrderedDict()
         self.size = 0
 
     def nbytes(self, fleet: str, device: str) -> int:
         return (self.readings.nbytes + len(fleet.encode()) + len(device.encode()) + ENTRY_OVERHEAD_BYTES
-                + (self.state.nbytes if self.state is not None else 0) + OUTCOME_BYTES * len(self.outcomes))
+                + self.state_bytes + OUTCOME_BYTES * len(self.outcomes))
+
+    def follow(self, key: str, policy: Policy, state: StreamState) -> None:
+        self.key, self.policy, self.state, self.state_bytes = key, policy, state, state.nbytes
 
 
 class Ticket:
@@ -200,9 +205,11 @@ class DeviceStore:
             return Warming(len(held.readings))
         self._follow(held, model_key, policy)
         self._resize(held, fleet, device)
+        if full == 1:  # the usual case: one more reading, one more window (the held readings, already a copy)
+            return Ready(held.readings[None], Ticket(held, True, outcome))
         ends = joined[len(joined) - window - full + 1 :]
-        windows = np.lib.stride_tricks.sliding_window_view(ends, window, axis=0).transpose(0, 2, 1)
-        return Ready(np.ascontiguousarray(windows), Ticket(held, True, outcome))
+        windows = ends[np.arange(full)[:, None] + np.arange(window)]  # [full, window, features], a copy
+        return Ready(windows, Ticket(held, True, outcome))
 
     def retry(self, fleet: str, device: str, model_key: str, policy: Policy) -> Ticket:
         """A ticket that judges a remembered, failed item's windows again without learning from them."""
@@ -235,7 +242,7 @@ class DeviceStore:
         """Take over a device exported by another ingress; its policy state only when the policies match."""
         held = _Device(np.asarray(data["readings"], np.float32).reshape(-1, int(data["features"])))
         held.timestamp_ms, held.period_ms = int(data["timestamp_ms"]), data["period_ms"]
-        held.key, held.policy, held.state = model_key, policy, policy.start()
+        held.follow(model_key, policy, policy.start())
         if data["policy"] is not None and not held.state.restore(data["policy"]):
             self.count("policy_restarted")
         self._devices.pop((fleet, device), None)
@@ -263,6 +270,7 @@ class DeviceStore:
             self.bytes -= old.size
             fresh.timestamp_ms, fresh.period_ms = old.timestamp_ms, old.period_ms
             fresh.key, fresh.policy, fresh.state, fresh.tail = old.key, old.policy, old.state, old.tail
+            fresh.state_bytes = old.state_bytes
         self._devices[key] = fresh
         return fresh
 
@@ -304,7 +312,7 @@ class DeviceStore:
         if held.state is not None:
             carried = held.policy is not None and policy.compatible(held.policy) and state.restore(held.state.to_dict())
             self.count("policy_carried_over" if carried else "policy_restarted")
-        held.key, held.policy, held.state = model_key, policy, state
+        held.follow(model_key, policy, state)
 
     def _resize(self, held: _Device, fleet: str, device: str) -> None:
         """Count `held`'s bytes, then forget the least recently updated devices while over the bounds."""
