@@ -41,7 +41,7 @@ from .items import ItemProblem
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE.value[0]
 ENTRY_OVERHEAD_BYTES = 256  # per device: the key tuple, the dict slot, the array header
 OUTCOME_BYTES = 160  # per remembered verdict: the future and its outcome
-DEFAULT_REMEMBER = 64
+DEFAULT_REMEMBER = 16  # a reconnecting gateway resends what got no answer: a few items per device
 DEFAULT_MAX_GAP_READINGS = 4
 GAP_SLACK = 0.5  # a gap is at least half a sampling period more than the readings account for
 
