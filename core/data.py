@@ -161,6 +161,22 @@ def load_csv(
     overrides the default."""
     frame = _read_csv(path, sep=delimiter)
     frame.columns = [str(c).strip() for c in frame.columns]
+    return frame_series(frame, Path(path).stem, path, time_column=time_column, label_column=label_column,
+                        feature_columns=feature_columns, non_numeric=non_numeric)
+
+
+def frame_series(
+    frame: pd.DataFrame,
+    name: str,
+    path: str | Path,
+    *,
+    time_column: str | None = None,
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    non_numeric: str = "refuse",
+) -> Series:
+    """A table already read (a whole CSV, or one fleet's rows of it) as a series, with `load_csv`'s column rules;
+    `path` names where it came from in errors."""
     for name, column in (("time", time_column), ("label", label_column)):
         if column is not None and column not in frame.columns:
             raise DataError(f"{path}: {name} column {column!r} not found; available: {list(frame.columns)}")
@@ -181,7 +197,7 @@ def load_csv(
         if not feature_columns:
             raise DataError(f"{path}: no numeric feature columns found; name them with --features")
     if notes:
-        warnings.warn(f"{Path(path).name}: {'; '.join(notes)}", ColumnNotice, stacklevel=2)
+        warnings.warn(f"{Path(path).name}: {'; '.join(notes)}", ColumnNotice, stacklevel=3)
     values = _numeric(frame, feature_columns, path, non_numeric)
     labels = None
     if label_column is not None:
@@ -190,7 +206,35 @@ def load_csv(
             raise DataError(f"{path}: label column {label_column!r} must be numeric 0/1")
         labels = (raw.to_numpy() > 0).astype(np.int8)
     timestamps = _timestamps(frame, time_column, path) if time_column else None
-    return Series(Path(path).stem, values, tuple(feature_columns), timestamps, labels)
+    return Series(name, values, tuple(feature_columns), timestamps, labels)
+
+
+def load_csv_by_key(
+    path: str | Path,
+    key_column: str,
+    *,
+    time_column: str | None = None,
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    delimiter: str = ",",
+    non_numeric: str = "refuse",
+) -> dict[str, Series]:
+    """One CSV holding many fleets (or devices): key value → its rows as a series, in file order, the key column
+    itself never a feature. Every group gets the same feature columns, so one group's text cells cannot silently
+    give it a different model input than the others."""
+    frame = _read_csv(path, sep=delimiter)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if key_column not in frame.columns:
+        raise DataError(f"{path}: key column {key_column!r} not found; available: {list(frame.columns)}")
+    keys = frame.pop(key_column).astype(str).str.strip()
+    if (keys == "").any():
+        raise DataError(f"{path}: {int((keys == '').sum())} row(s) have an empty {key_column!r}")
+    whole = frame_series(frame, Path(path).stem, path, time_column=time_column, label_column=label_column,
+                         feature_columns=feature_columns, non_numeric=non_numeric)
+    return {key: Series(key, whole.values[rows], whole.feature_names,
+                        None if whole.timestamps is None else whole.timestamps[rows],
+                        None if whole.labels is None else whole.labels[rows])
+            for key, rows in keys.groupby(keys, sort=True).indices.items()}
 
 
 def nab_windows_key(path: Path) -> str:

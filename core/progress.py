@@ -84,6 +84,10 @@ class ProgressBar:
             self.note = note
         self._show()
 
+    def log(self, line: str) -> None:
+        """A line of its own, kept above the bar (one finished part's result)."""
+        self._status.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     def set_note(self, note: str) -> None:
         self.note = note
         self._show()

@@ -1,17 +1,108 @@
-"""`aelstm train | score | info`: model commands (torch is imported only by `train`)."""
+"""`aelstm train | train-fleets | score | info`: model commands (torch is imported only by the training ones)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from aelstm.core.bundle import load_bundle
 from aelstm.core.cli_options import data_options, echo_features, read_series
+from aelstm.core.errors import AelstmError
 from aelstm.core.policy import DEFAULT_POLICY
 
 from .evaluation.cli import evaluate
+
+
+def model_options(function):
+    """The options that decide a model (architecture, training, alarm policy, preprocessing, seed): the same for
+    one model (`train`) and for every fleet's (`train-fleets`)."""
+    options = [
+        click.option("--window", default=32, show_default=True, help="Window length (readings)."),
+        click.option("--stride", default=1, show_default=True, help="Step between training windows."),
+        click.option("--hidden", default=64, show_default=True, help="Hidden units of the AE and LSTM layers."),
+        click.option("--latent", default=16, show_default=True, help="Size of the AE's latent code per patch."),
+        click.option("--lstm-layers", default=2, show_default=True, help="Stacked LSTM layers."),
+        click.option(
+            "--patch",
+            default=1,
+            show_default=True,
+            help="Consecutive readings the AE encodes and reconstructs together, so it sees local shape as well as "
+            "level (window must be ≥ patch + 1).",
+        ),
+        click.option(
+            "--score-steps",
+            default=1,
+            show_default=True,
+            help="Average each error over the window's last N steps: one noisy reading weighs less, a sustained change "
+            "more (N ≤ window − patch).",
+        ),
+        click.option(
+            "--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss)."
+        ),
+        click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping."),
+        click.option(
+            "--min-delta",
+            default=0.01,
+            show_default=True,
+            help="Smallest improvement: a fall of the validation loss by this fraction of its value at the last "
+            "improvement.",
+        ),
+        click.option("--batch-size", default=64, show_default=True),
+        click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Adam learning rate."),
+        click.option("--alpha", default=0.5, show_default=True, help="Weight of the reconstruction error."),
+        click.option("--beta", default=0.5, show_default=True, help="Weight of the prediction error."),
+        click.option(
+            "--mode",
+            type=click.Choice(["joint", "separate", "ae", "lstm"]),
+            default="joint",
+            show_default=True,
+            help="joint: co-trained AE+LSTM; separate: AE then LSTM; ae/lstm: one part only.",
+        ),
+        click.option(
+            "--policy",
+            default=DEFAULT_POLICY,
+            show_default=True,
+            help="Alarm policy: rules separated by '|', fitted on normal validation scores and run per device. First "
+            "`sum` (the score) or `likelihood[:short=N,long=N]` (each error term against the device's own past); then "
+            "optionally `refractory:n=N` (one alarm per episode); last a threshold: `spot:risk=R,depth=D` (streaming, "
+            "drift-aware with depth > 0), `pot:risk=R`, `quantile:q=Q` or `fixed:value=V`.",
+        ),
+        click.option(
+            "--alarms-teach/--alarms-do-not-teach",
+            default=True,
+            show_default=True,
+            help="Whether a device's alarms update its policy state: teaching lets a drifted device go quiet; not "
+            "teaching keeps a long anomaly flagged over its whole length.",
+        ),
+        click.option("--wavelet", default="db4", show_default=True, help="PyWavelets wavelet for denoising."),
+        click.option("--wavelet-level", default=1, show_default=True, help="Decomposition levels denoised."),
+        click.option("--no-denoise", is_flag=True, help="Skip wavelet denoising."),
+        click.option(
+            "--out-of-range",
+            type=click.Choice(["extrapolate", "clip"]),
+            default="extrapolate",
+            show_default=True,
+            help="Readings outside the training range: score as-is, or clip to it.",
+        ),
+        click.option("--seed", default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def train_config(wavelet: str, wavelet_level: int, no_denoise: bool, **hyper):
+    """The model options as a training configuration."""
+    from aelstm.core.preprocess import DenoiseConfig
+
+    from .train import TrainConfig
+
+    return TrainConfig(denoise=DenoiseConfig(enabled=not no_denoise, wavelet=wavelet, level=wavelet_level), **hyper)
 
 
 @click.command()
@@ -29,71 +120,7 @@ from .evaluation.cli import evaluate
 )
 @click.option("--name", help="Model name [default: the data file's name].")
 @click.option("--model-version", default="1", show_default=True, help="Model version recorded in the bundle.")
-@click.option("--window", default=32, show_default=True, help="Window length (readings).")
-@click.option("--stride", default=1, show_default=True, help="Step between training windows.")
-@click.option("--hidden", default=64, show_default=True, help="Hidden units of the AE and LSTM layers.")
-@click.option("--latent", default=16, show_default=True, help="Size of the AE's latent code per patch.")
-@click.option("--lstm-layers", default=2, show_default=True, help="Stacked LSTM layers.")
-@click.option(
-    "--patch",
-    default=1,
-    show_default=True,
-    help="Consecutive readings the AE encodes and reconstructs together, so it sees local shape as well as level "
-    "(window must be ≥ patch + 1).",
-)
-@click.option(
-    "--score-steps",
-    default=1,
-    show_default=True,
-    help="Average each error over the window's last N steps: one noisy reading weighs less, a sustained change more "
-    "(N ≤ window − patch).",
-)
-@click.option("--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss).")
-@click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping.")
-@click.option(
-    "--min-delta",
-    default=0.01,
-    show_default=True,
-    help="Smallest improvement: a fall of the validation loss by this fraction of its value at the last improvement.",
-)
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--alpha", default=0.5, show_default=True, help="Weight of the reconstruction error.")
-@click.option("--beta", default=0.5, show_default=True, help="Weight of the prediction error.")
-@click.option(
-    "--mode",
-    type=click.Choice(["joint", "separate", "ae", "lstm"]),
-    default="joint",
-    show_default=True,
-    help="joint: co-trained AE+LSTM; separate: AE then LSTM; ae/lstm: one part only.",
-)
-@click.option(
-    "--policy",
-    default=DEFAULT_POLICY,
-    show_default=True,
-    help="Alarm policy: rules separated by '|', fitted on normal validation scores and run per device. First "
-    "`sum` (the score) or `likelihood[:short=N,long=N]` (each error term against the device's own past); then "
-    "optionally `refractory:n=N` (one alarm per episode); last a threshold: `spot:risk=R,depth=D` (streaming, "
-    "drift-aware with depth > 0), `pot:risk=R`, `quantile:q=Q` or `fixed:value=V`.",
-)
-@click.option(
-    "--alarms-teach/--alarms-do-not-teach",
-    default=True,
-    show_default=True,
-    help="Whether a device's alarms update its policy state: teaching lets a drifted device go quiet; not teaching "
-    "keeps a long anomaly flagged over its whole length.",
-)
-@click.option("--wavelet", default="db4", show_default=True, help="PyWavelets wavelet for denoising.")
-@click.option("--wavelet-level", default=1, show_default=True, help="Decomposition levels denoised.")
-@click.option("--no-denoise", is_flag=True, help="Skip wavelet denoising.")
-@click.option(
-    "--out-of-range",
-    type=click.Choice(["extrapolate", "clip"]),
-    default="extrapolate",
-    show_default=True,
-    help="Readings outside the training range: score as-is, or clip to it.",
-)
-@click.option("--seed", default=0, show_default=True)
+@model_options
 @click.option(
     "--threads",
     default=1,
@@ -116,18 +143,12 @@ def train(
     model_version,
     threads,
     quiet,
-    wavelet,
-    wavelet_level,
-    no_denoise,
     **hyper,
 ) -> None:
     """Train the joint AE-LSTM on the normal part of DATA and write a model bundle."""
-    from aelstm.core.preprocess import DenoiseConfig
+    from .train import train_series, training_rows
 
-    from .train import TrainConfig, train_series, training_rows
-
-    denoise = DenoiseConfig(enabled=not no_denoise, wavelet=wavelet, level=wavelet_level)
-    config = TrainConfig(denoise=denoise, **hyper)
+    config = train_config(**hyper)
     series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)
     echo_features(series)
     rows, why = training_rows(series, train_fraction, until_first_anomaly)
@@ -182,4 +203,87 @@ def info(bundle_dir) -> None:
     click.echo(json.dumps(bundle.manifest, indent=2))
 
 
-MODEL_COMMANDS = (train, score, info, evaluate)
+@click.command("train-fleets")
+@click.argument("data", type=click.Path(path_type=Path))
+@data_options
+@click.option("--fleet-column", help="CSV: a column naming each row's fleet: one model per value [default: DATA is "
+              "a folder with one CSV file or one folder of CSV files per fleet, or one file for one fleet].")
+@click.option("--registry", type=click.Path(path_type=Path), default="registry", show_default=True,
+              envvar="AELSTM_REGISTRY", help="Registry to publish into (env AELSTM_REGISTRY).")
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="Fit on this Ray cluster (e.g. auto) [default: an embedded "
+              "local Ray with this machine's CPUs] (env RAY_ADDRESS).")
+@click.option("--no-ray", is_flag=True, help="Fit the fleets one after another in this process, without Ray.")
+@click.option("--cpus-per-fleet", default=1, show_default=True, type=click.IntRange(min=1),
+              help="CPUs (and torch threads) each fleet's fit takes; Ray runs as many fits at once as CPUs allow.")
+@click.option("--holdout-fraction", default=0.1, show_default=True,
+              help="The latest fraction of each fleet's normal readings, kept out of training for the gate.")
+@click.option("--gate-margin", default=0.01, show_default=True,
+              help="Publish a fleet's new model only if it flags at most this fraction more of the held-out normal "
+              "windows than the version the fleet serves; otherwise keep it aside with the reason.")
+@click.option("--summary", type=click.Path(path_type=Path), help="Write every fleet's outcome to this JSON file.")
+@model_options
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_fleets(data, dataset, time_column, label_column, features, delimiter, non_numeric, fleet_column, registry,
+                 ray_address, no_ray, cpus_per_fleet, holdout_fraction, gate_margin, summary, quiet, **hyper) -> None:
+    """Train one model per fleet in DATA, in parallel on Ray, and publish each that passes its gate.
+
+    Each fleet trains on its normal readings (every row before its first labelled anomaly) except the latest
+    --holdout-fraction, on which the new model and the version the fleet serves are both judged. A fleet whose data
+    is bad or whose training fails is reported with its reason; the others go on. Exits 1 when any fleet failed."""
+    from .fleet_training import FleetTrainer
+    from .fleets import discover_fleets
+
+    config = train_config(**hyper)
+    read = lambda path: read_series(path, dataset, time_column, label_column, features, delimiter, non_numeric)  # noqa: E731
+    key_options = {"time_column": time_column, "label_column": label_column, "feature_columns": features,
+                   "delimiter": delimiter, "non_numeric": non_numeric}
+    fleets = discover_fleets(data, read, key_column=fleet_column, key_options=key_options)
+    click.echo(f"{len(fleets)} fleet(s) in {data}: {', '.join(f.name for f in fleets)}", err=True)
+    with fleet_runner(no_ray, ray_address, cpus_per_fleet) as runner:
+        trainer = FleetTrainer(registry, config, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
+                               progress=not quiet)
+        outcomes = trainer.train(fleets)
+    click.echo(outcome_table(outcomes))
+    if summary is not None:
+        summary.write_text(json.dumps([o.to_dict() for o in outcomes], indent=2) + "\n")
+    failed = [o.fleet for o in outcomes if o.status == "failed"]
+    if failed:
+        raise AelstmError(f"{len(failed)} of {len(outcomes)} fleet(s) failed: {', '.join(failed)}")
+
+
+@contextmanager
+def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int):
+    """Fits in this process, or on Ray (embedded, shut down and cleaned up at the end, or a cluster, left running)."""
+    from .fleet_training import LocalRunner, RayRunner
+
+    if no_ray:
+        yield LocalRunner(threads=cpus_per_fleet)
+        return
+    from aelstm.server.ray_backend import configure_ray_environment, init_ray
+
+    configure_ray_environment(ray_address)
+    import ray
+
+    temp_dir = init_ray(ray_address, num_cpus=os.cpu_count() or 1)
+    try:
+        yield RayRunner(cpus_per_fleet=cpus_per_fleet, threads=cpus_per_fleet)
+    finally:
+        ray.shutdown()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def outcome_table(outcomes) -> str:
+    """One line per fleet: outcome, version, epochs, time, held-out false alarms (new vs served), reason."""
+    lines = [f"{'fleet':<20} {'outcome':<10} {'version':>7} {'epochs':>6} {'seconds':>8} {'flagged':>8} "
+             f"{'served':>8}  reason"]
+    for o in outcomes:
+        gate = o.gate
+        flagged = f"{gate.candidate_flagged:.2%}" if gate else "-"
+        served = f"{gate.serving_flagged:.2%}" if gate and gate.serving_flagged is not None else "-"
+        lines.append(f"{o.fleet:<20} {o.status:<10} {o.version or '-':>7} {o.epochs or '-':>6} "
+                     f"{o.seconds if o.seconds is not None else '-':>8} {flagged:>8} {served:>8}  {o.reason}")
+    return "\n".join(lines)
+
+
+MODEL_COMMANDS = (train, train_fleets, score, info, evaluate)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from aelstm.core.progress import ProgressBar
 from .model import JointAELSTM, ModelConfig
 
 ONNX_OPSET = 17
+EpochCallback = Callable[[dict], None]  # one epoch's record: phase, epoch, rec, pred, val_loss
 TRAINING_MODES = ("joint", "separate", "ae", "lstm")
 
 
@@ -158,6 +159,7 @@ def _fit_phase(
     generator: torch.Generator,
     label: str,
     progress: bool,
+    on_epoch: EpochCallback | None,
 ) -> list[dict]:
     """Adam on `weights[0]·L_rec + weights[1]·L_pred` with early stopping on the validation loss (best restored).
 
@@ -187,6 +189,8 @@ def _fit_phase(
             record = {"phase": label, "epoch": epoch + 1, "rec": sums[0] / batches, "pred": sums[1] / batches,
                       "val_loss": val_loss}
             history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
             bar.advance(note=f"rec {record['rec']:.4g} pred {record['pred']:.4g} val {val_loss:.4g}")
             if val_loss < best_loss:
                 best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
@@ -222,6 +226,7 @@ def fit(
     *,
     init: FittedModel | None = None,
     reference: np.ndarray | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> FittedModel:
     """Train on normal readings `[time, features]` (gaps allowed) with `threads` torch threads; the last
     `validation_fraction` of the time range is held out for early stopping and threshold calibration.
@@ -231,9 +236,10 @@ def fit(
     itself is left as it was. `reference` is a further normal recording (e.g. a long anomaly-free run): the
     scaler also covers the range of its first part and the threshold is calibrated on its held-out part together
     with `normal`'s, so a short `normal` need not carry all of the normal variation alone. It is not trained on here
-    (pre-train on it with a plain `fit` and pass that as `init`)."""
+    (pre-train on it with a plain `fit` and pass that as `init`). `on_epoch` sees each epoch's record as it ends
+    (progress of a fit that runs elsewhere, e.g. in a Ray task)."""
     with torch_threads(threads):
-        return _fit(normal, config, progress, init, reference)
+        return _fit(normal, config, progress, init, reference, on_epoch)
 
 
 def _split(values: np.ndarray, config: TrainConfig, what: str) -> int:
@@ -264,7 +270,12 @@ def _initial_model(n_features: int, config: TrainConfig, init: FittedModel | Non
 
 
 def _fit(
-    normal: np.ndarray, config: TrainConfig, progress: bool, init: FittedModel | None, reference: np.ndarray | None
+    normal: np.ndarray,
+    config: TrainConfig,
+    progress: bool,
+    init: FittedModel | None,
+    reference: np.ndarray | None,
+    on_epoch: EpochCallback | None,
 ) -> FittedModel:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -289,7 +300,7 @@ def _fit(
     model.set_scaling(scaler.minimum, scaler.span, clip=config.out_of_range == "clip")
     train_t, val_t = torch.from_numpy(train_windows), torch.from_numpy(val_windows)
     phase = lambda params, weights, label: _fit_phase(  # noqa: E731 - binds the shared arguments
-        model, list(params), weights, train_t, val_t, config, generator, label, progress
+        model, list(params), weights, train_t, val_t, config, generator, label, progress, on_epoch
     )
     temporal = [*model.lstm.parameters(), *model.head.parameters()]
     spatial = [*model.encoder.parameters(), *model.decoder.parameters()]
@@ -306,6 +317,9 @@ def _fit(
     model.set_score_weights(*config.score_weights, *scales)
     fitted = FittedModel(model, config, scaler, config.alarm_policy, scales, history, {}, 0.0)
     fitted.validation_terms = np.concatenate([fitted.score_terms(windows) for windows in calibration])
+    if not np.isfinite(fitted.validation_terms).all():
+        raise DataError("training diverged: the validation scores are not finite (try a lower --lr, or check the "
+                        "data for extreme values)")
     val_scores = fitted.validation_scores
     fitted.policy = config.alarm_policy.fit(fitted.validation_terms)
     fitted.validation = {
@@ -437,10 +451,11 @@ def train_series(
     version: str = "1",
     progress: bool = True,
     threads: int = 1,
+    on_epoch: EpochCallback | None = None,
 ):
     """Train on `series[:rows]` and write a bundle: the whole `aelstm train` job."""
     normal = series.values[:rows]
-    fitted = fit(normal, config, progress=progress, threads=threads)
+    fitted = fit(normal, config, progress=progress, threads=threads, on_epoch=on_epoch)
     source = {"data": series.name, "rows": rows, "data_fingerprint": fingerprint(normal), "seed": config.seed}
     period = sampling_period_ms(series.timestamps[:rows]) if series.timestamps is not None else None
     bundle = write_bundle(fitted, out_dir, feature_names=series.feature_names, name=name or series.name,

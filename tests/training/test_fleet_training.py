@@ -1,0 +1,121 @@
+"""`aelstm train-fleets`: fleets found in files, folders and key columns; fits on a local Ray; the publishing gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from aelstm.core.bundle import load_bundle
+from aelstm.core.cli_options import read_series
+from aelstm.core.errors import DataError
+from aelstm.core.scoring import score_series
+from aelstm.server.cli import main
+from aelstm.server.registry import list_versions
+from aelstm.training.fleets import discover_fleets
+
+SMALL = ["--window", "16", "--hidden", "16", "--latent", "4", "--epochs", "4", "--patience", "2"]
+
+
+def wave(rows: int, period: float, level: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    return level + np.sin(2 * np.pi * t / period) + rng.normal(0, 0.05, rows)
+
+
+def write(path: Path, **columns: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(columns).to_csv(path, index=False)
+    return path
+
+
+def read(path: Path):
+    return read_series(path, "csv", None, None, None, ",", "refuse")
+
+
+def test_a_fleet_is_a_file_a_folder_or_a_key_value(tmp_path):
+    write(tmp_path / "data" / "pumps.csv", v=wave(100, 10))
+    write(tmp_path / "data" / "fans" / "1.csv", v=wave(60, 10))
+    write(tmp_path / "data" / "fans" / "2.csv", v=wave(40, 10))
+    (tmp_path / "data" / "bad.csv").write_text("v\n1\nhot\n")
+    fleets = {f.name: f for f in discover_fleets(tmp_path / "data", read)}
+    assert sorted(fleets) == ["bad", "fans", "pumps"]
+    assert len(fleets["fans"].series) == 100 and len(fleets["pumps"].series) == 100
+    assert fleets["bad"].series is None and "'hot'" in fleets["bad"].error
+
+    keyed = write(tmp_path / "all.csv", fleet=np.repeat(["a", "b"], 50), v=np.arange(100.0))
+    groups = {f.name: f.series for f in discover_fleets(keyed, read, key_column="fleet")}
+    assert groups["a"].feature_names == ("v",) and groups["b"].values[0, 0] == 50.0
+
+    write(tmp_path / "clash" / "x.csv", v=wave(10, 5))
+    write(tmp_path / "clash" / "x" / "1.csv", v=wave(10, 5))
+    with pytest.raises(DataError, match="both a file and a folder"):
+        discover_fleets(tmp_path / "clash", read)
+    with pytest.raises(DataError, match="key column 'nope' not found"):
+        discover_fleets(keyed, read, key_column="nope")
+
+
+async def test_fleets_train_in_parallel_on_ray_and_each_is_served_by_its_own_model(tmp_path, monkeypatch):
+    from aelstm.server.app import ScoringServer
+    from aelstm.server.config import ServeConfig
+    from aelstm.v1 import scoring_pb2 as pb
+    from aelstm.v1 import scoring_pb2_grpc as pb_grpc
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    data = tmp_path / "fleets"
+    for name, period, level in (("pumps", 12, 0.0), ("fans", 30, 5.0), ("valves", 7, -3.0)):
+        write(data / f"{name}.csv", v=wave(700, period, level))
+    (data / "corrupt.csv").write_text("v\n1.0\n2.0\n")  # too few readings for a window
+    registry = tmp_path / "registry"
+    summary = tmp_path / "summary.json"
+    result = CliRunner().invoke(main, ["train-fleets", str(data), "--registry", str(registry), "--summary",
+                                       str(summary), "--quiet", *SMALL])
+    assert result.exit_code == 1, result.output
+    assert "1 of 4 fleet(s) failed: corrupt" in result.output
+    outcomes = {o["fleet"]: o for o in json.loads(summary.read_text())}
+    assert outcomes["corrupt"]["status"] == "failed" and "too few" in outcomes["corrupt"]["reason"]
+    assert {o["status"] for name, o in outcomes.items() if name != "corrupt"} == {"published"}
+    assert {(r.fleet, r.version, r.state) for r in list_versions(registry)} == {
+        ("fans", "1", "served"), ("pumps", "1", "served"), ("valves", "1", "served")}
+
+    server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.AnomalyScorerStub(channel)
+            for fleet in ("pumps", "fans", "valves"):
+                info = await stub.GetModel(pb.GetModelRequest(fleet_id=fleet))
+                assert info.model_name == fleet
+                first = read(data / f"{fleet}.csv").slice(0, 16)
+                window = pb.Tensor(shape=[16, 1], packed=first.values.astype("<f4").tobytes())
+                request = pb.ScoreRequest(request_id="1", fleet_id=fleet, items=[pb.Item(device_id="d", window=window)])
+                (answer,) = [response async for response in stub.StreamScore(iter([request]))]
+                expected = score_series(load_bundle(registry / fleet / "1"), first)["score"].iloc[0]
+                assert answer.results[0].score == pytest.approx(expected, rel=1e-4)
+    finally:
+        await server.stop(0)
+
+
+def test_a_new_model_is_published_only_when_the_gate_passes(tmp_path):
+    first, shifted = tmp_path / "first", tmp_path / "shifted"
+    write(first / "plant.csv", v=wave(1200, 60, seed=1))
+    write(shifted / "plant.csv", v=wave(1200, 60, level=3.0, seed=1))
+    registry = tmp_path / "registry"
+    run = lambda data, *extra: CliRunner().invoke(  # noqa: E731
+        main, ["train-fleets", str(data), "--registry", str(registry), "--no-ray", "--quiet", *SMALL, *extra])
+
+    assert run(first).exit_code == 0
+    moved = run(shifted)  # the served model flags the shifted normal readings; one trained on them does not
+    assert moved.exit_code == 0 and "published        2" in moved.output, moved.output
+
+    tight = run(shifted, "--policy", "sum | quantile:q=0.5")  # flags half of the normal windows: worse
+    assert tight.exit_code == 0 and "kept aside" in tight.output, tight.output
+    assert [(r.version, r.state) for r in list_versions(registry)] == [("2", "served"), ("1", "present")]
+    (aside,) = (registry / ".aside" / "plant").iterdir()
+    assert "version 2 flags" in (aside / "REASON").read_text()
+    assert load_bundle(aside).policy.spec.startswith("sum | quantile")
