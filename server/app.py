@@ -1,4 +1,5 @@
-"""Assembles the ingress: gRPC server (service, health, reflection, auth, TLS), backend, model watcher, metrics.
+"""Assembles the ingress: gRPC server (service, health, reflection, auth, TLS), backend, model watcher, metrics,
+and the optional recorder of normal readings and retraining loop.
 
 Start-up order keeps health honest: the gRPC port opens first with health NOT_SERVING, the backend starts and the
 registry's models load, and only then does health say SERVING. Stopping drains: health goes NOT_SERVING, streams
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,7 +30,9 @@ from .handoff import Handoff, RayHandoff
 from .metrics import Metrics
 from .models import ModelBook
 from .ray_backend import RayServeBackend
+from .recorder import Recorder, RecorderSettings
 from .registry import RegistryScanner, RegistrySnapshot
+from .retraining import RetrainLoop, check_retraining_available
 from .scoring import RequestScorer
 from .security import server_credentials, token_interceptors
 from .service import AnomalyScorerService
@@ -42,6 +46,16 @@ def make_backend(config: ServeConfig) -> ScoringBackend:
     if config.backend == "inprocess":
         return InProcessBackend(threads=config.threads_per_replica, intra_op_threads=1, device=config.device)
     return RayServeBackend(config.scorer(), config.ray_address, config.ray_cpus)
+
+
+def recorder_for(config: ServeConfig, metrics: Metrics) -> Recorder | None:
+    """The recorder of normal readings, when `record_dir` asks for one."""
+    if not config.record_dir:
+        return None
+    settings = RecorderSettings(Path(config.record_dir), config.record_devices, config.record_flush_s,
+                                config.record_keep_days * 86400.0)
+    return Recorder(settings, on_recorded=lambda fleet, rows: metrics.recorded.labels(fleet, "kept").inc(rows),
+                    on_dropped=lambda fleet, rows: metrics.recorded.labels(fleet, "dropped").inc(rows))
 
 
 class ScoringServer:
@@ -59,14 +73,17 @@ class ScoringServer:
                               count=lambda event: self.metrics.device_events.labels(event).inc())
         if handoff is None and config.backend == "ray":  # ingresses of one cluster hand devices to each other
             handoff = RayHandoff(config.max_devices)
+        self.recorder = recorder_for(config, self.metrics)
+        self.retraining = RetrainLoop(config, self.recorder, self.metrics) if config.retrain_every_s else None
         self.scorer = RequestScorer(self.models, self.coalescer, devices, AnomalyHub(config.watcher_queue),
-                                    self.metrics, config.limits(), handoff)
+                                    self.metrics, config.limits(), handoff, self.recorder)
         self.service = AnomalyScorerService(self.scorer)
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._watch: asyncio.Task | None = None
         self._monitor: asyncio.Task | None = None
+        self._background: list[asyncio.Task] = []  # recorder writes, retraining
         self._metrics_http = None
         self._backend_ready = False
 
@@ -84,6 +101,8 @@ class ScoringServer:
 
     async def start(self) -> None:
         c = self.config
+        if self.retraining is not None:
+            check_retraining_available()
         limit = c.max_message_mb * 1024 * 1024
         interceptors = token_interceptors(c.tokens, c.tokens_file,
                                           on_denied=lambda code: self.metrics.auth_denied.labels(code).inc())
@@ -124,6 +143,7 @@ class ScoringServer:
             raise
         self._watch = asyncio.create_task(self.models.watch())
         self._monitor = asyncio.create_task(self._follow_backend())
+        self._background = [asyncio.create_task(job.run()) for job in (self.recorder, self.retraining) if job]
         # Everything loaded so far (Ray, gRPC, onnxruntime: over 100,000 objects) lives as long as the server: kept
         # out of garbage collection, a full collection takes milliseconds instead of stalling every stream ~70 ms.
         gc.collect()
@@ -174,7 +194,7 @@ class ScoringServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and release everything; safe to call once the server started (or failed to)."""
         grace_s = self.config.drain_grace_s if grace_s is None else grace_s
-        for task in (self._watch, self._monitor):
+        for task in (self._watch, self._monitor, *self._background):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -169,6 +169,18 @@ class ServeConfig(ScorerSettings):
     tokens_file: str | None = setting(None, "YAML file of fleet-scoped tokens: `token or sha256:<digest>: fleet, "
                                             "fleet` (env AELSTM_TOKENS_FILE).", envvar="AELSTM_TOKENS_FILE")
     allow_plaintext_tokens: bool = setting(False, "Accept tokens without TLS on a non-loopback address.")
+    record_dir: str | None = setting(None, "Record a sample of the readings judged normal here (Parquet, a folder "
+                                           "per fleet), for `aelstm retrain`; unset: nothing is recorded.")
+    record_devices: float = setting(0.1, "Fraction of each fleet's devices whose normal readings are recorded (the "
+                                         "same devices on every ingress).", minimum=0)
+    record_flush_s: float = setting(60.0, "Seconds between writes of the recorded readings.", minimum=0.1)
+    record_keep_days: float = setting(7.0, "Days recordings are kept before they are removed.", minimum=0)
+    retrain_every_s: float | None = setting(None, "Retrain every served fleet on its recorded readings this often "
+                                                  "(needs --record-dir and torch), in a separate low-priority "
+                                                  "process; new models are gated before they are published.",
+                                            minimum=1)
+    retrain_min_rows: int = setting(2000, "Readings a fleet needs recorded since its served version before it is "
+                                          "retrained.", minimum=1)
     drain_grace_s: float = setting(10.0, "Seconds to finish in-flight calls on shutdown.", minimum=0)
     log_format: str = setting("json", "Log lines as JSON or text.", choices=("json", "text"))
 
@@ -178,6 +190,10 @@ class ServeConfig(ScorerSettings):
             problems.append(f"port must be in 0..65535, got {self.port}")
         if (self.tls_cert is None) != (self.tls_key is None):
             problems.append("TLS needs both tls-cert and tls-key")
+        if self.record_devices > 1:
+            problems.append(f"record-devices is a fraction of devices: at most 1, got {self.record_devices}")
+        if self.retrain_every_s is not None and not self.record_dir:
+            problems.append("retrain-every-s retrains on recorded readings: it needs record-dir")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls-client-ca (mutual TLS) needs tls-cert and tls-key")
         if (self.tokens or self.tokens_file) and not self.tls_cert and not self.allow_plaintext_tokens:

@@ -71,6 +71,12 @@ class Metrics:
                                        "the server is overloaded: predicted (they would have waited past the queue "
                                        "budget, refused on arrival) or expired (they waited past it).", ["reason"],
                                        registry=r)
+        self.recorded = Counter("aelstm_recorded_readings", "Readings judged normal recorded for retraining, by "
+                                "fleet: kept (buffered for the next write) or dropped (buffer full, or the write "
+                                "failed).", ["fleet", "outcome"], registry=r)
+        self.retrained = Counter("aelstm_retrained_fleets", "Fleets the retraining loop went through, by outcome: "
+                                 "published, kept aside (gated out), skipped (too few new readings), failed.",
+                                 ["outcome"], registry=r)
 
     def backend_call(self, timing: CallTiming) -> None:
         self.batch_windows.observe(timing.windows)

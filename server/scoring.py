@@ -42,6 +42,7 @@ from .items import (
 )
 from .metrics import Metrics
 from .models import ModelBook
+from .recorder import Recorder
 from .registry import ModelEntry
 from .security import PERMISSION_DENIED, allowed, denied_message
 
@@ -55,6 +56,11 @@ def _brief(exc: Exception, limit: int = 300) -> str:
     """An exception for an item error: cut to `limit` characters (its text may carry input of any size)."""
     text = str(exc)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _judged_normal(result: pb.ItemResult) -> bool:
+    """Scored, and none of the item's windows raised an alarm: its readings may teach a retrained model."""
+    return result.status == pb.ITEM_STATUS_OK and not result.is_anomaly and not result.alarmed_windows
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class RequestScorer:
     """`score_request(request) -> response`: the one scoring path of every RPC that scores."""
 
     def __init__(self, models: ModelBook, coalescer: Coalescer, devices: DeviceStore, hub: AnomalyHub,
-                 metrics: Metrics, limits: Limits = Limits(), handoff: Handoff | None = None) -> None:
+                 metrics: Metrics, limits: Limits = Limits(), handoff: Handoff | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.models = models
         self.coalescer = coalescer
         self.devices = devices
@@ -83,6 +90,7 @@ class RequestScorer:
         self.metrics = metrics
         self.limits = limits
         self.handoff = handoff
+        self.recorder = recorder
         self._gates: dict[tuple[str, str], list] = {}  # device → [FIFO lock, requests at it]: see `_take_over`
 
     async def score_request(self, request: pb.ScoreRequest, rpc: str = "Score",
@@ -298,6 +306,9 @@ class RequestScorer:
             score, rec, pred = scores.score[start:end], scores.rec_part[start:end], scores.pred_part[start:end]
             if ticket is not None:
                 results[i] = self._remembered_result(items[i], entry, await ticket.judge(score, rec, pred))
+                if self.recorder is not None and entry.fleet == request.fleet_id and _judged_normal(results[i]):
+                    self.recorder.offer(request.fleet_id, items[i].device_id, items[i].timestamp_ms, part[:, -1],
+                                        entry.bundle.features)
             else:
                 verdict = entry.bundle.judge_alone((rec[0].item(), pred[0].item()))
                 results[i] = score_result(items[i], entry, score[0].item(), rec[0].item(), pred[0].item(), verdict)

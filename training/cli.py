@@ -1,4 +1,4 @@
-"""`aelstm train | train-fleets | score | info`: model commands (torch is imported only by the training ones)."""
+"""`aelstm train | train-fleets | retrain | score | info`: model commands (torch is imported by training only)."""
 
 from __future__ import annotations
 
@@ -240,9 +240,56 @@ def train_fleets(data, dataset, time_column, label_column, features, delimiter, 
     fleets = discover_fleets(data, read, key_column=fleet_column, key_options=key_options)
     click.echo(f"{len(fleets)} fleet(s) in {data}: {', '.join(f.name for f in fleets)}", err=True)
     with fleet_runner(no_ray, ray_address, cpus_per_fleet) as runner:
-        trainer = FleetTrainer(registry, config, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
+        trainer = FleetTrainer(registry, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
                                progress=not quiet)
-        outcomes = trainer.train(fleets)
+        outcomes = trainer.train(fleets, lambda _: config)
+    finish_fleets(outcomes, summary)
+
+
+@click.command()
+@click.option("--recorded", type=click.Path(path_type=Path), required=True,
+              help="Where the server records normal readings (its --record-dir).")
+@click.option("--registry", type=click.Path(path_type=Path), default="registry", show_default=True,
+              envvar="AELSTM_REGISTRY", help="Registry whose served fleets are retrained (env AELSTM_REGISTRY).")
+@click.option("--fleet", "fleets", multiple=True, help="Only this fleet (repeatable) [default: every served fleet].")
+@click.option("--min-rows", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Skip a fleet with fewer readings recorded since its served version was published.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="Fit on this Ray cluster (e.g. auto) [default: an embedded "
+              "local Ray] (env RAY_ADDRESS).")
+@click.option("--no-ray", is_flag=True, help="Fit the fleets one after another in this process, without Ray.")
+@click.option("--cpus-per-fleet", default=1, show_default=True, type=click.IntRange(min=1),
+              help="CPUs (and torch threads) each fleet's fit takes.")
+@click.option("--holdout-fraction", default=0.1, show_default=True,
+              help="The last fraction of each fleet's recorded readings, kept out of training for the gate.")
+@click.option("--gate-margin", default=0.01, show_default=True,
+              help="Publish only if the new model flags at most this fraction more held-out windows than the served "
+              "version.")
+@click.option("--summary", type=click.Path(path_type=Path), help="Write every fleet's outcome to this JSON file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def retrain(recorded, registry, fleets, min_rows, ray_address, no_ray, cpus_per_fleet, holdout_fraction, gate_margin,
+            summary, quiet) -> None:
+    """Retrain each served fleet on the normal readings the server recorded since its version was published.
+
+    Each fleet is trained with its served model's own configuration, on recorded devices one after another, and is
+    gated and published like `train-fleets` (the held-out part is the last devices' readings). Fleets with fewer
+    than --min-rows new readings are skipped. Exits 1 when any fleet failed."""
+    from .fleet_training import FleetTrainer
+    from .retrain import plan_retraining
+
+    plan = plan_retraining(recorded, registry, list(fleets) or None, min_rows)
+    for outcome in plan.skipped:
+        click.echo(f"{outcome.fleet}: skipped: {outcome.reason}", err=True)
+    outcomes = list(plan.skipped)
+    if plan.fleets:
+        with fleet_runner(no_ray, ray_address, cpus_per_fleet) as runner:
+            trainer = FleetTrainer(registry, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
+                                   progress=not quiet)
+            outcomes += trainer.train(plan.fleets, plan.configs.__getitem__)
+    finish_fleets(outcomes, summary)
+
+
+def finish_fleets(outcomes, summary: Path | None) -> None:
+    """Print the outcome table, write the summary, and fail when a fleet failed."""
     click.echo(outcome_table(outcomes))
     if summary is not None:
         summary.write_text(json.dumps([o.to_dict() for o in outcomes], indent=2) + "\n")
@@ -286,4 +333,4 @@ def outcome_table(outcomes) -> str:
     return "\n".join(lines)
 
 
-MODEL_COMMANDS = (train, train_fleets, score, info, evaluate)
+MODEL_COMMANDS = (train, train_fleets, retrain, score, info, evaluate)

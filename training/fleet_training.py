@@ -35,6 +35,7 @@ class FleetJob:
     name: str
     normal: Series
     holdout: Series
+    config: TrainConfig
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,13 @@ class FleetOutcome:
                 "validation": self.validation, "gate": self.gate.to_dict() if self.gate else None}
 
 
-def plan_job(fleet: FleetData, holdout_fraction: float) -> FleetJob:
+def plan_job(fleet: FleetData, holdout_fraction: float, config: TrainConfig) -> FleetJob:
     """Split a fleet's normal readings (every row before its first labelled anomaly) into training and gate parts."""
     if fleet.series is None:
         raise DataError(fleet.error or "no readings")
     rows, _ = training_rows(fleet.series, None, False)
     cut = int(rows * (1.0 - holdout_fraction))
-    return FleetJob(fleet.name, fleet.series.slice(0, cut), fleet.series.slice(cut, rows))
+    return FleetJob(fleet.name, fleet.series.slice(0, cut), fleet.series.slice(cut, rows), config)
 
 
 def fit_candidate(name: str, normal: Series, config: TrainConfig, threads: int,
@@ -112,14 +113,14 @@ class LocalRunner:
         self.threads = threads
         self.board = EpochBoard()
 
-    def run(self, jobs: list[FleetJob], config: TrainConfig, poll: Callable[[], None]) -> Iterator[FitResult]:
+    def run(self, jobs: list[FleetJob], poll: Callable[[], None]) -> Iterator[FitResult]:
         for job in jobs:
             def on_epoch(record: dict, name: str = job.name) -> None:
                 self.board.report(name, record["epoch"])
                 poll()
 
             try:
-                yield job.name, fit_candidate(job.name, job.normal, config, self.threads, on_epoch), None
+                yield job.name, fit_candidate(job.name, job.normal, job.config, self.threads, on_epoch), None
             except AelstmError as exc:
                 yield job.name, None, str(exc)
             finally:
@@ -140,10 +141,10 @@ class RayRunner:
         self.board = ray.remote(num_cpus=0)(EpochBoard).remote()
         self._fit = ray.remote(_fit_task)
 
-    def run(self, jobs: list[FleetJob], config: TrainConfig, poll: Callable[[], None]) -> Iterator[FitResult]:
+    def run(self, jobs: list[FleetJob], poll: Callable[[], None]) -> Iterator[FitResult]:
         ray = self.ray
         pending = {self._fit.options(num_cpus=self.cpus_per_fleet, name=f"fit {job.name}").remote(
-            job.name, job.normal, config, self.threads, self.board): job.name for job in jobs}
+            job.name, job.normal, job.config, self.threads, self.board): job.name for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             poll()
@@ -178,23 +179,24 @@ def _fit_task(name: str, normal: Series, config: TrainConfig, threads: int, boar
 class FleetTrainer:
     """Runs a job over many fleets: fit each (via a runner), gate it, publish it or keep it aside."""
 
-    def __init__(self, registry: Path, config: TrainConfig, runner: LocalRunner | RayRunner, *,
+    def __init__(self, registry: Path, runner: LocalRunner | RayRunner, *,
                  holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION, margin: float = DEFAULT_MARGIN,
                  progress: bool = True) -> None:
         if not 0.0 < holdout_fraction < 0.5:
             raise AelstmError(f"the held-out fraction must be in (0, 0.5), got {holdout_fraction}")
         if margin < 0:
             raise AelstmError(f"the gate's margin must be ≥ 0, got {margin}")
-        self.registry, self.config, self.runner = Path(registry), config, runner
+        self.registry, self.runner = Path(registry), runner
         self.holdout_fraction, self.margin, self.progress = holdout_fraction, margin, progress
 
-    def train(self, fleets: list[FleetData]) -> list[FleetOutcome]:
-        """Every fleet's outcome, in the order of `fleets`; one fleet's failure never stops the others."""
+    def train(self, fleets: list[FleetData], config_for: Callable[[str], TrainConfig]) -> list[FleetOutcome]:
+        """Every fleet's outcome, in the order of `fleets`, each trained with `config_for(fleet)`; one fleet's
+        failure never stops the others."""
         outcomes: dict[str, FleetOutcome] = {}
         jobs: dict[str, FleetJob] = {}
         for fleet in fleets:
             try:
-                jobs[fleet.name] = plan_job(fleet, self.holdout_fraction)
+                jobs[fleet.name] = plan_job(fleet, self.holdout_fraction, config_for(fleet.name))
             except AelstmError as exc:
                 outcomes[fleet.name] = FleetOutcome(fleet.name, "failed", str(exc))
         with ProgressBar("fleets", len(fleets), "fleets", enabled=self.progress, transient=False) as bar:
@@ -202,7 +204,7 @@ class FleetTrainer:
             for name in outcomes:
                 bar.log(f"{name}: failed: {outcomes[name].reason}")
             poll = lambda: bar.set_note(_running_note(self.runner.running()))  # noqa: E731
-            for name, fit, error in self.runner.run(list(jobs.values()), self.config, poll):
+            for name, fit, error in self.runner.run(list(jobs.values()), poll):
                 job = jobs[name]
                 outcome = self._settle(job, fit) if fit is not None else FleetOutcome(name, "failed", error or "")
                 outcome.rows = len(job.normal) + len(job.holdout)

@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -95,6 +95,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "denoise": self.denoise.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """The configuration a bundle was trained with (its manifest's `training.config`), to train it again;
+        settings this version no longer has are left out."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        if isinstance(values.get("denoise"), dict):
+            values["denoise"] = DenoiseConfig(**values["denoise"])
+        return cls(**values)
 
 
 @dataclass

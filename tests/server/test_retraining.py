@@ -1,0 +1,99 @@
+"""The retraining loop end to end: the server records readings judged normal, `aelstm retrain` (run by the server,
+in its own process) learns a fleet's new normal from them, the gate lets the better model through, and the fleet
+stops alarming; recordings are Parquet, sampled by device, and never hold alarmed items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from aelstm.core.data import Series
+from aelstm.server.app import ScoringServer
+from aelstm.server.config import ServeConfig
+from aelstm.server.recorder import Recorder, RecorderSettings, is_recorded
+from aelstm.server.registry import publish
+from aelstm.v1 import scoring_pb2 as pb
+from aelstm.v1 import scoring_pb2_grpc as pb_grpc
+
+FLEET = "plant"
+
+
+def wave(rows: int, level: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (level + np.sin(2 * np.pi * np.arange(rows) / 60) + rng.normal(0, 0.05, rows))[:, None]
+
+
+@pytest.fixture(scope="module")
+def level_zero_bundle(tmp_path_factory) -> Path:
+    from aelstm.training.train import TrainConfig, train_series
+
+    path = tmp_path_factory.mktemp("bundles") / "plant"
+    series = Series(FLEET, wave(1200), ("v",))
+    train_series(series, path, TrainConfig(window=16, hidden=16, latent=4, epochs=4, patience=2), rows=1200,
+                 progress=False)
+    return path
+
+
+async def alarms(address: str, device: str, values: np.ndarray) -> int:
+    """Send `values` one reading per item on one stream; how many items raised an alarm."""
+    requests = (pb.ScoreRequest(request_id=str(i), fleet_id=FLEET, items=[pb.Item(
+        device_id=device, timestamp_ms=1000 * (i + 1),
+        readings=pb.Tensor(shape=[1, 1], packed=values[i : i + 1].astype("<f4").tobytes()))])
+        for i in range(len(values)))
+    async with grpc.aio.insecure_channel(address) as channel:
+        responses = [r async for r in pb_grpc.AnomalyScorerStub(channel).StreamScore(requests)]
+    assert len(responses) == len(values)
+    return sum(r.results[0].is_anomaly for r in responses)
+
+
+async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain(tmp_path, level_zero_bundle):
+    registry, recorded = tmp_path / "registry", tmp_path / "recorded"
+    publish(level_zero_bundle, registry, FLEET)
+    config = ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0, poll_s=60.0,
+                         record_dir=str(recorded), record_devices=1.0, record_flush_s=3600.0,
+                         retrain_every_s=3600.0, retrain_min_rows=500)
+    server = ScoringServer(config)
+    await server.start()
+    try:
+        moved = wave(1500, level=3.0, seed=1)
+        before = await alarms(server.address, "fresh-1", moved[:300])
+        await alarms(server.address, "recorded", moved)
+        outcomes = await server.retraining.retrain_once()
+        assert [(o["fleet"], o["status"], o["version"]) for o in outcomes] == [(FLEET, "published", "2")], outcomes
+        assert await server.models.refresh()
+        after = await alarms(server.address, "fresh-2", moved[:300])
+        assert before >= 3 and after <= 1, (before, after)  # the level shift alarms until the model learns it
+
+        files = list((recorded / FLEET).glob("*.parquet"))
+        table = pq.read_table(files[0])
+        assert table.column_names == ["device", "timestamp_ms", "position", "v"]
+
+        again = await server.retraining.retrain_once()  # nothing new since version 2: skipped, version kept
+        assert [o["status"] for o in again] == ["skipped"]
+        await server.models.refresh()
+        assert server.models.resolve(FLEET).version == "2"
+        sample = server.metrics.registry.get_sample_value
+        assert sample("aelstm_retrained_fleets_total", {"outcome": "published"}) == 1
+        assert sample("aelstm_recorded_readings_total", {"fleet": FLEET, "outcome": "kept"}) > 500
+    finally:
+        await server.stop(0)
+
+
+async def test_the_recorder_samples_devices_stably_and_writes_parquet(tmp_path):
+    devices = [f"d{i}" for i in range(1000)]
+    chosen = [d for d in devices if is_recorded("f", d, 0.1)]
+    assert 60 < len(chosen) < 140 and chosen == [d for d in devices if is_recorded("f", d, 0.1)]
+    dropped = []
+    recorder = Recorder(RecorderSettings(tmp_path, device_fraction=1.0, max_buffered_rows=5),
+                        on_dropped=lambda fleet, rows: dropped.append(rows))
+    recorder.offer("f", "a", 1000, np.ones((3, 2), np.float32), ("x", "y"))
+    recorder.offer("f", "b", 2000, np.ones((3, 2), np.float32), ("x", "y"))  # over the bound: dropped, counted
+    (path,) = await recorder.flush()
+    assert dropped == [3]
+    assert pq.read_table(path).to_pydict() == {"device": ["a"] * 3, "timestamp_ms": [1000] * 3,
+                                               "position": [0, 1, 2], "x": [1.0] * 3, "y": [1.0] * 3}
+    assert await recorder.flush() == []
