@@ -183,6 +183,8 @@ class ScoringServer:
 
     async def _models_changed(self, snapshot: RegistrySnapshot) -> None:
         self.metrics.models_served(snapshot.entries())
+        self.scorer.drift.retain({entry.key for entry in snapshot.entries()})  # a new version starts afresh
+        self.metrics.drift.clear()
         if self._server is not None:
             await self._set_health(self.serving)
 

@@ -142,10 +142,10 @@ def score_result(item: pb.Item, entry: ModelEntry, score: float, rec: float, pre
                          model_version=entry.version, timestamp_ms=item.timestamp_ms)
 
 
-def model_info(entry: ModelEntry) -> pb.ModelInfo:
-    """What GetModel and ListModels say about a served model."""
+def model_info(entry: ModelEntry, drift: float | None = None) -> pb.ModelInfo:
+    """What GetModel and ListModels say about a served model (`drift`: see `server.drift`)."""
     b = entry.bundle
     return pb.ModelInfo(fleet_id="" if entry.is_default else entry.fleet, model_name=b.name,
                         model_version=entry.version, window=b.window, features=list(b.features),
                         threshold=b.threshold, threshold_method=b.threshold_method,
-                        is_default=entry.is_default, manifest_json=json.dumps(b.manifest))
+                        is_default=entry.is_default, manifest_json=json.dumps(b.manifest), drift=drift)

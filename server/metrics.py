@@ -74,6 +74,9 @@ class Metrics:
         self.recorded = Counter("aelstm_recorded_readings", "Readings judged normal recorded for retraining, by "
                                 "fleet: kept (buffered for the next write) or dropped (buffer full, or the write "
                                 "failed).", ["fleet", "outcome"], registry=r)
+        self.drift = Gauge("aelstm_fleet_drift", "How far each served model's recent scores moved from its "
+                           "calibration: the share of the last 10,000 windows above the calibration p99, over 1 % "
+                           "(1: as calibrated). Set once 200 windows were scored.", ["fleet"], registry=r)
         self.retrained = Counter("aelstm_retrained_fleets", "Fleets the retraining loop went through, by outcome: "
                                  "published, kept aside (gated out), skipped (too few new readings), failed.",
                                  ["outcome"], registry=r)

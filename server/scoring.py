@@ -23,6 +23,7 @@ from .admission import Overloaded, refuse_items
 from .anomalies import AnomalyHub
 from .coalescer import Coalescer
 from .devices import DeviceStore, Outcome, Ready, Remembered, Retry, Ticket, Warming
+from .drift import DriftMeter
 from .handoff import Handoff
 from .items import (
     INTERNAL,
@@ -91,6 +92,7 @@ class RequestScorer:
         self.limits = limits
         self.handoff = handoff
         self.recorder = recorder
+        self.drift = DriftMeter()
         self._gates: dict[tuple[str, str], list] = {}  # device → [FIFO lock, requests at it]: see `_take_over`
 
     async def score_request(self, request: pb.ScoreRequest, rpc: str = "Score",
@@ -294,6 +296,7 @@ class RequestScorer:
             return
         responding = time.perf_counter()
         finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
+        self._observe_drift(entry, scores.score[finite])
         end = 0
         for i in positions:
             part, ticket = windows[i]
@@ -315,6 +318,12 @@ class RequestScorer:
             if results[i].is_anomaly:
                 self._flag(request, results[i])
         stages.labels("respond").observe(time.perf_counter() - responding)
+
+    def _observe_drift(self, entry: ModelEntry, scores: np.ndarray) -> None:
+        self.drift.observe(entry.key, scores, entry.bundle.manifest.get("validation", {}).get("score_p99"))
+        ratio = self.drift.ratio(entry.key)
+        if ratio is not None:
+            self.metrics.drift.labels(entry.fleet).set(ratio)
 
     def _remembered_result(self, item: pb.Item, entry: ModelEntry, outcome: Outcome) -> pb.ItemResult:
         if outcome.verdict is None:

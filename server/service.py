@@ -118,7 +118,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         if grant is not None:  # its fleets' own models, and the default when one of them has none
             entries = [e for e in entries if (not e.is_default and e.fleet in grant)
                        or (e.is_default and any(f not in snapshot.fleets for f in grant))]
-        return pb.ListModelsResponse(models=[model_info(e) for e in entries])
+        return pb.ListModelsResponse(models=[model_info(e, self.scorer.drift.ratio(e.key)) for e in entries])
 
     async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:
         if not allowed(request.fleet_id):
@@ -127,7 +127,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         if entry is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"fleet {quote(request.fleet_id)} has no model and "
                                                            f"there is no default model")
-        return model_info(entry)
+        return model_info(entry, self.scorer.drift.ratio(entry.key))
 
     async def WatchAnomalies(self, request: pb.WatchAnomaliesRequest, context):
         """Flagged items as they come; on drain the stream ends with UNAVAILABLE (reconnect elsewhere)."""

@@ -14,6 +14,7 @@ import pytest
 from aelstm.core.data import Series
 from aelstm.server.app import ScoringServer
 from aelstm.server.config import ServeConfig
+from aelstm.server.drift import DriftMeter
 from aelstm.server.recorder import Recorder, RecorderSettings, is_recorded
 from aelstm.server.registry import publish
 from aelstm.v1 import scoring_pb2 as pb
@@ -50,6 +51,11 @@ async def alarms(address: str, device: str, values: np.ndarray) -> int:
     return sum(r.results[0].is_anomaly for r in responses)
 
 
+async def model_info(address: str) -> pb.ModelInfo:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await pb_grpc.AnomalyScorerStub(channel).GetModel(pb.GetModelRequest(fleet_id=FLEET))
+
+
 async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain(tmp_path, level_zero_bundle):
     registry, recorded = tmp_path / "registry", tmp_path / "recorded"
     publish(level_zero_bundle, registry, FLEET)
@@ -62,11 +68,13 @@ async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain
         moved = wave(1500, level=3.0, seed=1)
         before = await alarms(server.address, "fresh-1", moved[:300])
         await alarms(server.address, "recorded", moved)
+        drifted = (await model_info(server.address)).drift
         outcomes = await server.retraining.retrain_once()
         assert [(o["fleet"], o["status"], o["version"]) for o in outcomes] == [(FLEET, "published", "2")], outcomes
         assert await server.models.refresh()
         after = await alarms(server.address, "fresh-2", moved[:300])
         assert before >= 3 and after <= 1, (before, after)  # the level shift alarms until the model learns it
+        assert drifted > 20 and (await model_info(server.address)).drift < 3, drifted  # 1: as calibrated
 
         files = list((recorded / FLEET).glob("*.parquet"))
         table = pq.read_table(files[0])
@@ -97,3 +105,18 @@ async def test_the_recorder_samples_devices_stably_and_writes_parquet(tmp_path):
     assert pq.read_table(path).to_pydict() == {"device": ["a"] * 3, "timestamp_ms": [1000] * 3,
                                                "position": [0, 1, 2], "x": [1.0] * 3, "y": [1.0] * 3}
     assert await recorder.flush() == []
+
+
+def test_drift_is_the_recent_share_above_the_calibration_p99_over_one_percent():
+    rng = np.random.default_rng(0)
+    meter = DriftMeter(windows=500, min_windows=100)
+    seen = list(rng.random(50))
+    meter.observe("m", np.array(seen), 0.99)
+    assert meter.ratio("m") is None  # too few windows yet
+    for size in rng.integers(1, 700, 40):
+        scores = rng.random(size) * rng.choice([1.0, 1.05])
+        meter.observe("m", scores, 0.99)
+        seen.extend(scores)
+        assert meter.ratio("m") == pytest.approx(np.mean(np.array(seen[-500:]) > 0.99) / 0.01)
+    meter.retain(set())
+    assert meter.ratio("m") is None

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61\x65lstm/v1/scoring.proto\x12\taelstm.v1\"Y\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x10\n\x06packed\x18\x02 \x01(\x0cH\x00\x12&\n\x06values\x18\x03 \x01(\x0b\x32\x14.aelstm.v1.FloatListH\x00\x42\x06\n\x04\x64\x61ta\"\x1b\n\tFloatList\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x86\x01\n\x04Item\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12#\n\x06window\x18\x02 \x01(\x0b\x32\x11.aelstm.v1.TensorH\x00\x12%\n\x08readings\x18\x03 \x01(\x0b\x32\x11.aelstm.v1.TensorH\x00\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x42\t\n\x07payload\"T\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x66leet_id\x18\x02 \x01(\t\x12\x1e\n\x05items\x18\x03 \x03(\x0b\x32\x0f.aelstm.v1.Item\"B\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"\xe5\x02\n\nItemResult\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.aelstm.v1.ItemStatus\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x10\n\x08rec_part\x18\x04 \x01(\x02\x12\x11\n\tpred_part\x18\x05 \x01(\x02\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\x12\n\nis_anomaly\x18\x07 \x01(\x08\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12#\n\x05\x65rror\x18\n \x01(\x0b\x32\x14.aelstm.v1.ItemError\x12\x15\n\rreadings_held\x18\x0b \x01(\r\x12\x17\n\x0freadings_needed\x18\x0c \x01(\r\x12\x14\n\x0ctimestamp_ms\x18\r \x01(\x03\x12\x13\n\x0b\x61larm_score\x18\x0e \x01(\x02\x12\x17\n\x0f\x61larmed_windows\x18\x0f \x01(\r\"u\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x66leet_id\x18\x02 \x01(\t\x12&\n\x07results\x18\x03 \x03(\x0b\x32\x15.aelstm.v1.ItemResult\x12\x16\n\x0eserver_time_us\x18\x04 \x01(\x04\"\x13\n\x11ListModelsRequest\"\xc2\x01\n\tModelInfo\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\x18\n\x10threshold_method\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x15\n\rmanifest_json\x18\t \x01(\t\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.aelstm.v1.ModelInfo\"#\n\x0fGetModelRequest\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\")\n\x15WatchAnomaliesRequest\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\"m\n\x07\x41nomaly\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12%\n\x06result\x18\x03 \x01(\x0b\x32\x15.aelstm.v1.ItemResult\x12\x15\n\rflagged_at_ms\x18\x04 \x01(\x03*p\n\nItemStatus\x12\x1b\n\x17ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eITEM_STATUS_OK\x10\x01\x12\x1a\n\x16ITEM_STATUS_WARMING_UP\x10\x02\x12\x15\n\x11ITEM_STATUS_ERROR\x10\x03\x32\xe4\x02\n\rAnomalyScorer\x12\x44\n\x0bStreamScore\x12\x17.aelstm.v1.ScoreRequest\x1a\x18.aelstm.v1.ScoreResponse(\x01\x30\x01\x12:\n\x05Score\x12\x17.aelstm.v1.ScoreRequest\x1a\x18.aelstm.v1.ScoreResponse\x12I\n\nListModels\x12\x1c.aelstm.v1.ListModelsRequest\x1a\x1d.aelstm.v1.ListModelsResponse\x12<\n\x08GetModel\x12\x1a.aelstm.v1.GetModelRequest\x1a\x14.aelstm.v1.ModelInfo\x12H\n\x0eWatchAnomalies\x12 .aelstm.v1.WatchAnomaliesRequest\x1a\x12.aelstm.v1.Anomaly0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61\x65lstm/v1/scoring.proto\x12\taelstm.v1\"Y\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x10\n\x06packed\x18\x02 \x01(\x0cH\x00\x12&\n\x06values\x18\x03 \x01(\x0b\x32\x14.aelstm.v1.FloatListH\x00\x42\x06\n\x04\x64\x61ta\"\x1b\n\tFloatList\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x86\x01\n\x04Item\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12#\n\x06window\x18\x02 \x01(\x0b\x32\x11.aelstm.v1.TensorH\x00\x12%\n\x08readings\x18\x03 \x01(\x0b\x32\x11.aelstm.v1.TensorH\x00\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x42\t\n\x07payload\"T\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x66leet_id\x18\x02 \x01(\t\x12\x1e\n\x05items\x18\x03 \x03(\x0b\x32\x0f.aelstm.v1.Item\"B\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"\xe5\x02\n\nItemResult\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.aelstm.v1.ItemStatus\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x10\n\x08rec_part\x18\x04 \x01(\x02\x12\x11\n\tpred_part\x18\x05 \x01(\x02\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\x12\n\nis_anomaly\x18\x07 \x01(\x08\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12#\n\x05\x65rror\x18\n \x01(\x0b\x32\x14.aelstm.v1.ItemError\x12\x15\n\rreadings_held\x18\x0b \x01(\r\x12\x17\n\x0freadings_needed\x18\x0c \x01(\r\x12\x14\n\x0ctimestamp_ms\x18\r \x01(\x03\x12\x13\n\x0b\x61larm_score\x18\x0e \x01(\x02\x12\x17\n\x0f\x61larmed_windows\x18\x0f \x01(\r\"u\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x66leet_id\x18\x02 \x01(\t\x12&\n\x07results\x18\x03 \x03(\x0b\x32\x15.aelstm.v1.ItemResult\x12\x16\n\x0eserver_time_us\x18\x04 \x01(\x04\"\x13\n\x11ListModelsRequest\"\xe0\x01\n\tModelInfo\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\x18\n\x10threshold_method\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x15\n\rmanifest_json\x18\t \x01(\t\x12\x12\n\x05\x64rift\x18\n \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_drift\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.aelstm.v1.ModelInfo\"#\n\x0fGetModelRequest\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\")\n\x15WatchAnomaliesRequest\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\"m\n\x07\x41nomaly\x12\x10\n\x08\x66leet_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12%\n\x06result\x18\x03 \x01(\x0b\x32\x15.aelstm.v1.ItemResult\x12\x15\n\rflagged_at_ms\x18\x04 \x01(\x03*p\n\nItemStatus\x12\x1b\n\x17ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eITEM_STATUS_OK\x10\x01\x12\x1a\n\x16ITEM_STATUS_WARMING_UP\x10\x02\x12\x15\n\x11ITEM_STATUS_ERROR\x10\x03\x32\xe4\x02\n\rAnomalyScorer\x12\x44\n\x0bStreamScore\x12\x17.aelstm.v1.ScoreRequest\x1a\x18.aelstm.v1.ScoreResponse(\x01\x30\x01\x12:\n\x05Score\x12\x17.aelstm.v1.ScoreRequest\x1a\x18.aelstm.v1.ScoreResponse\x12I\n\nListModels\x12\x1c.aelstm.v1.ListModelsRequest\x1a\x1d.aelstm.v1.ListModelsResponse\x12<\n\x08GetModel\x12\x1a.aelstm.v1.GetModelRequest\x1a\x14.aelstm.v1.ModelInfo\x12H\n\x0eWatchAnomalies\x12 .aelstm.v1.WatchAnomaliesRequest\x1a\x12.aelstm.v1.Anomaly0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aelstm.v1.scoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMSTATUS']._serialized_start=1397
-  _globals['_ITEMSTATUS']._serialized_end=1509
+  _globals['_ITEMSTATUS']._serialized_start=1427
+  _globals['_ITEMSTATUS']._serialized_end=1539
   _globals['_TENSOR']._serialized_start=38
   _globals['_TENSOR']._serialized_end=127
   _globals['_FLOATLIST']._serialized_start=129
@@ -50,15 +50,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSREQUEST']._serialized_start=928
   _globals['_LISTMODELSREQUEST']._serialized_end=947
   _globals['_MODELINFO']._serialized_start=950
-  _globals['_MODELINFO']._serialized_end=1144
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1146
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1204
-  _globals['_GETMODELREQUEST']._serialized_start=1206
-  _globals['_GETMODELREQUEST']._serialized_end=1241
-  _globals['_WATCHANOMALIESREQUEST']._serialized_start=1243
-  _globals['_WATCHANOMALIESREQUEST']._serialized_end=1284
-  _globals['_ANOMALY']._serialized_start=1286
-  _globals['_ANOMALY']._serialized_end=1395
-  _globals['_ANOMALYSCORER']._serialized_start=1512
-  _globals['_ANOMALYSCORER']._serialized_end=1868
+  _globals['_MODELINFO']._serialized_end=1174
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1176
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1234
+  _globals['_GETMODELREQUEST']._serialized_start=1236
+  _globals['_GETMODELREQUEST']._serialized_end=1271
+  _globals['_WATCHANOMALIESREQUEST']._serialized_start=1273
+  _globals['_WATCHANOMALIESREQUEST']._serialized_end=1314
+  _globals['_ANOMALY']._serialized_start=1316
+  _globals['_ANOMALY']._serialized_end=1425
+  _globals['_ANOMALYSCORER']._serialized_start=1542
+  _globals['_ANOMALYSCORER']._serialized_end=1898
 # @@protoc_insertion_point(module_scope)

@@ -117,7 +117,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("fleet_id", "model_name", "model_version", "window", "features", "threshold", "threshold_method", "is_default", "manifest_json")
+    __slots__ = ("fleet_id", "model_name", "model_version", "window", "features", "threshold", "threshold_method", "is_default", "manifest_json", "drift")
     FLEET_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class ModelInfo(_message.Message):
     THRESHOLD_METHOD_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     fleet_id: str
     model_name: str
     model_version: str
@@ -136,7 +137,8 @@ class ModelInfo(_message.Message):
     threshold_method: str
     is_default: bool
     manifest_json: str
-    def __init__(self, fleet_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., window: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., threshold_method: _Optional[str] = ..., is_default: _Optional[bool] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    drift: float
+    def __init__(self, fleet_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., window: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., threshold_method: _Optional[str] = ..., is_default: _Optional[bool] = ..., manifest_json: _Optional[str] = ..., drift: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
