@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +46,7 @@ class CandidateFit:
     epochs: int
     seconds: float
     validation: dict
+    node: str | None = None  # the Ray node it trained on
 
 
 @dataclass
@@ -61,10 +62,11 @@ class FleetOutcome:
     seconds: float | None = None
     validation: dict = field(default_factory=dict)
     gate: GateResult | None = None
+    node: str | None = None
 
     def to_dict(self) -> dict:
         return {"fleet": self.fleet, "status": self.status, "reason": self.reason, "rows": self.rows,
-                "version": self.version, "epochs": self.epochs, "seconds": self.seconds,
+                "version": self.version, "epochs": self.epochs, "seconds": self.seconds, "node": self.node,
                 "validation": self.validation, "gate": self.gate.to_dict() if self.gate else None}
 
 
@@ -156,7 +158,11 @@ class RayRunner:
                     yield name, None, _task_failure(exc)
 
     def running(self) -> dict[str, int]:
-        return self.ray.get(self.board.snapshot.remote())
+        """Epochs per running fleet: progress only, so a board that cannot answer shows none, never fails the job."""
+        try:
+            return self.ray.get(self.board.snapshot.remote(), timeout=5)
+        except self.ray.exceptions.RayError:  # its actor was lost, or the answer timed out
+            return {}
 
 
 def _task_failure(exc: Exception) -> str:
@@ -169,9 +175,12 @@ def _task_failure(exc: Exception) -> str:
 
 
 def _fit_task(name: str, normal: Series, config: TrainConfig, threads: int, board) -> CandidateFit:
-    """A Ray task: fit, telling the board each epoch (fire and forget)."""
+    """A Ray task: fit, telling the board each epoch (fire and forget), and say on which node."""
+    import ray
+
     try:
-        return fit_candidate(name, normal, config, threads, lambda record: board.report.remote(name, record["epoch"]))
+        fit = fit_candidate(name, normal, config, threads, lambda record: board.report.remote(name, record["epoch"]))
+        return replace(fit, node=ray.get_runtime_context().get_node_id())
     finally:
         board.finish.remote(name)
 
@@ -219,7 +228,8 @@ class FleetTrainer:
         """Gate a fitted candidate, then publish it or keep it aside."""
         from aelstm.server.registry import RegistryScanner, publish
 
-        outcome = FleetOutcome(job.name, "", "", epochs=fit.epochs, seconds=fit.seconds, validation=fit.validation)
+        outcome = FleetOutcome(job.name, "", "", epochs=fit.epochs, seconds=fit.seconds, validation=fit.validation,
+                               node=fit.node)
         staging = Path(tempfile.mkdtemp(prefix=f".candidate-{job.name}-", dir=self._ensure_registry()))
         try:
             for file_name, content in fit.files.items():

@@ -2,6 +2,7 @@
 run by `test_cluster.py` in a process of its own (Ray keeps per-process state that a later embedded Ray in the same
 process would trip over):
 
+- `aelstm train-fleets --ray-address` fits two fleets at once, one on each node;
 - `aelstm deploy` places Scorer replicas on both nodes; bundles reach them through the model store (by sha256);
 - two ingresses take traffic: one in this process, one an `aelstm serve --ray-address` subprocess; stopping the
   second leaves the first serving (it never deletes what others use);
@@ -105,6 +106,23 @@ async def stream_answers(address: str, batch: list[pb.ScoreRequest], pause_s: fl
     return answers
 
 
+def train_fleets_on(address: str, tmp_path: Path) -> list[dict]:
+    """`aelstm train-fleets --ray-address` with two small fleets (one CPU each): one fit per node."""
+    data = tmp_path / "fleets"
+    data.mkdir()
+    t = np.arange(600)
+    for name, period in (("pumps", 12), ("fans", 30)):
+        rows = "\n".join(f"{np.sin(2 * np.pi * i / period):.5f}" for i in t)
+        (data / f"{name}.csv").write_text("v\n" + rows + "\n")
+    summary = tmp_path / "fleets.json"
+    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "train-fleets", str(data),
+               "--registry", str(tmp_path / "fleet-registry"), "--ray-address", address, "--summary", str(summary),
+               "--quiet", "--window", "16", "--hidden", "16", "--latent", "4", "--epochs", "3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(summary.read_text())
+
+
 def start_second_ingress(registry, address: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
                "--metrics-port", "0", "--registry", str(registry), "--ray-address", address, "--poll-s", "0.5",
@@ -125,6 +143,9 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
     from aelstm.server.ray_backend import deploy, replica_placement
 
     registry = tmp_path / "registry"
+    trained = train_fleets_on(cluster.address, tmp_path)  # before the replicas take both CPUs
+    assert all(o["status"] == "published" for o in trained), trained
+    assert worker.node_id in {o["node"] for o in trained}, (worker.node_id, trained)  # fits ran on the worker too
     publish(ec2_bundle.path, registry, "ec2")
     settings = ScorerSettings(replicas=2, cpus_per_replica=1.0)
     await asyncio.to_thread(deploy, settings)
