@@ -20,6 +20,7 @@ from aelstm.core.data import Series
 from aelstm.core.errors import AelstmError, DataError
 from aelstm.core.progress import ProgressBar
 
+from .epoch_board import EpochBoard
 from .fleets import FleetData
 from .gate import DEFAULT_MARGIN, GateResult, gate
 from .train import TrainConfig, train_series, training_rows
@@ -87,22 +88,6 @@ def fit_candidate(name: str, normal: Series, config: TrainConfig, threads: int,
                                  progress=False, threads=threads, on_epoch=on_epoch)
         files = {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
     return CandidateFit(files, len(fitted.history), round(fitted.seconds, 2), fitted.validation)
-
-
-class EpochBoard:
-    """The epoch each running fit has reached (a Ray actor when fits run on Ray)."""
-
-    def __init__(self) -> None:
-        self.epochs: dict[str, int] = {}
-
-    def report(self, fleet: str, epoch: int) -> None:
-        self.epochs[fleet] = epoch
-
-    def finish(self, fleet: str) -> None:
-        self.epochs.pop(fleet, None)
-
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.epochs)
 
 
 FitResult = tuple[str, CandidateFit | None, str | None]  # fleet, its fit or None, the failure's reason
