@@ -25,10 +25,12 @@ from aelstm.core.runtime import Scores
 
 from .backend import BackendUnavailable, probe_windows
 from .config import ScorerSettings
+from .logs import Throttled
 from .registry import ModelEntry
 from .scoring_app import APP_NAME, REPLICA_ENV, SCORER, STORE, MissingBundle, build, bundle_files, files_digest
 
 log = logging.getLogger(__name__)
+replica_warnings = Throttled(log)  # replicas lost mid-call: one line per 10 s, however many calls they held
 
 HEALTH_TIMEOUT_S = 10.0
 RETIRED_GRACE_S = 300.0
@@ -252,7 +254,7 @@ class RayServeBackend:
         except MissingBundle:  # the store restarted: put the bundle back, then once more
             await self._put(digest, self._files[digest])
         except self._replica_lost as exc:  # scoring is idempotent: another replica answers
-            log.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
+            replica_warnings.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
         return await self._for(digest).score.remote(windows)
 
     async def retain(self, keys: set[str]) -> None:
