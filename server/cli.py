@@ -287,10 +287,6 @@ def serve_config_yaml(settings: ScorerSettings) -> str:
     """The same application as a Ray Serve config (`serve deploy`, or a RayService's serveConfigV2)."""
     import yaml
 
-    from .scoring_app import APP_NAME
+    from .scoring_app import app_config
 
-    args = {spec.name.replace("_", "-"): getattr(settings, spec.name) for spec in fields(ScorerSettings)}
-    config = {"proxy_location": "Disabled", "applications": [{
-        "name": APP_NAME, "route_prefix": None, "import_path": "aelstm.server.scoring_app:app",
-        "args": {k: v for k, v in args.items() if v is not None}}]}
-    return yaml.safe_dump(config, sort_keys=False)
+    return yaml.safe_dump({"proxy_location": "Disabled", "applications": [app_config(settings)]}, sort_keys=False)

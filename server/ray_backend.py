@@ -27,7 +27,7 @@ from .backend import BackendUnavailable, probe_windows
 from .config import ScorerSettings
 from .logs import Throttled
 from .registry import ModelEntry
-from .scoring_app import APP_NAME, REPLICA_ENV, SCORER, STORE, MissingBundle, build, bundle_files, files_digest
+from .scoring_app import APP_NAME, REPLICA_ENV, SCORER, STORE, MissingBundle, app_config, bundle_files, files_digest
 
 log = logging.getLogger(__name__)
 replica_warnings = Throttled(log)  # replicas lost mid-call: one line per 10 s, however many calls they held
@@ -35,6 +35,7 @@ replica_warnings = Throttled(log)  # replicas lost mid-call: one line per 10 s, 
 HEALTH_TIMEOUT_S = 10.0
 RETIRED_GRACE_S = 300.0
 GCS_PORT_WAIT_S = 90
+DEPLOY_TIMEOUT_S = 300.0
 
 
 def configure_ray_environment(address: str | None = None) -> None:
@@ -112,16 +113,40 @@ def _auth_token_available() -> bool:
                 or (Path.home() / ".ray" / "auth_token").is_file())
 
 
-def deploy(settings: ScorerSettings) -> None:
-    """Deploy (or update in place) the scoring application on the connected Ray cluster; returns once running."""
-    from ray import serve
-    from ray.serve.schema import LoggingConfig
+def deploy(settings: ScorerSettings, timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
+    """Deploy (or update in place) the scoring application on the connected Ray cluster; returns once running.
 
-    serve.start(proxy_location="Disabled", logging_config=LoggingConfig(log_level="WARNING"))
-    serve.run(build(settings), name=APP_NAME, route_prefix=None, blocking=False)
+    Deployed as a config, exactly as `serve deploy` would (`app_config`), not as code: Serve gives code deployed
+    with `serve.run` a new version every time, and so replaces every replica and the model store even when nothing
+    changed. A config keeps its version while its import path and `args` do, and then only what changed is applied
+    to the running replicas."""
+    from ray.serve._private.api import serve_start  # what `serve run CONFIG` uses: public `serve.start` returns none
+    from ray.serve.schema import LoggingConfig, ServeDeploySchema
+
+    client = serve_start(proxy_location="Disabled", global_logging_config=LoggingConfig(log_level="WARNING"))
+    client.deploy_apps(ServeDeploySchema(proxy_location="Disabled", applications=[app_config(settings)]))
+    wait_running(timeout_s)
     log.info("scoring application deployed", extra={"fields": {
         "replicas": settings.replicas, "max_replicas": settings.max_replicas, "max_batch": settings.max_batch,
         "gpus_per_replica": settings.gpus_per_replica}})
+
+
+def wait_running(timeout_s: float) -> None:
+    """Until the scoring application runs; a failed deploy raises with Serve's reason."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    give_up = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.status == ApplicationStatus.RUNNING:
+            return
+        if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise AelstmError(f"deploying the scoring application failed: {app.message.strip()[-2000:]}")
+        if time.monotonic() > give_up:
+            state = app.status if app is not None else "missing"
+            raise AelstmError(f"the scoring application is not running after {timeout_s:g} s (it is {state})")
+        time.sleep(0.2)
 
 
 def running_replicas() -> int:
