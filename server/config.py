@@ -160,6 +160,10 @@ class ServeConfig(ScorerSettings):
                               "longer is refused at once with RESOURCE_EXHAUSTED and a retry hint. The default "
                               "leaves the rest of a 50 ms latency objective to the call and the network.",
         minimum=0.1)
+    backend_grace_s: float = setting(
+        10.0, "While the scoring application is being replaced (a deploy rolling its replicas over, a replica "
+              "lost), hold scoring calls and try them again for up to this many seconds before their items get "
+              "UNAVAILABLE; 0: fail them at once.", minimum=0)
     metrics_port: int | None = setting(9464, "Prometheus /metrics port; 0 turns it off.", minimum=0)
     max_devices: int = setting(100_000, "Device windows held for `readings` items (least recent evicted).",
                                minimum=1)

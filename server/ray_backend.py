@@ -167,6 +167,15 @@ async def replica_placement() -> dict[int, str]:
     return {answer["pid"]: answer["node_id"] for answer in answers}
 
 
+def call_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Ray's errors for a Scorer replica gone mid-call (another replica answers at once), and for any part of the
+    application going away while it is replaced (held by the coalescer until it is back)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+
+    return (ActorDiedError, ActorUnavailableError), (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError)
+
+
 class RayServeBackend:
     """Calls the scoring application through deployment handles; models are named by their bundle digest."""
 
@@ -179,6 +188,7 @@ class RayServeBackend:
         self.owner = address is None  # an embedded Ray and its application belong to this ingress
         self.replicas = 0  # running Scorer replicas at the last health check
         self._replica_lost: tuple[type[BaseException], ...] = ()  # Ray's errors for a replica gone mid-call
+        self._replacing: tuple[type[BaseException], ...] = ()  # and for any part of the application going away
         self._connected_ray = False  # this backend started (or joined) Ray, so it also disconnects
         self._temp_dir: str | None = None  # the embedded Ray's, removed once it has stopped
         self._scorer = None
@@ -196,9 +206,7 @@ class RayServeBackend:
 
     def _connect(self) -> None:
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError
-
-        self._replica_lost = (ActorDiedError, ActorUnavailableError)  # once, not on every call
+        self._replica_lost, self._replacing = call_errors()  # once, not on every call
 
         if not ray.is_initialized():
             self._temp_dir = init_ray(self.address, self.num_cpus)
@@ -271,16 +279,21 @@ class RayServeBackend:
         return provider
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
+        """Scores from any replica; a failure that replacing the application causes (a replica or the store gone, the
+        application not running) is `BackendUnavailable`, which the coalescer holds through its grace."""
         digest = self._digests.get(key)
         if digest is None:
             raise LookupError(f"model {key} is not loaded")
         try:
+            try:
+                return await self._for(digest).score.remote(windows)
+            except MissingBundle:  # the store restarted: put the bundle back, then once more
+                await self._put(digest, self._files[digest])
+            except self._replica_lost as exc:  # scoring is idempotent: another replica answers
+                replica_warnings.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
             return await self._for(digest).score.remote(windows)
-        except MissingBundle:  # the store restarted: put the bundle back, then once more
-            await self._put(digest, self._files[digest])
-        except self._replica_lost as exc:  # scoring is idempotent: another replica answers
-            replica_warnings.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
-        return await self._for(digest).score.remote(windows)
+        except (MissingBundle, *self._replacing) as exc:
+            raise BackendUnavailable(f"the scoring application is being replaced ({type(exc).__name__})") from exc
 
     async def retain(self, keys: set[str]) -> None:
         """Forget models retired more than `RETIRED_GRACE_S` ago (calls queued before a swap still find theirs);

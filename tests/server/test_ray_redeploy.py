@@ -1,5 +1,6 @@
 """Deploying the scoring application again, on a real local Ray Serve, under an ingress that keeps scoring: the
-same settings restart nothing, and live settings reach the running replicas.
+same settings restart nothing, live settings reach the running replicas, and a change that needs new replicas rolls
+over without failing an item.
 
 One Ray instance for the whole module (started and shut down by the `live` fixture). Bounded in time.
 """
@@ -49,7 +50,7 @@ async def live(tmp_path_factory, ec2_bundle):
     publish(ec2_bundle.path, registry, "ec2")
     server = ScoringServer(ServeConfig(port=0, backend="ray", registry=str(registry), metrics_port=0, poll_s=0.2,
                                        replicas=1, cpus_per_replica=1.0, ray_cpus=2, drain_grace_s=5.0,
-                                       max_queue_ms=60_000.0))
+                                       max_queue_ms=60_000.0, backend_grace_s=30.0))
     try:
         await asyncio.wait_for(server.start(), 240)
         yield server
@@ -91,3 +92,37 @@ async def test_live_settings_reach_the_running_replicas(live, stub, wire, ec2_bu
     assert await asyncio.to_thread(application_actors) == actors
     scored = await stub.Score(request(wire, ec2_bundle, 1))  # through @serve.batch now, with 2 threads
     assert {r.status for r in scored.results} == {pb.ITEM_STATUS_OK}
+
+
+async def test_a_change_that_needs_new_replicas_rolls_over_without_failing_an_item(live, stub, wire, ec2_bundle):
+    actors = await asyncio.to_thread(application_actors)
+    results: list[tuple[float, pb.ScoreResponse]] = []
+    stop = asyncio.Event()
+
+    async def steady_load() -> None:  # about 25 requests (100 windows) a second
+        i = 0
+        while not stop.is_set():
+            sent = time.monotonic()
+            response = await stub.Score(request(wire, ec2_bundle, i), timeout=60)
+            results.append((time.monotonic() - sent, response))
+            i += 1
+            await asyncio.sleep(0.04)
+
+    load = asyncio.create_task(steady_load())
+    try:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(deploy, replace(live.config.scorer(), models_per_replica=3))
+        deadline = time.monotonic() + 120
+        while (await asyncio.to_thread(application_actors)) & actors or not live.serving:
+            assert time.monotonic() < deadline, "the application was not rolled over within 120 s"
+            await asyncio.sleep(0.2)
+        served_after = len(results)
+        while len(results) < served_after + 25:  # the new replicas score too
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await load
+    failed = [r.error.message for _, response in results for r in response.results if r.status != pb.ITEM_STATUS_OK]
+    assert not failed, (len(failed), failed[:3])
+    slowest = max(took for took, _ in results)
+    print(f"rolled over under load: {len(results)} requests, all {4 * len(results)} items OK, slowest {slowest:.2f} s")
