@@ -207,11 +207,14 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
     series, window = _read_for_model(options, fleet, data, dataset, time_column, label_column, features, delimiter,
                                       non_numeric)
     total = max(0, len(series) - window + 1)
+    retries: list[None] = []
     with ProgressBar("scoring", total, "windows", console=stderr) as progress:
         table = run(score_file(options, series, fleet_id=fleet, device_id=device_id, window=window,
-                               batch_size=batch_size, on_batch=progress.advance))
+                               batch_size=batch_size, on_batch=progress.advance, on_retry=lambda: retries.append(None)))
     table.to_csv(output if output else sys.stdout, index=False)
     click.echo(summary(table), err=True)
+    if retries:
+        click.echo(f"requests sent again for items answered UNAVAILABLE: {len(retries)}", err=True)
     _check_answers(table)
 
 

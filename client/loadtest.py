@@ -30,12 +30,11 @@ from aelstm.v1 import scoring_pb2 as pb
 from .connection import SCORE, STREAM_SCORE, ConnectionOptions
 from .payloads import with_request_id
 from .report import Detection, Tally, passed, retry_hint_s
-from .retry import ItemRetry, unavailable_items
+from .retry import DEFAULT_RETRY, ItemRetry, unavailable_items
 from .workload import Workload
 
 RECONNECT_BACKOFF_S = 0.05  # first wait before reopening a stream that ended UNAVAILABLE (jittered, doubling)
 RECONNECT_BACKOFF_MAX_S = 2.0
-DEFAULT_RETRY = ItemRetry()
 SETTLE_POLL_S = 0.01  # how often a gateway done sending looks whether its last answers are in
 
 

@@ -36,3 +36,6 @@ class ItemRetry:
             return None
         delay = min(self.backoff_s * 2 ** resent, self.max_backoff_s) * (0.5 + random.random() / 2)
         return delay if delay < left_s else None
+
+
+DEFAULT_RETRY = ItemRetry()

@@ -139,6 +139,18 @@ def test_score_and_replay_exit_check_failed_when_items_come_back_as_errors(fake,
     assert (answers["status"] == "error").all() and (answers["error_code"] == "UNAVAILABLE").all()
 
 
+def test_score_sends_a_request_again_when_its_items_come_back_unavailable(fake, behaviour, short_csv, tmp_path):
+    """A deploy outlasting the server's grace: the request is sent again after a backoff and then scored."""
+    behaviour.unavailable_answers = 2
+    path, frame = short_csv
+    out = tmp_path / "answers.csv"
+    result = invoke("--target", fake.target, "score", path, "--time-column", "timestamp", "--features", "value",
+                    "--fleet", "fleet-a", "--batch-size", "1000000", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "requests sent again for items answered UNAVAILABLE: 2" in result.stderr
+    assert (pd.read_csv(out)["status"] == "ok").all() and behaviour.answers == 3
+
+
 def test_replay_paces_by_timestamps_or_interval():
     series = load_nab(EC2_LATENCY)
     offsets = send_offsets(series, speed=300.0, interval_s=1.0)
