@@ -200,6 +200,10 @@ def hopeless(server) -> bool:
 def deploy(ray_address: str, config_file: Path | None, dry_run: bool, **flags) -> None:
     """Deploy (or update in place) the scoring application on a Ray cluster, then exit.
 
+    Deploying again applies only what changed: the same settings restart nothing; batching, onnxruntime threads and
+    replica counts reach the running replicas; CPUs, GPUs, models per replica and the device roll the replicas over
+    (ingresses hold their calls meanwhile, up to their --backend-grace-s).
+
     The application outlives this command: `aelstm serve --ray-address ...` ingresses on any node attach to it,
     and none of them ever deletes it. Remove it with `aelstm undeploy`.
     """

@@ -40,3 +40,33 @@ def test_different_warnings_are_limited_apart(caplog):
             throttled.warning("a Scorer replica failed mid-call (%s)", "ActorDiedError")
     assert [record.getMessage() for record in caplog.records] == [
         "scoring backend failed for ec2", "a Scorer replica failed mid-call (ActorDiedError)"]
+
+
+async def test_an_ingress_whose_backend_fails_every_call_logs_it_once(tmp_path, ec2_bundle, wire, caplog):
+    import numpy as np
+
+    from aelstm.server.app import ScoringServer
+    from aelstm.server.config import ServeConfig
+    from aelstm.server.registry import publish
+    from aelstm.v1 import scoring_pb2 as pb
+
+    publish(ec2_bundle.path, tmp_path, "ec2")
+    server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(tmp_path), metrics_port=0,
+                                       poll_s=60.0))
+    await server.start()
+
+    async def failing(key, windows):
+        raise RuntimeError("replica lost")
+
+    server.coalescer.score = failing
+    window = ec2_bundle.series.values[:16].astype(np.float32).reshape(16, 1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="aelstm.server.scoring"):
+            for i in range(30):
+                response = await server.scorer.score_request(
+                    pb.ScoreRequest(request_id=str(i), fleet_id="ec2", items=[wire.window("d", window)]))
+                assert response.results[0].error.code == 14  # UNAVAILABLE, every time
+    finally:
+        await server.stop(0)
+    (line,) = [r.getMessage() for r in caplog.records if "scoring backend failed" in r.getMessage()]
+    assert line.startswith("scoring backend failed for ec2/1@") and line.endswith(": replica lost")
