@@ -207,11 +207,14 @@ def score(options: ConnectionOptions, data, dataset, time_column, label_column, 
     series, window = _read_for_model(options, fleet, data, dataset, time_column, label_column, features, delimiter,
                                       non_numeric)
     total = max(0, len(series) - window + 1)
+    retries: list[None] = []
     with ProgressBar("scoring", total, "windows", console=stderr) as progress:
         table = run(score_file(options, series, fleet_id=fleet, device_id=device_id, window=window,
-                               batch_size=batch_size, on_batch=progress.advance))
+                               batch_size=batch_size, on_batch=progress.advance, on_retry=lambda: retries.append(None)))
     table.to_csv(output if output else sys.stdout, index=False)
     click.echo(summary(table), err=True)
+    if retries:
+        click.echo(f"requests sent again for items answered UNAVAILABLE: {len(retries)}", err=True)
     _check_answers(table)
 
 
@@ -277,17 +280,20 @@ def replay(options: ConnectionOptions, data, dataset, time_column, label_column,
         click.echo(f"{when} row={row} device={result.device_id} score={result.score:.4g} > "
                    f"{result.threshold:.4g}{label}")
 
+    retries: list[None] = []
     table = run(replay_series(options, series, fleet_id=fleet, device_id=device_id, mode=mode, window=window,
                               speed=speed, interval_s=interval, max_in_flight=max_in_flight, on_result=show,
                               on_reconnect=lambda resent: click.echo(
                                   f"stream ended UNAVAILABLE: reopened it, resent {resent} unanswered message(s)",
-                                  err=True)))
+                                  err=True), on_retry=lambda: retries.append(None)))
     if output:
         table.to_csv(output, index=False)
     episodes = flag_episodes(table, gap=window)
     if len(episodes):
         stdout.print(episodes_table(episodes))
     click.echo(summary(table), err=True)
+    if retries:
+        click.echo(f"messages sent again for items answered UNAVAILABLE: {len(retries)}", err=True)
     _check_answers(table)
 
 

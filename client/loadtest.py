@@ -5,9 +5,11 @@ Open loop: every message has an intended send time from a fixed schedule (consta
 wait for answers; latency is measured from that intended time, so a server that falls behind shows its queueing in
 the figures instead of slowing the generator down (no coordinated omission). Closed loop: a fixed number of messages
 in flight; latency is measured from the actual send, and a message the overloaded server refused (with a retry
-hint) frees its slot only once the hint has passed, as a well-behaved gateway backs off. Runs are always bounded in
-time. With `rpc="unary"` the same messages go out at the same times, each as its own Score call: servers that cannot
-stream (Ray Serve's own gRPC proxy, say) are measured the same way.
+hint) frees its slot only once the hint has passed, as a well-behaved gateway backs off. A message with items
+answered UNAVAILABLE (the server could not reach its backend) is sent again, a bounded number of times with backoff
+(`ItemRetry`), and only its last answer counts; the retries are counted. Runs are always bounded in time. With
+`rpc="unary"` the same messages go out at the same times, each as its own Score call: servers that cannot stream
+(Ray Serve's own gRPC proxy, say) are measured the same way.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from aelstm.v1 import scoring_pb2 as pb
 from .connection import SCORE, STREAM_SCORE, ConnectionOptions
 from .payloads import with_request_id
 from .report import Detection, Tally, passed, retry_hint_s
+from .retry import DEFAULT_RETRY, ItemRetry, unavailable_items
 from .workload import Workload
 
 RECONNECT_BACKOFF_S = 0.05  # first wait before reopening a stream that ended UNAVAILABLE (jittered, doubling)
 RECONNECT_BACKOFF_MAX_S = 2.0
+SETTLE_POLL_S = 0.01  # how often a gateway done sending looks whether its last answers are in
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,9 @@ class LoadRun:
 
     def __init__(self, options: ConnectionOptions, workload: Workload, schedule: Schedule,
                  on_progress: Callable[[Snapshot], None] | None = None, progress_every_s: float = 0.5,
-                 start_at: float | None = None):
+                 start_at: float | None = None, retry: ItemRetry = DEFAULT_RETRY):
         """`start_at`: the run's start on the monotonic clock (shared by worker processes); default now."""
-        self.options, self.workload, self.schedule = options, workload, schedule
+        self.options, self.workload, self.schedule, self.retry = options, workload, schedule, retry
         self.start_at = start_at
         self.on_progress, self.progress_every_s = on_progress, progress_every_s
         self.warmup = Tally(Detection(workload.event_kinds))
@@ -129,6 +133,8 @@ class LoadRun:
         self._in_flight = 0
         self._recent_latencies: list[float] = []
         self._recent_items = 0
+        self._item_resends: dict[str, int] = {}  # request id -> times sent again for UNAVAILABLE items
+        self._resending: set[asyncio.Task] = set()
 
     # -- timing -------------------------------------------------------------------------------------------------
     def _start_clock(self) -> None:
@@ -181,13 +187,18 @@ class LoadRun:
             self._in_flight += 1
             await write(request_id, with_request_id(request_id, payload.body))
 
-    def _answered(self, response: pb.ScoreResponse, outstanding: dict, slots: asyncio.Semaphore | None) -> None:
+    def _answered(self, response: pb.ScoreResponse, outstanding: dict, slots: asyncio.Semaphore | None,
+                  resend: Callable[[str, bytes], Awaitable[None]]) -> None:
         now = self.loop.time()
-        entry = outstanding.pop(response.request_id, None)
+        entry = outstanding.get(response.request_id)
         if entry is None:
             self.measured.unmatched += 1
             return
         intended, payload, tally = entry
+        if unavailable_items(response) and self._resend_later(response.request_id, payload, tally, intended, resend):
+            return  # still outstanding, holding its slot: its next answer counts
+        del outstanding[response.request_id]
+        self._item_resends.pop(response.request_id, None)
         latency = now - intended
         tally.answered(payload.fleet_id, response, latency * 1e6, latency > self.options.deadline_s, payload.events,
                        now)
@@ -200,6 +211,26 @@ class LoadRun:
                 self.loop.call_later(hint, slots.release)
             else:
                 slots.release()
+
+    def _resend_later(self, request_id: str, payload, tally: Tally, intended: float,
+                      resend: Callable[[str, bytes], Awaitable[None]]) -> bool:
+        """Send a message with UNAVAILABLE items again after a backoff, if `retry` allows one before its deadline."""
+        resends = self._item_resends.get(request_id, 0)
+        left_s = min(intended + self.options.deadline_s, self.hard_end - self.schedule.drain_s) - self.loop.time()
+        delay = self.retry.delay_s(resends, left_s)
+        if delay is None:
+            return False
+        self._item_resends[request_id] = resends + 1
+        tally.item_retries += 1
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            await resend(request_id, with_request_id(request_id, payload.body))
+
+        task = asyncio.create_task(again())
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+        return True
 
     def _unanswered(self, outstanding: dict, status: grpc.StatusCode | None) -> None:
         """Count what never got an answer: lost if the stream ended well (or the drain ran out), else its error."""
@@ -223,13 +254,12 @@ class LoadRun:
         return self.schedule.mode == "open" or slots is not None
 
     async def _read(self, call, outstanding: dict, slots: asyncio.Semaphore | None,
-                    answers: list[int] | None = None) -> grpc.StatusCode:
+                    resend: Callable[[str, bytes], Awaitable[None]], answers: list[int]) -> grpc.StatusCode:
         """Answers of one call into the tally until it ends; its status. `answers[0]` counts what it answered."""
         try:
             async for response in call:
-                self._answered(response, outstanding, slots)
-                if answers is not None:
-                    answers[0] += 1
+                self._answered(response, outstanding, slots, resend)
+                answers[0] += 1
             return grpc.StatusCode.OK
         except grpc.RpcError as exc:
             self._last_error = StreamFailure(exc.code(), exc.details() or "")
@@ -237,6 +267,16 @@ class LoadRun:
 
     def _drain_s(self) -> float:
         return max(0.0, min(self.schedule.drain_s, self.hard_end - self.loop.time()))
+
+    async def _until_settled(self, outstanding: dict, reader: asyncio.Task) -> None:
+        """Until every message sent has its last answer or is past its deadline, or the call ended: a stream
+        half-closed earlier could not carry a resend for items answered UNAVAILABLE."""
+        while outstanding and not reader.done():
+            due = max(intended for intended, _, _ in outstanding.values()) + self.options.deadline_s
+            wait = min(due, self.hard_end) - self.loop.time()
+            if wait <= 0:
+                return
+            await asyncio.wait({reader}, timeout=min(wait, SETTLE_POLL_S))
 
     async def _stream_gateway(self, gateway: int, channel: grpc.aio.Channel) -> None:
         """One long-lived stream. A stream that ends with UNAVAILABLE (a draining or restarted server, a broken
@@ -260,6 +300,10 @@ class LoadRun:
                     with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
                         await call.write(message)
 
+        async def resend(request_id: str, message: bytes) -> None:
+            resent.discard(request_id)  # an answered message: sent again on purpose, even if resent on reconnect
+            await write(request_id, message)
+
         sender = (asyncio.create_task(self._send(gateway, write, outstanding, slots, lambda: giving_up[0]))
                   if self._sends(slots) else None)
         status: grpc.StatusCode | None = None
@@ -269,7 +313,7 @@ class LoadRun:
             while True:
                 call = method(metadata=self.options.metadata, timeout=max(1.0, self.hard_end - self.loop.time()))
                 answers = [0]
-                reader = asyncio.create_task(self._read(call, outstanding, slots, answers))
+                reader = asyncio.create_task(self._read(call, outstanding, slots, resend, answers))
                 async with writing:
                     live[0] = call
                     resent.clear()
@@ -284,6 +328,7 @@ class LoadRun:
                 if sender is not None and not sender.done():
                     await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
                 if not reader.done():  # everything was sent: half-close, then wait for the answers
+                    await self._until_settled(outstanding, reader)
                     with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
                         await call.done_writing()
                     done, _ = await asyncio.wait({reader}, timeout=self._drain_s())
@@ -340,7 +385,7 @@ class LoadRun:
                     if slots is not None:
                         slots.release()
             else:
-                self._answered(response, outstanding, slots)
+                self._answered(response, outstanding, slots, write)
 
         async def write(request_id: str, message: bytes) -> None:
             task = asyncio.create_task(call(request_id, message))
@@ -389,6 +434,9 @@ class LoadRun:
             gateway = self._unary_gateway if self.schedule.rpc == "unary" else self._stream_gateway
             await asyncio.gather(*(gateway(g, channel) for g in range(len(self.workload.gateways))))
         finally:
+            for task in list(self._resending):  # resends due after their gateway ended: nothing waits for them
+                task.cancel()
+            await asyncio.gather(*self._resending, return_exceptions=True)
             if progress is not None:
                 progress.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -2,7 +2,9 @@
 
 Readings mode sends one new reading per message and lets the server keep the device's window (the first window-1
 answers are WARMING_UP); windows mode sends the whole window ending at each reading. Answers are matched by request id
-and every flagged one is reported as it arrives. Latency is measured per message, from its write to its answer.
+and every flagged one is reported as it arrives. Latency is measured per message, from its write to its answer. A
+message with its item answered UNAVAILABLE is sent again as `ItemRetry` allows (readings are idempotent: the server
+gives a resent reading the verdict it got, or scores it now).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from aelstm.v1 import scoring_pb2 as pb
 from .connection import ConnectionOptions, rpc_failure, stub
 from .payloads import readings_item, window_item
 from .results import results_table, timestamps_ms
+from .retry import DEFAULT_RETRY, ItemRetry, unavailable_items
+
+SETTLE_POLL_S = 0.01  # how often a replay done sending looks whether its last answers are in
 
 
 def send_offsets(series: Series, speed: float, interval_s: float) -> np.ndarray | None:
@@ -38,13 +43,15 @@ def send_offsets(series: Series, speed: float, interval_s: float) -> np.ndarray 
 async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, device_id: str, mode: str,
                  window: int, speed: float, interval_s: float = 1.0, max_in_flight: int = 64,
                  on_result: Callable[[int, pb.ItemResult], None] | None = None,
-                 on_reconnect: Callable[[int], None] | None = None) -> pd.DataFrame:
+                 on_reconnect: Callable[[int], None] | None = None, on_retry: Callable[[], None] | None = None,
+                 retry: ItemRetry = DEFAULT_RETRY) -> pd.DataFrame:
     """Send the series, return one table row per message (status 'lost' for a message never answered).
 
     A stream that ends with UNAVAILABLE after it worked (the server drained or restarted) is reopened with backoff
     for up to the deadline, and the messages it left unanswered are sent again first, in order, by request id
     (`on_reconnect(resent)` is told how many). A server that restarted holds no window for the device yet: readings
-    resent to it start the window again (WARMING_UP)."""
+    resent to it start the window again (WARMING_UP). A message answered UNAVAILABLE is sent again after a backoff
+    (`on_retry()` is told each time); only its last answer counts."""
     stamps = timestamps_ms(series)
     rows = np.arange(len(series)) if mode == "readings" else np.arange(window - 1, len(series))
     offsets = send_offsets(series, speed, interval_s)
@@ -57,13 +64,48 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
     writing = asyncio.Lock()  # resending and sending never interleave: readings stay in order
     live: list = [None]
     stop_sending = [False]
+    resends: dict[int, int] = {}  # row -> times sent again for an UNAVAILABLE item
+    resending: set[asyncio.Task] = set()
+
+    def resend_later(row: int) -> bool:
+        """Send the row's message again after a backoff, if `retry` allows one before its deadline."""
+        delay = retry.delay_s(resends.get(row, 0), sent_at[row] + options.deadline_s - loop.time())
+        if delay is None:
+            return False
+        resends[row] = resends.get(row, 0) + 1
+        if on_retry is not None:
+            on_retry()
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            async with writing:
+                if live[0] is not None and row in unanswered:
+                    with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                        await live[0].write(unanswered[row])
+
+        task = asyncio.create_task(again())
+        resending.add(task)
+        task.add_done_callback(resending.discard)
+        return True
+
+    async def settled(reader: asyncio.Task) -> None:
+        """Until every message sent has its last answer or is past its deadline, or the call ended: a stream
+        half-closed earlier could not carry a resend."""
+        while unanswered and not reader.done():
+            wait = max(sent_at.get(row, loop.time()) for row in unanswered) + options.deadline_s - loop.time()
+            if wait <= 0:
+                return
+            await asyncio.wait({reader}, timeout=min(wait, SETTLE_POLL_S))
 
     async def read(call, answered: list[int]) -> grpc.RpcError | None:
         try:
             async for response in call:
                 row = int(response.request_id)
-                if unanswered.pop(row, None) is None:
+                if row not in unanswered:
                     continue  # an answer to a message resent after all
+                if unavailable_items(response) and resend_later(row):
+                    continue  # its next answer counts
+                del unanswered[row]
                 answered[0] += 1
                 latency_ms[row] = (loop.time() - sent_at[row]) * 1e3
                 if response.results:
@@ -119,6 +161,7 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
                 if not sender.done():
                     await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
                 if not reader.done():
+                    await settled(reader)
                     with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
                         await call.done_writing()
                     done, _ = await asyncio.wait({reader}, timeout=options.deadline_s)
@@ -142,12 +185,12 @@ async def replay(options: ConnectionOptions, series: Series, *, fleet_id: str, d
             stop_sending[0] = True
             for _ in range(max_in_flight):
                 slots.release()
-            for task in (reader, sender):
+            for task in (reader, sender, *resending):
                 if task is not None and not task.done():
                     task.cancel()
             if call is not None:
                 call.cancel()
-            await asyncio.gather(*(t for t in (reader, sender) if t is not None), return_exceptions=True)
+            await asyncio.gather(*(t for t in (reader, sender, *resending) if t is not None), return_exceptions=True)
         if failure is not None and failure.code() != grpc.StatusCode.OK:
             raise rpc_failure(failure, options, "StreamScore") from None
     table = results_table(series, rows, [results.get(int(r)) for r in rows])

@@ -177,6 +177,7 @@ class Tally:
     unmatched: int = 0
     resent: int = 0  # messages sent again on a reopened stream (the previous one ended UNAVAILABLE unanswered)
     reconnects: int = 0  # streams reopened after UNAVAILABLE
+    item_retries: int = 0  # messages sent again because items were answered UNAVAILABLE
     first_send: float | None = None
     last_answer: float | None = None
 
@@ -236,6 +237,7 @@ class Tally:
         self.unmatched += other.unmatched
         self.resent += other.resent
         self.reconnects += other.reconnects
+        self.item_retries += other.item_retries
         self.detection.merge(other.detection)
         self.first_send = _either(min, self.first_send, other.first_send)
         self.last_answer = _either(max, self.last_answer, other.last_answer)
@@ -273,6 +275,7 @@ class Tally:
             unmatched_answers=self.unmatched,
             resent=self.resent,
             reconnects=self.reconnects,
+            item_retries=self.item_retries,
             item_status={status_name(k): v for k, v in sorted(self.item_status.items())},
             duration_s=span,
             throughput={"msgs_per_s": totals["answered"] / span if span else 0.0,
@@ -354,4 +357,6 @@ def render(report: dict) -> Group:
     if measured.get("reconnects"):
         parts.append(f"streams reopened after UNAVAILABLE: {measured['reconnects']}, messages resent: "
                      f"{measured['resent']}")
+    if measured.get("item_retries"):
+        parts.append(f"messages sent again for items answered UNAVAILABLE: {measured['item_retries']}")
     return Group(*parts)

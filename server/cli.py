@@ -200,6 +200,10 @@ def hopeless(server) -> bool:
 def deploy(ray_address: str, config_file: Path | None, dry_run: bool, **flags) -> None:
     """Deploy (or update in place) the scoring application on a Ray cluster, then exit.
 
+    Deploying again applies only what changed: the same settings restart nothing; batching, onnxruntime threads and
+    replica counts reach the running replicas; CPUs, GPUs, models per replica and the device roll the replicas over
+    (ingresses hold their calls meanwhile, up to their --backend-grace-s).
+
     The application outlives this command: `aelstm serve --ray-address ...` ingresses on any node attach to it,
     and none of them ever deletes it. Remove it with `aelstm undeploy`.
     """
@@ -287,10 +291,6 @@ def serve_config_yaml(settings: ScorerSettings) -> str:
     """The same application as a Ray Serve config (`serve deploy`, or a RayService's serveConfigV2)."""
     import yaml
 
-    from .scoring_app import APP_NAME
+    from .scoring_app import app_config
 
-    args = {spec.name.replace("_", "-"): getattr(settings, spec.name) for spec in fields(ScorerSettings)}
-    config = {"proxy_location": "Disabled", "applications": [{
-        "name": APP_NAME, "route_prefix": None, "import_path": "aelstm.server.scoring_app:app",
-        "args": {k: v for k, v in args.items() if v is not None}}]}
-    return yaml.safe_dump(config, sort_keys=False)
+    return yaml.safe_dump({"proxy_location": "Disabled", "applications": [app_config(settings)]}, sort_keys=False)

@@ -17,6 +17,10 @@ others leave. Admission (`admission.py`): a request that would wait longer than 
 refused at once (`Overloaded`), and one that waited past it anyway is refused rather than sent late. Until a model
 has been seen scoring full calls its pace is unknown, and a slow first call (a cold replica) cannot be told from
 overload: nothing of it is refused then.
+
+A call the backend cannot take right now (`BackendUnavailable`: its Ray application is being replaced, a replica
+went away) is held and tried again with backoff for up to `grace_s`, instead of failing its items at once: a rolling
+update then costs a pause. Held time is not service time: only the attempt that answered is measured.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ import numpy as np
 from aelstm.core.runtime import Scores
 
 from .admission import DEFAULT_MAX_QUEUE_MS, ServiceTime, expired, refusal, windows_ahead
-from .backend import ScoringBackend
+from .backend import BackendUnavailable, ScoringBackend
 
 if TYPE_CHECKING:
     from .config import ServeConfig
     from .metrics import Metrics
+
+HOLD_BACKOFF_S = 0.05  # first wait before a held call is tried again (doubling)
+HOLD_BACKOFF_MAX_S = 0.5
 
 # The fleet whose request is being scored: set by the gRPC service for each request it answers, so that queues
 # stay fair between fleets without every caller passing it along.
@@ -118,7 +125,7 @@ class Coalescer:
     def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002, max_calls: int = 2,
                  min_gap_s: float = 0.0, on_call: Callable[[CallTiming], None] | None = None,
                  max_queue_s: float = DEFAULT_MAX_QUEUE_MS / 1000,
-                 on_refuse: Callable[[str, int], None] | None = None) -> None:
+                 on_refuse: Callable[[str, int], None] | None = None, grace_s: float = 0.0) -> None:
         if max_batch < 1 or max_calls < 1:
             raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
         if max_queue_s <= 0:
@@ -129,6 +136,7 @@ class Coalescer:
         self.max_calls = max_calls
         self.min_gap_s = min_gap_s
         self.max_queue_s = max_queue_s
+        self.grace_s = grace_s
         self._on_call = on_call
         self._on_refuse = on_refuse  # (reason, windows): "predicted" at arrival, "expired" after waiting
         self._queues: dict[str, _Queue] = {}
@@ -140,7 +148,7 @@ class Coalescer:
         """The coalescer an ingress runs with `config`, reporting to `metrics`."""
         return cls(backend, config.max_batch, config.batch_wait_s(), config.backend_calls(), config.call_gap_s(),
                    on_call=metrics.backend_call, max_queue_s=config.max_queue_ms / 1000,
-                   on_refuse=metrics.refused)
+                   on_refuse=metrics.refused, grace_s=config.backend_grace_s)
 
     @property
     def queued(self) -> int:
@@ -236,9 +244,7 @@ class Coalescer:
         windows = parts[0].windows if len(parts) == 1 else np.concatenate([part.windows for part in parts])
         loop = asyncio.get_running_loop()
         try:
-            started = loop.time()
-            chunks = [await self.backend.score(key, windows[i : i + self.max_batch])
-                      for i in range(0, len(windows), self.max_batch)]
+            chunks, started = await self._score_held(key, windows)
             call_s = loop.time() - started
             self._service[key].observe(size, call_s)
             if self._on_call is not None:
@@ -257,6 +263,23 @@ class Coalescer:
             if not part.future.done():
                 part.future.set_result(Scores(score[start:end], rec[start:end], pred[start:end]))
             start = end
+
+    async def _score_held(self, key: str, windows: np.ndarray) -> tuple[list[Scores], float]:
+        """Scores of `windows` in calls of at most `max_batch`, held through `BackendUnavailable` for up to
+        `grace_s`; and when the attempt that answered started."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.grace_s
+        backoff = HOLD_BACKOFF_S
+        while True:
+            started = loop.time()
+            try:
+                return [await self.backend.score(key, windows[i : i + self.max_batch])
+                        for i in range(0, len(windows), self.max_batch)], started
+            except BackendUnavailable:
+                if loop.time() + backoff > give_up:
+                    raise
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, HOLD_BACKOFF_MAX_S)
 
     async def drain(self) -> None:
         """Send everything queued now, whatever the call limit, and wait for the calls in flight."""

@@ -21,6 +21,10 @@ from .scoring import Limits
 
 BACKENDS = ("ray", "inprocess")
 DEVICES = ("auto", "cpu", "cuda")
+# How a change of a scorer setting reaches a deployed application: LIVE settings go to running replicas (Ray Serve's
+# user_config, `reconfigure`), SCALE settings add or remove replicas, RESTART settings need new replicas (their
+# resources or what they load at start), rolled over by Ray Serve.
+LIVE, SCALE, RESTART = "live", "scale", "restart"
 
 
 def setting(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] | None = None,
@@ -87,22 +91,22 @@ class _Settings:
 class ScorerSettings(_Settings):
     """The scoring application's shape: what `aelstm deploy` and `serve deploy` take."""
 
-    replicas: int = setting(1, "Scorer replicas (the minimum when autoscaling).", minimum=1)
+    replicas: int = setting(1, "Scorer replicas (the minimum when autoscaling).", minimum=1, applies=SCALE)
     max_replicas: int | None = setting(None, "Autoscale the Scorer between --replicas and this many replicas.",
-                                       minimum=1)
+                                       minimum=1, applies=SCALE)
     target_ongoing_requests: float = setting(
-        2.0, "Autoscaling: scoring calls under way per replica that Ray Serve aims for.", minimum=0.1)
-    max_batch: int = setting(256, "Most windows per scoring call.", minimum=1)
+        2.0, "Autoscaling: scoring calls under way per replica that Ray Serve aims for.", minimum=0.1, applies=SCALE)
+    max_batch: int = setting(256, "Most windows per scoring call.", minimum=1, applies=LIVE)
     replica_batch_wait_ms: float = setting(
         0.0, "How long a replica waits to merge calls from several ingresses (@serve.batch); 0: no merging, each "
-             "call (already coalesced by its ingress) is scored as it comes.", minimum=0)
+             "call (already coalesced by its ingress) is scored as it comes.", minimum=0, applies=LIVE)
     threads_per_replica: int = setting(1, "onnxruntime threads per replica (in-process: scoring threads).",
-                                       minimum=1)
-    cpus_per_replica: float = setting(1.0, "CPUs Ray reserves per replica.", minimum=0)
+                                       minimum=1, applies=LIVE)
+    cpus_per_replica: float = setting(1.0, "CPUs Ray reserves per replica.", minimum=0, applies=RESTART)
     gpus_per_replica: float = setting(0.0, "GPUs per replica; CUDA is used when onnxruntime-gpu finds one.",
-                                      minimum=0)
-    models_per_replica: int = setting(4, "Models a replica keeps loaded (LRU).", minimum=1)
-    device: str = setting("auto", "onnxruntime device.", choices=DEVICES)
+                                      minimum=0, applies=RESTART)
+    models_per_replica: int = setting(4, "Models a replica keeps loaded (LRU).", minimum=1, applies=RESTART)
+    device: str = setting("auto", "onnxruntime device.", choices=DEVICES, applies=RESTART)
 
     def __post_init__(self) -> None:
         self.raise_problems(self.scorer_problems())
@@ -112,6 +116,15 @@ class ScorerSettings(_Settings):
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             problems.append(f"max-replicas ({self.max_replicas}) is below replicas ({self.replicas})")
         return problems
+
+    @classmethod
+    def applying(cls, how: str) -> tuple[str, ...]:
+        """Names of the scorer settings whose change applies `how` (`LIVE`, `SCALE` or `RESTART`)."""
+        return tuple(spec.name for spec in fields(ScorerSettings) if spec.metadata["applies"] == how)
+
+    def tuning(self) -> dict[str, Any]:
+        """The live settings, as the Scorer's Ray Serve `user_config`."""
+        return {name: getattr(self, name) for name in self.applying(LIVE)}
 
     def scorer(self) -> ScorerSettings:
         """Just the scoring application's settings (a ServeConfig carries them among its own)."""
@@ -147,6 +160,10 @@ class ServeConfig(ScorerSettings):
                               "longer is refused at once with RESOURCE_EXHAUSTED and a retry hint. The default "
                               "leaves the rest of a 50 ms latency objective to the call and the network.",
         minimum=0.1)
+    backend_grace_s: float = setting(
+        10.0, "While the scoring application is being replaced (a deploy rolling its replicas over, a replica "
+              "lost), hold scoring calls and try them again for up to this many seconds before their items get "
+              "UNAVAILABLE; 0: fail them at once.", minimum=0)
     metrics_port: int | None = setting(9464, "Prometheus /metrics port; 0 turns it off.", minimum=0)
     max_devices: int = setting(100_000, "Device windows held for `readings` items (least recent evicted).",
                                minimum=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 
@@ -20,6 +22,36 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class Throttled:
+    """Logs a repeated warning at most once per `every_s` seconds, then says how many were held back meanwhile.
+
+    A backend outage fails every call, thousands a second under load: one line per call buries the lines that say
+    what happened, and writing them costs the event loop. Warnings are told apart by their `key` (by default the
+    message template, so the same warning about different models or errors counts as one)."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}  # key -> when it was last logged
+        self._held: dict[str, int] = {}  # key -> warnings held back since
+
+    def warning(self, message: str, *args: object, key: str | None = None) -> None:
+        key = message if key is None else key
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        held = self._held.pop(key, 0)
+        self._last[key] = now
+        if held:
+            message += f" ({held} more like it in the last %.0f s not logged)"
+            args = (*args, now - last)
+        self.logger.warning(message, *args, extra={"fields": {"suppressed": held}})
 
 
 # Loggers Ray gives handlers of their own (its default format, not JSON).

@@ -25,14 +25,17 @@ from aelstm.core.runtime import Scores
 
 from .backend import BackendUnavailable, probe_windows
 from .config import ScorerSettings
+from .logs import Throttled
 from .registry import ModelEntry
-from .scoring_app import APP_NAME, REPLICA_ENV, SCORER, STORE, MissingBundle, build, bundle_files, files_digest
+from .scoring_app import APP_NAME, REPLICA_ENV, SCORER, STORE, MissingBundle, app_config, bundle_files, files_digest
 
 log = logging.getLogger(__name__)
+replica_warnings = Throttled(log)  # replicas lost mid-call: one line per 10 s, however many calls they held
 
 HEALTH_TIMEOUT_S = 10.0
 RETIRED_GRACE_S = 300.0
 GCS_PORT_WAIT_S = 90
+DEPLOY_TIMEOUT_S = 300.0
 
 
 def configure_ray_environment(address: str | None = None) -> None:
@@ -110,16 +113,40 @@ def _auth_token_available() -> bool:
                 or (Path.home() / ".ray" / "auth_token").is_file())
 
 
-def deploy(settings: ScorerSettings) -> None:
-    """Deploy (or update in place) the scoring application on the connected Ray cluster; returns once running."""
-    from ray import serve
-    from ray.serve.schema import LoggingConfig
+def deploy(settings: ScorerSettings, timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
+    """Deploy (or update in place) the scoring application on the connected Ray cluster; returns once running.
 
-    serve.start(proxy_location="Disabled", logging_config=LoggingConfig(log_level="WARNING"))
-    serve.run(build(settings), name=APP_NAME, route_prefix=None, blocking=False)
+    Deployed as a config, exactly as `serve deploy` would (`app_config`), not as code: Serve gives code deployed
+    with `serve.run` a new version every time, and so replaces every replica and the model store even when nothing
+    changed. A config keeps its version while its import path and `args` do, and then only what changed is applied
+    to the running replicas."""
+    from ray.serve._private.api import serve_start  # what `serve run CONFIG` uses: public `serve.start` returns none
+    from ray.serve.schema import LoggingConfig, ServeDeploySchema
+
+    client = serve_start(proxy_location="Disabled", global_logging_config=LoggingConfig(log_level="WARNING"))
+    client.deploy_apps(ServeDeploySchema(proxy_location="Disabled", applications=[app_config(settings)]))
+    wait_running(timeout_s)
     log.info("scoring application deployed", extra={"fields": {
         "replicas": settings.replicas, "max_replicas": settings.max_replicas, "max_batch": settings.max_batch,
         "gpus_per_replica": settings.gpus_per_replica}})
+
+
+def wait_running(timeout_s: float) -> None:
+    """Until the scoring application runs; a failed deploy raises with Serve's reason."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    give_up = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.status == ApplicationStatus.RUNNING:
+            return
+        if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise AelstmError(f"deploying the scoring application failed: {app.message.strip()[-2000:]}")
+        if time.monotonic() > give_up:
+            state = app.status if app is not None else "missing"
+            raise AelstmError(f"the scoring application is not running after {timeout_s:g} s (it is {state})")
+        time.sleep(0.2)
 
 
 def running_replicas() -> int:
@@ -140,6 +167,15 @@ async def replica_placement() -> dict[int, str]:
     return {answer["pid"]: answer["node_id"] for answer in answers}
 
 
+def call_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Ray's errors for a Scorer replica gone mid-call (another replica answers at once), and for any part of the
+    application going away while it is replaced (held by the coalescer until it is back)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+
+    return (ActorDiedError, ActorUnavailableError), (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError)
+
+
 class RayServeBackend:
     """Calls the scoring application through deployment handles; models are named by their bundle digest."""
 
@@ -152,6 +188,7 @@ class RayServeBackend:
         self.owner = address is None  # an embedded Ray and its application belong to this ingress
         self.replicas = 0  # running Scorer replicas at the last health check
         self._replica_lost: tuple[type[BaseException], ...] = ()  # Ray's errors for a replica gone mid-call
+        self._replacing: tuple[type[BaseException], ...] = ()  # and for any part of the application going away
         self._connected_ray = False  # this backend started (or joined) Ray, so it also disconnects
         self._temp_dir: str | None = None  # the embedded Ray's, removed once it has stopped
         self._scorer = None
@@ -169,9 +206,7 @@ class RayServeBackend:
 
     def _connect(self) -> None:
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError
-
-        self._replica_lost = (ActorDiedError, ActorUnavailableError)  # once, not on every call
+        self._replica_lost, self._replacing = call_errors()  # once, not on every call
 
         if not ray.is_initialized():
             self._temp_dir = init_ray(self.address, self.num_cpus)
@@ -244,16 +279,21 @@ class RayServeBackend:
         return provider
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
+        """Scores from any replica; a failure that replacing the application causes (a replica or the store gone, the
+        application not running) is `BackendUnavailable`, which the coalescer holds through its grace."""
         digest = self._digests.get(key)
         if digest is None:
             raise LookupError(f"model {key} is not loaded")
         try:
+            try:
+                return await self._for(digest).score.remote(windows)
+            except MissingBundle:  # the store restarted: put the bundle back, then once more
+                await self._put(digest, self._files[digest])
+            except self._replica_lost as exc:  # scoring is idempotent: another replica answers
+                replica_warnings.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
             return await self._for(digest).score.remote(windows)
-        except MissingBundle:  # the store restarted: put the bundle back, then once more
-            await self._put(digest, self._files[digest])
-        except self._replica_lost as exc:  # scoring is idempotent: another replica answers
-            log.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
-        return await self._for(digest).score.remote(windows)
+        except (MissingBundle, *self._replacing) as exc:
+            raise BackendUnavailable(f"the scoring application is being replaced ({type(exc).__name__})") from exc
 
     async def retain(self, keys: set[str]) -> None:
         """Forget models retired more than `RETIRED_GRACE_S` ago (calls queued before a swap still find theirs);

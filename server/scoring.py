@@ -41,6 +41,7 @@ from .items import (
     score_result,
     warming_result,
 )
+from .logs import Throttled
 from .metrics import Metrics
 from .models import ModelBook
 from .recorder import Recorder
@@ -93,6 +94,7 @@ class RequestScorer:
         self.handoff = handoff
         self.recorder = recorder
         self.drift = DriftMeter()
+        self._backend_warnings = Throttled(log)  # a backend outage fails every call: one line per 10 s
         self._gates: dict[tuple[str, str], list] = {}  # device → [FIFO lock, requests at it]: see `_take_over`
 
     async def score_request(self, request: pb.ScoreRequest, rpc: str = "Score",
@@ -289,7 +291,7 @@ class RequestScorer:
             refuse_items(items, positions, results, entry, exc)
             return
         except Exception as exc:
-            log.warning("scoring backend failed for %s: %s", entry.key, exc)
+            self._backend_warnings.warning("scoring backend failed for %s: %s", entry.key, _brief(exc))
             for i in positions:
                 results[i] = error_result(items[i], UNAVAILABLE, f"scoring backend failed, retry: {_brief(exc)}",
                                           entry)

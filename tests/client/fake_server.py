@@ -42,6 +42,8 @@ class FakeBehaviour:
     drop_request_number: int | None = None  # 1-based count of StreamScore requests whose answer is dropped
     item_error_code: int | None = None  # answer every item with an item error of this gRPC code
     refuse_every: int | None = None  # refuse every n-th request answered (all its items), as an overloaded server
+    unavailable_answers: int = 0  # answer the first n requests with item-level UNAVAILABLE, as a server whose
+    # backend is being replaced for longer than it holds calls
     retry_after_ms: int = 100  # the retry hint of those refusals
     answers: int = 0  # requests answered
     token: str | None = None
@@ -122,6 +124,11 @@ class FakeScorer(scoring_pb2_grpc.AnomalyScorerServicer):
         self.b.answers += 1
         if self.b.refuse_every and self.b.answers % self.b.refuse_every == 0:
             error = pb.ItemError(code=RESOURCE_EXHAUSTED, message="overloaded", retry_after_ms=self.b.retry_after_ms)
+            return pb.ScoreResponse(request_id=request.request_id, fleet_id=request.fleet_id, results=[
+                pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_ERROR, error=error)
+                for item in request.items])
+        if self.b.answers <= self.b.unavailable_answers:
+            error = pb.ItemError(code=UNAVAILABLE, message="scoring backend failed, retry: being replaced")
             return pb.ScoreResponse(request_id=request.request_id, fleet_id=request.fleet_id, results=[
                 pb.ItemResult(device_id=item.device_id, status=pb.ITEM_STATUS_ERROR, error=error)
                 for item in request.items])

@@ -139,6 +139,22 @@ def test_score_and_replay_exit_check_failed_when_items_come_back_as_errors(fake,
     assert (answers["status"] == "error").all() and (answers["error_code"] == "UNAVAILABLE").all()
 
 
+@pytest.mark.parametrize("command", ["score", "replay"])
+def test_score_and_replay_send_again_what_comes_back_unavailable(fake, behaviour, short_csv, tmp_path, command):
+    """A deploy outlasting the server's grace: the message is sent again after a backoff and then scored."""
+    behaviour.unavailable_answers = 2
+    path, frame = short_csv
+    out = tmp_path / "answers.csv"
+    result = invoke("--target", fake.target, command, path, "--time-column", "timestamp", "--features", "value",
+                    "--fleet", "fleet-a", "-o", out,
+                    *(["--device", "d1"] if command == "replay" else ["--batch-size", len(frame)]))
+    assert result.exit_code == 0, result.output
+    assert "sent again for items answered UNAVAILABLE: 2" in result.stderr
+    answers = pd.read_csv(out)
+    assert answers["status"].isin(["ok", "warming_up"]).all() and (answers["status"] == "ok").any()
+    assert behaviour.answers == (3 if command == "score" else len(frame) + 2)
+
+
 def test_replay_paces_by_timestamps_or_interval():
     series = load_nab(EC2_LATENCY)
     offsets = send_offsets(series, speed=300.0, interval_s=1.0)

@@ -203,3 +203,27 @@ async def test_closed_loop_waits_out_the_retry_hint(fake, behaviour):
     measured = report["measured"]
     assert measured["refused"] == measured["sent"]
     assert 3 <= measured["sent"] <= 5  # one message per 250 ms hint in 1 s, not as fast as the fake answers
+
+
+@pytest.mark.parametrize("rpc", ["stream", "unary"])
+async def test_items_answered_unavailable_are_sent_again_and_the_retries_counted(fake, behaviour, rpc):
+    """A deploy outlasting the server's grace answers a few messages with item-level UNAVAILABLE: sent again after
+    a backoff, they are scored, and the run passes."""
+    behaviour.unavailable_answers = 5
+    report = await load(fake.target, Schedule(rate=50, warmup_s=0.0, duration_s=1.0, rpc=rpc),
+                        small_workload(gateways=1))
+    measured = report["measured"]
+    assert_counts_add_up(measured)
+    assert measured["item_retries"] == 5 and not measured["item_errors"] and measured["lost"] == 0
+    assert measured["items_answered"] == measured["items_sent"]
+    assert measured["latency_ms"]["max"] >= 100  # the first resend waits 0.1-0.2 s, counted in its latency
+    assert report["passed"]
+
+
+async def test_item_retries_are_bounded_and_then_the_items_are_errors(fake, behaviour):
+    behaviour.unavailable_answers = 10**9  # the backend never comes back
+    report = await load(fake.target, Schedule(rate=20, warmup_s=0.0, duration_s=0.5), small_workload(gateways=1))
+    measured = report["measured"]
+    assert measured["item_retries"] == 3 * measured["sent"]  # ItemRetry's 3 resends each, well inside the deadline
+    assert measured["item_errors"] == {"UNAVAILABLE": measured["items_sent"]}
+    assert not report["passed"]

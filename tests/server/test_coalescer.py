@@ -10,6 +10,7 @@ import pytest
 
 from aelstm.core.runtime import Scores
 from aelstm.server.admission import Overloaded
+from aelstm.server.backend import BackendUnavailable
 from aelstm.server.coalescer import Coalescer, current_fleet
 
 
@@ -253,3 +254,55 @@ class SlowBackend(RecordingBackend):
             await self.gate.wait()
         await asyncio.sleep(self.seconds_per_window * len(windows))
         return await super().score(key, windows)
+
+
+class ReplacedBackend:
+    """Unavailable (its application being replaced) for its first `outages` calls, then scores as the sum."""
+
+    name = "replaced"
+
+    def __init__(self, outages: int) -> None:
+        self.outages = outages
+        self.calls = 0
+
+    async def score(self, key: str, windows: np.ndarray) -> Scores:
+        self.calls += 1
+        if self.calls <= self.outages:
+            raise BackendUnavailable("the scoring application is being replaced (ActorDiedError)")
+        total = windows.sum(axis=(1, 2))
+        return Scores(total, total / 2, total / 2)
+
+
+async def test_a_call_is_held_through_a_replacement_within_its_grace():
+    backend = ReplacedBackend(outages=3)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=5.0)
+    scores = await asyncio.wait_for(coalescer.score("m", windows([1, 2])), 5)
+    assert scores.score.tolist() == [1, 2] and backend.calls == 4
+
+
+async def test_held_time_is_not_taken_for_service_time():
+    backend = ReplacedBackend(outages=2)  # 50 + 100 ms held
+    coalescer = Coalescer(backend, max_batch=4, max_wait_s=0.001, max_calls=1, grace_s=5.0)
+    await coalescer.score("m", windows([1, 2, 3, 4]))  # a full call: its time counts, the time held does not
+    assert coalescer._service["m"].per_window_s < 0.01
+
+
+async def test_past_its_grace_a_call_fails_and_without_one_at_once():
+    backend = ReplacedBackend(outages=100)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=0.3)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(BackendUnavailable):
+        await coalescer.score("m", windows([1]))
+    assert 0.1 < asyncio.get_running_loop().time() - started < 0.6
+    once = ReplacedBackend(outages=100)
+    with pytest.raises(BackendUnavailable):
+        await Coalescer(once, max_batch=64, max_wait_s=0.001, max_calls=1).score("m", windows([1]))
+    assert once.calls == 1
+
+
+async def test_other_failures_are_not_held():
+    backend = RecordingBackend(fail=True)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=5.0)
+    with pytest.raises(RuntimeError, match="replica died"):
+        await coalescer.score("m", windows([1]))
+    assert len(backend.calls) == 1

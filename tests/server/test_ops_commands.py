@@ -42,11 +42,28 @@ def test_deploy_reads_the_serve_settings_file_and_flags_win():
 
 
 def test_the_ray_serve_config_is_the_same_application():
-    """deploy/serve_config.yaml is what `aelstm deploy --dry-run` prints for its settings: one set of names."""
+    """deploy/serve_config.yaml is what `aelstm deploy --replicas 2 --max-replicas 8 --dry-run` prints: one set of
+    names, and the one config both deploy."""
     shipped = yaml.safe_load(SERVE_CONFIG.read_text())
-    args = shipped["applications"][0]["args"]
-    assert yaml.safe_load(cli.serve_config_yaml(ScorerSettings.from_mapping(args))) == shipped
-    application(args)  # the builder `serve deploy` calls accepts them
+    assert yaml.safe_load(cli.serve_config_yaml(ScorerSettings(replicas=2, max_replicas=8))) == shipped
+    application(shipped["applications"][0]["args"])  # the builder `serve deploy` calls accepts them
+
+
+def test_only_what_new_replicas_need_is_the_application_code():
+    """Ray Serve takes a change of an application's `args` as new code and replaces every replica: batching,
+    threads and replica counts must stay out of them, so that changing those restarts nothing."""
+    def application(**settings) -> dict:
+        return yaml.safe_load(cli.serve_config_yaml(ScorerSettings(**settings)))["applications"][0]
+
+    base = application(replicas=2, max_replicas=4)
+    for change in ({"max_batch": 64}, {"replica_batch_wait_ms": 2.0}, {"threads_per_replica": 2}, {"replicas": 3},
+                   {"max_replicas": 6}, {"target_ongoing_requests": 3.0}):
+        changed = application(**{"replicas": 2, "max_replicas": 4, **change})
+        assert changed["args"] == base["args"], change
+        assert changed["deployments"] != base["deployments"], change
+    assert application(threads_per_replica=2, max_batch=64)["deployments"][0]["user_config"] == {
+        "max_batch": 64, "replica_batch_wait_ms": 0.0, "threads_per_replica": 2}
+    assert application(replicas=2, max_replicas=4, cpus_per_replica=2.0)["args"] != base["args"]
 
 
 def test_replicas_beyond_the_cpus_are_named():

@@ -1,0 +1,64 @@
+"""The Ray backend's calls, without Ray: what replacing the application looks like to the coalescer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.serve._private.common import DeploymentID
+from ray.serve.exceptions import DeploymentUnavailableError
+
+from aelstm.core.runtime import Scores
+from aelstm.server.backend import BackendUnavailable
+from aelstm.server.config import ScorerSettings
+from aelstm.server.ray_backend import RayServeBackend, call_errors
+
+WINDOWS = np.zeros((2, 16, 1), np.float32)
+SCORES = Scores(np.zeros(2), np.zeros(2), np.zeros(2))
+
+
+class Handle:
+    """A Scorer deployment handle whose calls fail or answer in turn, as given."""
+
+    def __init__(self, outcomes: list) -> None:
+        self.outcomes = outcomes
+        self.score = self
+
+    def options(self, **_options) -> Handle:
+        return self
+
+    async def remote(self, _windows: np.ndarray) -> Scores:
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def attached(outcomes: list) -> RayServeBackend:
+    backend = RayServeBackend(ScorerSettings(), address="ray://nowhere:10001")
+    backend._replica_lost, backend._replacing = call_errors()
+    backend._scorer = Handle(outcomes)
+    backend._digests["ec2@1"] = "digest"
+    return backend
+
+
+async def test_a_lost_replica_is_retried_once_at_once():
+    assert await attached([ActorDiedError(), SCORES]).score("ec2@1", WINDOWS) is SCORES
+
+
+@pytest.mark.parametrize("failures", [
+    [ActorDiedError(), ActorUnavailableError("gone", None)],  # both replicas tried are being replaced
+    [DeploymentUnavailableError(DeploymentID(name="Scorer", app_name="aelstm"))],
+])
+async def test_replacing_the_application_is_backend_unavailable(failures):
+    with pytest.raises(BackendUnavailable, match="being replaced"):
+        await attached([*failures, SCORES]).score("ec2@1", WINDOWS)
+
+
+async def test_a_detached_application_is_backend_unavailable_and_other_failures_are_not():
+    backend = attached([RuntimeError("model error")])
+    with pytest.raises(RuntimeError, match="model error"):
+        await backend.score("ec2@1", WINDOWS)
+    backend._scorer = None  # what a health check that saw no running replica leaves
+    with pytest.raises(BackendUnavailable, match="not running"):
+        await backend.score("ec2@1", WINDOWS)
