@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from .coalescer import CallTiming
 
@@ -24,6 +24,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # the process's RSS, CPU seconds, open and maximum fds and start time (process_*), read at each scrape
+        ProcessCollector(registry=r)
         self.requests = Counter("aelstm_requests", "Score requests answered, by fleet and RPC.",
                                 ["fleet", "rpc"], registry=r)
         self.items = Counter("aelstm_items", "Items answered, by fleet and status (ok, warming_up or an error "
