@@ -18,8 +18,10 @@ from aelstm.training.cli import MODEL_COMMANDS
 
 from .config import ScorerSettings, ServeConfig, cpu_shortfall, load_config, shown_default
 from .registry import DEFAULT_FLEET, list_versions
+from .registry import pin as pin_version
 from .registry import publish as publish_bundle
 from .registry import rollback as rollback_fleet
+from .registry import unpin as unpin_version
 
 REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), default="registry", show_default=True,
                                envvar="AELSTM_REGISTRY", help="Registry directory (env AELSTM_REGISTRY).")
@@ -60,7 +62,7 @@ def published(entry) -> None:
 
 @main.group()
 def registry() -> None:
-    """Inspect the model registry and roll a fleet back."""
+    """Inspect the model registry, roll a fleet back, pin a fleet to a version."""
 
 
 @registry.command("list")
@@ -86,6 +88,27 @@ def registry_rollback(fleet: str, version: str | None, registry: Path) -> None:
     """Serve an earlier version's content again, published as a new version (a number is never reused), so every
     ingress on the registry moves to it within its poll interval."""
     published(rollback_fleet(registry, fleet, version))
+
+
+@registry.command("pin")
+@click.argument("fleet")
+@click.argument("version")
+@REGISTRY_OPTION
+def registry_pin(fleet: str, version: str, registry: Path) -> None:
+    """Serve VERSION of FLEET whatever is published after it (retraining, train-fleets) until `unpin`; every
+    ingress on the registry moves to it within its poll interval. A pinned version that is deleted or refused
+    falls back to the newest valid one."""
+    pin_version(registry, fleet, version)
+    click.echo(f"fleet {fleet} pinned to version {version}")
+
+
+@registry.command("unpin")
+@click.argument("fleet")
+@REGISTRY_OPTION
+def registry_unpin(fleet: str, registry: Path) -> None:
+    """Serve FLEET's newest valid version again."""
+    was = unpin_version(registry, fleet)
+    click.echo(f"fleet {fleet} unpinned (was pinned to version {was})" if was else f"fleet {fleet} was not pinned")
 
 
 _CLICK_TYPES = {"int": int, "float": float, "str": str}

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FLEET = "_default"
 ISSUED_DIR = ".issued"
+PINS_DIR = ".pins"  # registry/.pins/<fleet>: the version the fleet is held at
 
 # (stat of the folder and of each file in it): changes whenever a folder is replaced or a file in it rewritten.
 Signature = tuple[tuple[str, int, int, int], ...]
@@ -191,6 +192,36 @@ def rollback(registry: str | Path, fleet: str, to: str | None = None) -> ModelEn
     return publish(fleet_dir / to, registry, fleet, rollback_of=to)
 
 
+def pinned_version(registry: str | Path, fleet: str) -> str | None:
+    """The version `fleet` is pinned to, if any."""
+    try:
+        return (Path(registry) / PINS_DIR / fleet).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def pin(registry: str | Path, fleet: str, version: str) -> None:
+    """Hold `fleet` at `version` (which must be present) whatever is published after it, until `unpin`: an
+    operator's stop to automatic publishing (retraining, train-fleets) while a fleet is investigated."""
+    present = [p.name for p in version_dirs(Path(registry) / check_fleet_name(fleet))]
+    if version not in present:
+        raise AelstmError(f"fleet {fleet} has no version {version} in {registry} "
+                          f"(present: {', '.join(present) or 'none'})")
+    pins = Path(registry) / PINS_DIR
+    pins.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{fleet}-", dir=pins)
+    with os.fdopen(fd, "w") as out:
+        out.write(version + "\n")
+    os.replace(temp, pins / fleet)  # atomic: a scanner sees the old pin or the new one
+
+
+def unpin(registry: str | Path, fleet: str) -> str | None:
+    """Let `fleet` serve its newest valid version again; returns the version it was pinned to, if any."""
+    was = pinned_version(registry, check_fleet_name(fleet))
+    (Path(registry) / PINS_DIR / fleet).unlink(missing_ok=True)
+    return was
+
+
 def _signature(path: Path) -> Signature | None:
     """What a cheap stat says about a folder's identity and contents; None when it is gone."""
     try:
@@ -215,10 +246,12 @@ class RegistryScanner:
         self.refusals = 0
 
     def scan(self) -> RegistrySnapshot:
-        """The newest valid version per fleet, and the default model."""
+        """Per fleet its pinned version, or (unpinned, or the pinned one is gone or refused) its newest valid one;
+        and the default model."""
         fleets: dict[str, ModelEntry] = {}
         for fleet in fleet_names(self.root):
-            for path in version_dirs(self.root / fleet):
+            held = pinned_version(self.root, fleet)
+            for path in sorted(version_dirs(self.root / fleet), key=lambda p: p.name != held):  # pinned first
                 entry = self._entry(path, fleet, path.name)
                 if entry is not None:
                     fleets[fleet] = entry
@@ -308,6 +341,8 @@ def list_versions(registry: str | Path) -> list[VersionRecord]:
                 state = "refused"
             else:
                 state = "served" if served is not None and served.version == version else "present"
-            note = f"rollback of {manifest['rollback_of']}" if "rollback_of" in manifest else ""
+            notes = [f"rollback of {manifest['rollback_of']}"] if "rollback_of" in manifest else []
+            notes += ["pinned"] if pinned_version(registry, fleet) == version else []
+            note = ", ".join(notes)
             records.append(VersionRecord(fleet, version, state, digest, manifest.get("published_at", ""), note))
     return records

@@ -62,7 +62,7 @@ def recorded_series(folder: Path, fleet: str, features: tuple[str, ...], since: 
 
 def plan_retraining(recorded: Path, registry: Path, fleets: list[str] | None, min_rows: int) -> RetrainPlan:
     """For every fleet served from `registry` (or those named), what was recorded since its served version."""
-    from aelstm.server.registry import RegistryScanner
+    from aelstm.server.registry import RegistryScanner, pinned_version
 
     served = RegistryScanner(registry).scan().fleets
     chosen = sorted(served) if fleets is None else fleets
@@ -71,6 +71,10 @@ def plan_retraining(recorded: Path, registry: Path, fleets: list[str] | None, mi
         entry = served.get(fleet)
         if entry is None:
             plan.skipped.append(FleetOutcome(fleet, "skipped", f"fleet {fleet} has no served model in {registry}"))
+            continue
+        held = pinned_version(registry, fleet)
+        if held is not None:
+            plan.skipped.append(FleetOutcome(fleet, "skipped", f"fleet {fleet} is pinned to version {held}"))
             continue
         manifest = entry.bundle.manifest
         published = manifest.get("registry", {}).get("published_at")

@@ -8,7 +8,17 @@ import shutil
 import pytest
 
 from aelstm.core.errors import AelstmError, BundleError
-from aelstm.server.registry import DEFAULT_FLEET, RegistryScanner, _claim, issued, publish, rollback
+from aelstm.server.registry import (
+    DEFAULT_FLEET,
+    RegistryScanner,
+    _claim,
+    issued,
+    list_versions,
+    pin,
+    publish,
+    rollback,
+    unpin,
+)
 
 
 def test_publish_numbers_versions_and_stamps_the_manifest(tmp_path, ec2_bundle):
@@ -135,3 +145,21 @@ def test_rollback_publishes_old_content_under_a_new_number(tmp_path, ec2_bundle,
     assert rollback(tmp_path, "a", to="2").version == "4"
     with pytest.raises(AelstmError, match="no version 9"):
         rollback(tmp_path, "a", to="9")
+
+
+def test_a_pinned_fleet_serves_its_pin_whatever_is_published_until_unpinned(tmp_path, ec2_bundle, machine_bundle):
+    publish(ec2_bundle.path, tmp_path, "a")
+    publish(machine_bundle.path, tmp_path, "a")
+    scanner = RegistryScanner(tmp_path)
+    pin(tmp_path, "a", "1")
+    assert scanner.scan().resolve("a").version == "1"
+    publish(machine_bundle.path, tmp_path, "a")  # e.g. a retrain publishing while the fleet is held
+    assert scanner.scan().resolve("a").version == "1"
+    assert [(r.version, r.state, r.note) for r in list_versions(tmp_path)] == [
+        ("3", "present", ""), ("2", "present", ""), ("1", "served", "pinned")]
+    with pytest.raises(AelstmError, match="no version 7"):
+        pin(tmp_path, "a", "7")
+    shutil.rmtree(tmp_path / "a" / "1")  # a pinned version that is gone falls back to the newest
+    assert scanner.scan().resolve("a").version == "3"
+    assert unpin(tmp_path, "a") == "1" and unpin(tmp_path, "a") is None
+    assert scanner.scan().resolve("a").version == "3"

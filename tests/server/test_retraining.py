@@ -120,3 +120,13 @@ def test_drift_is_the_recent_share_above_the_calibration_p99_over_one_percent():
         assert meter.ratio("m") == pytest.approx(np.mean(np.array(seen[-500:]) > 0.99) / 0.01)
     meter.retain(set())
     assert meter.ratio("m") is None
+
+
+def test_a_pinned_fleet_is_not_retrained(tmp_path, ec2_bundle):
+    from aelstm.server.registry import pin
+    from aelstm.training.retrain import plan_retraining
+
+    publish(ec2_bundle.path, tmp_path / "registry", FLEET)
+    pin(tmp_path / "registry", FLEET, "1")
+    plan = plan_retraining(tmp_path / "recorded", tmp_path / "registry", None, min_rows=1)
+    assert plan.fleets == [] and [o.reason for o in plan.skipped] == [f"fleet {FLEET} is pinned to version 1"]
