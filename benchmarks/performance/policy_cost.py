@@ -17,7 +17,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,10 @@ from aelstm.core.bundle import MANIFEST_FILE, load_bundle, write_manifest
 from aelstm.core.policy import DEFAULT_POLICY, Policy
 from aelstm.core.preprocess import sliding_windows
 from aelstm.core.runtime import BundleScorer
-from aelstm.server.app import ScoringServer
-from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
-from aelstm.v1 import scoring_pb2 as pb
 
-from ..harness import FIXTURE, WINDOW, train, uptime
+from ..harness import FIXTURE, train, uptime
+from .seam import alternate, seam_arguments, seam_server, warm_up
 
 OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "performance"
 TRAINED_FRACTION = 0.15  # harness.train trains on this leading share of the fixture
@@ -51,43 +48,17 @@ def with_policy(bundle_dir: Path, spec: str, values: np.ndarray, to: Path) -> Pa
     return to
 
 
-def requests(fleet: str, values: np.ndarray, devices: int, items: int, rounds: int, first: int) -> list:
-    """`rounds` requests of `items` readings items each, one reading per item, devices in turn, timestamped."""
-    out, row = [], first
-    for r in range(rounds):
-        batch = []
-        for i in range(items):
-            device = (r * items + i) % devices
-            batch.append(pb.Item(device_id=f"d{device}", timestamp_ms=row // devices + 1, readings=pb.Tensor(
-                shape=[1, 1], packed=np.asarray([[values[row % len(values)]]], "<f4").tobytes())))
-            row += 1
-        out.append(pb.ScoreRequest(request_id=str(r), fleet_id=fleet, items=batch))
-    return out
-
-
 async def measure(registry: Path, values: np.ndarray, args: argparse.Namespace) -> dict:
-    server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0,
-                                       poll_s=60.0, batch_wait_ms=0.0, max_queue_ms=60_000.0))
+    server = seam_server(str(registry))
     await server.start()
     try:
-        seconds: dict[str, list[float]] = {fleet: [] for fleet in POLICIES}
-        sent = {fleet: 0 for fleet in POLICIES}
-        warm_up = -(-2 * WINDOW * args.devices // args.items)  # two windows per device
-        bytes_per_device = {}
-        for index, fleet in enumerate(POLICIES):  # fill every device's window first
+        sides = {fleet: (server.scorer, f"f{index}") for index, fleet in enumerate(POLICIES)}
+        sent, bytes_per_device = {}, {}
+        for name, side in sides.items():
             before = server.scorer.devices.bytes
-            for request in requests(f"f{index}", values, args.devices, args.items, warm_up, 0):
-                await server.scorer.score_request(request)
-            sent[fleet] = warm_up * args.items
-            bytes_per_device[fleet] = (server.scorer.devices.bytes - before) / args.devices
-        for _ in range(args.repeats):
-            for index, fleet in enumerate(POLICIES):
-                batch = requests(f"f{index}", values, args.devices, args.items, args.rounds, sent[fleet])
-                sent[fleet] += args.items * args.rounds
-                started = time.perf_counter()
-                for request in batch:
-                    await server.scorer.score_request(request)
-                seconds[fleet].append(time.perf_counter() - started)
+            sent[name] = await warm_up(side, values, args)
+            bytes_per_device[name] = (server.scorer.devices.bytes - before) / args.devices
+        seconds = await alternate(sides, sent, values, args)
     finally:
         await server.stop(0)
     items = args.items * args.rounds
@@ -115,10 +86,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=200)
-    parser.add_argument("--items", type=int, default=64, help="readings items per request")
-    parser.add_argument("--rounds", type=int, default=200, help="requests per timed repeat")
-    parser.add_argument("--repeats", type=int, default=7)
+    seam_arguments(parser)
     args = parser.parse_args(argv)
     load = uptime()
     from aelstm.core.data import load_nab

@@ -14,25 +14,23 @@ import asyncio
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from aelstm.server.app import ScoringServer
-from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
 
-from ..harness import FIXTURE, WINDOW, train, uptime
-from .policy_cost import OUT, requests
+from ..harness import FIXTURE, train, uptime
+from .policy_cost import OUT
+from .seam import alternate, seam_arguments, seam_server, warm_up
 
 FLEET = "machines"
 
 
 def server(registry: Path, record_dir: Path | None) -> ScoringServer:
     recording = {"record_dir": str(record_dir), "record_devices": 1.0, "record_flush_s": 1.0} if record_dir else {}
-    return ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0,
-                                     poll_s=60.0, batch_wait_ms=0.0, max_queue_ms=60_000.0, **recording))
+    return seam_server(str(registry), **recording)
 
 
 async def measure(registry: Path, record_dir: Path, values: np.ndarray, args: argparse.Namespace) -> dict:
@@ -40,21 +38,9 @@ async def measure(registry: Path, record_dir: Path, values: np.ndarray, args: ar
     for side in sides.values():
         await side.start()
     try:
-        seconds: dict[str, list[float]] = {name: [] for name in sides}
-        sent = {name: 0 for name in sides}
-        warm_up = -(-2 * WINDOW * args.devices // args.items)  # two windows per device
-        for name, side in sides.items():
-            for request in requests(FLEET, values, args.devices, args.items, warm_up, 0):
-                await side.scorer.score_request(request)
-            sent[name] = warm_up * args.items
-        for _ in range(args.repeats):
-            for name, side in sides.items():
-                batch = requests(FLEET, values, args.devices, args.items, args.rounds, sent[name])
-                sent[name] += args.items * args.rounds
-                started = time.perf_counter()
-                for request in batch:
-                    await side.scorer.score_request(request)
-                seconds[name].append(time.perf_counter() - started)
+        scorers = {name: (side.scorer, FLEET) for name, side in sides.items()}
+        sent = {name: await warm_up(scorer, values, args) for name, scorer in scorers.items()}
+        seconds = await alternate(scorers, sent, values, args)
         await sides["recording"].recorder.flush()
     finally:
         for side in sides.values():
@@ -88,10 +74,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=200)
-    parser.add_argument("--items", type=int, default=64, help="readings items per request")
-    parser.add_argument("--rounds", type=int, default=200, help="requests per timed repeat")
-    parser.add_argument("--repeats", type=int, default=7)
+    seam_arguments(parser)
     args = parser.parse_args(argv)
     load = uptime()
     from aelstm.core.data import load_nab
