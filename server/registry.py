@@ -181,15 +181,21 @@ def publish(bundle_dir: str | Path, registry: str | Path, fleet: str, **provenan
 
 def rollback(registry: str | Path, fleet: str, to: str | None = None) -> ModelEntry:
     """Publish the content of version `to` (default: the one below the newest present) as a new version."""
-    fleet_dir = Path(registry) / check_fleet_name(fleet)
-    present = [p.name for p in version_dirs(fleet_dir)]
     if to is None:
+        present = [p.name for p in version_dirs(Path(registry) / check_fleet_name(fleet))]
         if len(present) < 2:
             raise AelstmError(f"fleet {fleet} has {len(present)} version(s) in {registry}: nothing to roll back to")
         to = present[1]
-    if to not in present:
-        raise AelstmError(f"fleet {fleet} has no version {to} in {registry} (present: {', '.join(present) or 'none'})")
-    return publish(fleet_dir / to, registry, fleet, rollback_of=to)
+    return publish(present_version(registry, fleet, to), registry, fleet, rollback_of=to)
+
+
+def present_version(registry: str | Path, fleet: str, version: str) -> Path:
+    """The folder of `version` of `fleet`, which must be present."""
+    present = [p.name for p in version_dirs(Path(registry) / check_fleet_name(fleet))]
+    if version not in present:
+        raise AelstmError(f"fleet {fleet} has no version {version} in {registry} "
+                          f"(present: {', '.join(present) or 'none'})")
+    return Path(registry) / fleet / version
 
 
 def pinned_version(registry: str | Path, fleet: str) -> str | None:
@@ -203,10 +209,7 @@ def pinned_version(registry: str | Path, fleet: str) -> str | None:
 def pin(registry: str | Path, fleet: str, version: str) -> None:
     """Hold `fleet` at `version` (which must be present) whatever is published after it, until `unpin`: an
     operator's stop to automatic publishing (retraining, train-fleets) while a fleet is investigated."""
-    present = [p.name for p in version_dirs(Path(registry) / check_fleet_name(fleet))]
-    if version not in present:
-        raise AelstmError(f"fleet {fleet} has no version {version} in {registry} "
-                          f"(present: {', '.join(present) or 'none'})")
+    present_version(registry, fleet, version)
     pins = Path(registry) / PINS_DIR
     pins.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{fleet}-", dir=pins)
@@ -328,6 +331,7 @@ def list_versions(registry: str | Path) -> list[VersionRecord]:
         ledger = issued(registry, fleet)
         present = {p.name: p for p in version_dirs(Path(registry) / fleet)}
         served = snapshot.default if fleet == DEFAULT_FLEET else snapshot.fleets.get(fleet)
+        held = pinned_version(registry, fleet)
         for version in sorted({*ledger, *present}, key=int, reverse=True):
             if version not in present:
                 records.append(VersionRecord(fleet, version, "deleted", ledger[version]))
@@ -342,7 +346,7 @@ def list_versions(registry: str | Path) -> list[VersionRecord]:
             else:
                 state = "served" if served is not None and served.version == version else "present"
             notes = [f"rollback of {manifest['rollback_of']}"] if "rollback_of" in manifest else []
-            notes += ["pinned"] if pinned_version(registry, fleet) == version else []
+            notes += ["pinned"] if held == version else []
             note = ", ".join(notes)
             records.append(VersionRecord(fleet, version, state, digest, manifest.get("published_at", ""), note))
     return records
