@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from rich.table import Table
 
+REFUSED_TOLERANCE = 0.001  # of items sent: a rate may see this share refused (a burst's early answer) and hold
+
 
 def sustained(run: dict, slo_ms: float) -> bool:
-    """p99 from intended send time within the bound, and every message and item answered without error or
-    refusal."""
+    """p99 from intended send time within the bound, every message and item answered without error, and at most
+    0.1 % of the items refused."""
     m = run["measured"]
-    return run["passed"] and m["answered"] > 0 and not m.get("items_refused") and m["latency_ms"]["p99"] <= slo_ms
+    refused_ok = m.get("items_refused", 0) <= REFUSED_TOLERANCE * m.get("items_sent", 0)
+    return run["passed"] and m["answered"] > 0 and refused_ok and m["latency_ms"]["p99"] <= slo_ms
 
 
 def sweep_verdict(runs: list[dict], slo_ms: float) -> dict:

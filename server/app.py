@@ -27,6 +27,7 @@ from .coalescer import Coalescer
 from .config import ServeConfig
 from .devices import DeviceStore
 from .handoff import Handoff, RayHandoff
+from .loop_lag import LoopLag
 from .metrics import Metrics
 from .models import ModelBook
 from .ray_backend import RayServeBackend
@@ -68,7 +69,9 @@ class ScoringServer:
         self.metrics = Metrics()
         scanner = RegistryScanner(config.registry, config.default_bundle, on_event=self._registry_event)
         self.models = ModelBook(scanner, self.backend, poll_s=config.poll_s, on_change=self._models_changed)
-        self.coalescer = Coalescer.for_server(self.backend, config, self.metrics)
+        self.loop_lag = LoopLag()
+        self.metrics.loop_lag.set_function(lambda: self.loop_lag.seconds)
+        self.coalescer = Coalescer.for_server(self.backend, config, self.metrics, lag=lambda: self.loop_lag.seconds)
         devices = DeviceStore(config.max_devices, config.max_device_bytes(),
                               count=lambda event: self.metrics.device_events.labels(event).inc())
         if handoff is None and config.backend == "ray":  # ingresses of one cluster hand devices to each other
@@ -143,7 +146,8 @@ class ScoringServer:
             raise
         self._watch = asyncio.create_task(self.models.watch())
         self._monitor = asyncio.create_task(self._follow_backend())
-        self._background = [asyncio.create_task(job.run()) for job in (self.recorder, self.retraining) if job]
+        self._background = [asyncio.create_task(job.run()) for job in (self.recorder, self.retraining, self.loop_lag)
+                            if job]
         # Everything loaded so far (Ray, gRPC, onnxruntime: over 100,000 objects) lives as long as the server: kept
         # out of garbage collection, a full collection takes milliseconds instead of stalling every stream ~70 ms.
         gc.collect()

@@ -13,8 +13,9 @@ few full ones, for a bounded wait well inside any latency objective.
 
 Fairness: inside a model's queue each fleet has its own line, and a call takes whole requests from the fleets in
 turn, the fleet with the fewest windows in the call so far first, so a fleet's burst fills calls only with what the
-others leave. Admission (`admission.py`): a request that would wait longer than `max_queue_s` to be sent is
-refused at once (`Overloaded`), and one that waited past it anyway is refused rather than sent late. Until a model
+others leave. Admission (`admission.py`): a request that would wait longer than `max_queue_s` to be sent, counting
+how far behind the ingress's own event loop runs (`lag`), is refused at once (`Overloaded`), and one that waited
+past it anyway is refused rather than sent late. Until a model
 has been seen scoring full calls its pace is unknown, and a slow first call (a cold replica) cannot be told from
 overload: nothing of it is refused then.
 
@@ -125,7 +126,8 @@ class Coalescer:
     def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002, max_calls: int = 2,
                  min_gap_s: float = 0.0, on_call: Callable[[CallTiming], None] | None = None,
                  max_queue_s: float = DEFAULT_MAX_QUEUE_MS / 1000,
-                 on_refuse: Callable[[str, int], None] | None = None, grace_s: float = 0.0) -> None:
+                 on_refuse: Callable[[str, int], None] | None = None, grace_s: float = 0.0,
+                 lag: Callable[[], float] | None = None) -> None:
         if max_batch < 1 or max_calls < 1:
             raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
         if max_queue_s <= 0:
@@ -139,16 +141,18 @@ class Coalescer:
         self.grace_s = grace_s
         self._on_call = on_call
         self._on_refuse = on_refuse  # (reason, windows): "predicted" at arrival, "expired" after waiting
+        self._lag = lag  # seconds the event loop runs behind: a wait before the queue
         self._queues: dict[str, _Queue] = {}
         self._service: dict[str, ServiceTime] = {}
         self._calls: set[asyncio.Task] = set()
 
     @classmethod
-    def for_server(cls, backend: ScoringBackend, config: ServeConfig, metrics: Metrics) -> Coalescer:
+    def for_server(cls, backend: ScoringBackend, config: ServeConfig, metrics: Metrics,
+                   lag: Callable[[], float] | None = None) -> Coalescer:
         """The coalescer an ingress runs with `config`, reporting to `metrics`."""
         return cls(backend, config.max_batch, config.batch_wait_s(), config.backend_calls(), config.call_gap_s(),
                    on_call=metrics.backend_call, max_queue_s=config.max_queue_ms / 1000,
-                   on_refuse=metrics.refused, grace_s=config.backend_grace_s)
+                   on_refuse=metrics.refused, grace_s=config.backend_grace_s, lag=lag)
 
     @property
     def queued(self) -> int:
@@ -156,7 +160,8 @@ class Coalescer:
         return sum(queue.windows for queue in self._queues.values())
 
     def wait_s(self, key: str, windows: int, fleet: str = "") -> float:
-        """How long `windows` more of `fleet` would wait to be sent (0 while the model's scoring time is unknown)."""
+        """How long `windows` more of `fleet` would wait to be sent, the event loop's lag included (0 while the
+        model's scoring time is unknown)."""
         queue = self._queues.get(key)
         service = self._service.get(key)
         if queue is None or service is None or service.per_window_s is None:
@@ -167,14 +172,19 @@ class Coalescer:
         if len(queue.calls) >= self.max_calls:  # every call slot is taken: the calls under way finish first
             now = asyncio.get_running_loop().time()
             wait += sum(max(0.0, size * per_window - (now - sent)) for sent, size in queue.calls.values())
-        return wait / self.max_calls
+        return wait / self.max_calls + (self._lag() if self._lag is not None else 0.0)
+
+    def admit(self, key: str, windows: int) -> None:
+        """Raise `Overloaded` when `windows` more of the current fleet would wait past the queue budget: called
+        on a request's arrival, before any work is spent on it, and again as its windows join the queue."""
+        wait = self.wait_s(key, windows, current_fleet.get())
+        if wait > self.max_queue_s:
+            self._refused("predicted", windows)
+            raise refusal(wait, self.max_queue_s, self._service[key].per_window_s, self.max_batch)
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
         fleet = current_fleet.get()
-        wait = self.wait_s(key, len(windows), fleet)
-        if wait > self.max_queue_s:
-            self._refused("predicted", len(windows))
-            raise refusal(wait, self.max_queue_s, self._service[key].per_window_s, self.max_batch)
+        self.admit(key, len(windows))
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         queue = self._queues.get(key)

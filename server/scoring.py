@@ -249,6 +249,11 @@ class RequestScorer:
                        f"one with `aelstm publish BUNDLE --fleet FLEET`")
             return [error_result(item, NOT_FOUND, message) for item in items]
         results: list[pb.ItemResult | None] = [None] * len(items)
+        try:  # refused on arrival, before decoding or touching a device: overload costs as little as it can
+            self.coalescer.admit(entry.key, len(items))
+        except Overloaded as exc:
+            refuse_items(items, range(len(items)), results, entry, exc)
+            return results
         fresh: dict[int, tuple[np.ndarray, Ticket | None]] = {}
         remembered: dict[int, Remembered] = {}
         retried: dict[int, tuple[np.ndarray, Ticket | None]] = {}

@@ -5,9 +5,10 @@ For each model (the default `aelstm train` model of the NAB machine-temperature 
 EC2 model) and each backend (`aelstm serve` on an embedded Ray, and `--backend inprocess`), one server at a time:
 
 1. the ceiling: onnxruntime alone on the bundle, one thread, at batch 16 and 256;
-2. capacity: a quick sweep (`aelstm-client loadtest --rate A:B:STEP`, 3-s steps) finds a candidate rate, which a
-   `--confirm-s` (default 30 s) fixed-rate run at that rate must confirm (p99 ≤ 50 ms, nothing lost, refused or in
-   error); a rate that fails is lowered by 15 % and run again, up to three times;
+2. capacity: a quick sweep (`aelstm-client loadtest --rate A:B:STEP`, 3-s steps) brackets the limit, a second
+   sweep at a quarter of the step refines it, and a `--confirm-s` (default 30 s) fixed-rate run at that rate must
+   confirm it (p99 ≤ 50 ms, nothing lost or in error, at most 0.1 % of items refused); a rate that fails is lowered
+   by 10 % and run again, up to three times;
 3. light load: one window per message at 320 msgs/s;
 4. overload: a base client offers the confirmed rate for `before + burst + after` seconds while a second client
    offers it again for `--burst-s` (default 60 s) in the middle: twice capacity during the burst. From the two
@@ -36,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from aelstm.client.sweep import sustained
 from benchmarks.harness import (
     AELSTM,
     REPO,
@@ -48,13 +50,13 @@ from benchmarks.harness import (
     train,
     uptime,
 )
-from benchmarks.performance.limits import SLO_MS, Grid, Phase, Workload, find_limit
+from benchmarks.performance.limits import SLO_MS, Grid, Phase, Workload, find_limit, step_row
 from benchmarks.performance.run import git_commit, machine, now, say
 
 RESULTS = REPO / "benchmarks" / "results" / "performance"
 MACHINE_TEMPERATURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / \
     "machine_temperature_system_failure.csv"
-LOWER = 0.85  # a rate that fails its confirmation is retried this much lower
+LOWER = 0.9  # a rate that fails its confirmation is retried this much lower
 LIGHT_RATE = 320.0  # msgs/s of one window each: the light-load latency run
 
 
@@ -92,9 +94,7 @@ def ceiling(bundle: Path, seconds: float) -> dict:
 
 
 def sustained_at(report: dict) -> bool:
-    m = report["measured"]
-    return (report["passed"] and m["answered"] > 0 and not m["items_refused"] and m["lost"] == 0
-            and m["latency_ms"]["p99"] <= SLO_MS)
+    return sustained(report, SLO_MS)
 
 
 def brief(report: dict, command: str) -> dict:
@@ -113,6 +113,13 @@ def capacity(target: str, workload: Workload, plan: Plan, guess: float) -> dict:
 
     swept = find_limit(one, Grid.from_zero(2 * guess, 8), workload.batch)
     rate = swept["rate"] or guess / 4
+    broke = [step["rate"] for step in swept["steps"] if step["rate"] > rate and not step["sustained"]]
+    if swept["rate"] and broke:  # between the last rate that held and the first that broke, in quarters
+        quarter = (min(broke) - rate) / 4
+        report, command = one(Grid(rate + quarter, quarter, 3))
+        swept["refined"] = {"command": command, "steps": [step_row(run, workload.batch) for run in report["sweep"]]}
+        held = [step["rate"] for step in swept["refined"]["steps"] if step["sustained"]]
+        rate = max([rate, *held])
     confirmations = []
     for _ in range(3):
         report, command = loadtest(target, [*workload.args(Phase(3.0, plan.confirm_s, 5.0)), "--rate", f"{rate:g}"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from aelstm.core.runtime import Scores
 from aelstm.server.admission import Overloaded
 from aelstm.server.backend import BackendUnavailable
 from aelstm.server.coalescer import Coalescer, current_fleet
+from aelstm.server.loop_lag import LoopLag
 
 
 class RecordingBackend:
@@ -210,6 +212,34 @@ async def test_a_backlog_past_the_budget_is_refused_at_once_with_a_retry_hint():
     assert caught.value.retry_after_ms >= 10  # at least the backlog beyond the budget
     gate.set()
     assert [(await q).score.tolist() for q in queued] == [[1] * 16] * 4
+
+
+async def test_an_ingress_behind_on_its_event_loop_refuses_on_arrival():
+    """The queue is empty, but the loop runs 30 ms late: a 20 ms budget cannot be kept, so admission refuses
+    before any work is spent; once the loop catches up, the same request is admitted."""
+    lag = [0.03]
+    backend = SlowBackend(seconds_per_window=0.0001)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.02,
+                          lag=lambda: lag[0])
+    coalescer.admit("m", 1)  # before the model's pace is known nothing is refused
+    await coalescer.score("m", windows([0] * 64))  # the pace is known from here
+    lag[0] = 0.03
+    with pytest.raises(Overloaded, match="would wait about 30 ms"):
+        coalescer.admit("m", 1)
+    lag[0] = 0.001
+    coalescer.admit("m", 1)
+    assert (await coalescer.score("m", windows([3]))).score.tolist() == [3]
+
+
+async def test_loop_lag_measures_how_late_the_loop_runs():
+    lag = LoopLag(interval_s=0.005, weight=1.0)
+    task = asyncio.create_task(lag.run())
+    await asyncio.sleep(0.02)
+    assert lag.seconds < 0.01
+    time.sleep(0.05)  # the loop is blocked: the timer fires ~50 ms late
+    await asyncio.sleep(0.001)
+    assert lag.seconds > 0.03
+    task.cancel()
 
 
 async def test_a_fleets_burst_does_not_delay_another_fleet():
