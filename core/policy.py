@@ -45,10 +45,17 @@ class Policy:
     def __post_init__(self) -> None:
         if not self.rules or not self.rules[0].reads_terms:
             raise DataError("an alarm policy starts with a rule that reads error terms (sum or likelihood)")
-        if not isinstance(self.rules[-1], ThresholdRule):
-            raise DataError("an alarm policy must end with a threshold rule (fixed, quantile, pot or spot)")
-        if any(isinstance(rule, ThresholdRule) for rule in self.rules[:-1]):
-            raise DataError("an alarm policy has exactly one threshold rule, at its end")
+        thresholds = [i for i, rule in enumerate(self.rules) if isinstance(rule, ThresholdRule)]
+        if not thresholds:
+            raise DataError("an alarm policy must end with a threshold rule (fixed, quantile, pot or spot), "
+                            "optionally followed by a hold")
+        if len(thresholds) > 1:
+            raise DataError("an alarm policy has exactly one threshold rule")
+        before, after = self.rules[: thresholds[0]], self.rules[thresholds[0] + 1 :]
+        if any(rule.reads_verdict for rule in before):
+            raise DataError("a hold rule comes after the threshold rule (it holds the threshold's alarms)")
+        if len(after) > 1 or not all(rule.reads_verdict for rule in after):
+            raise DataError("after its threshold rule an alarm policy may only have one hold rule")
 
     @classmethod
     def parse(cls, spec: str, alarms_teach: bool = True) -> Policy:
@@ -74,8 +81,12 @@ class Policy:
         return self.spec + ("" if self.alarms_teach else " (alarms do not teach)")
 
     @property
+    def threshold_index(self) -> int:
+        return next(i for i, rule in enumerate(self.rules) if isinstance(rule, ThresholdRule))
+
+    @property
     def threshold_rule(self) -> ThresholdRule:
-        return self.rules[-1]  # type: ignore[return-value]
+        return self.rules[self.threshold_index]  # type: ignore[return-value]
 
     @property
     def fitted(self) -> bool:
@@ -103,7 +114,7 @@ class Policy:
     @property
     def initial_threshold(self) -> float:
         """The threshold before any streamed score (what a static calibration would ship)."""
-        return self.start().states[-1].judge(math.nan).threshold
+        return self.start().states[self.threshold_index].judge(math.nan).threshold
 
     def run(self, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(alarms, alarm scores, thresholds in force) over one stream in time order, from a fresh state; rows
@@ -146,31 +157,38 @@ class StreamState:
 
     def judge(self, terms) -> Verdict:
         """The verdict on one window's terms; changes nothing."""
-        value = _row(terms)
-        for state in self.states[:-1]:
+        return self._judged(_row(terms))[2]
+
+    def _judged(self, terms: tuple[float, ...]) -> tuple[list, Verdict, Verdict]:
+        """(what each rule up to the threshold read, the threshold's verdict, the final verdict)."""
+        cut = self.policy.threshold_index
+        value, inputs = terms, []
+        for state in self.states[:cut]:
+            inputs.append(value)
             value = state.judge(value)
-        return self.states[-1].judge(value)
+        inputs.append(value)
+        raised = verdict = self.states[cut].judge(value)
+        for state in self.states[cut + 1 :]:
+            verdict = state.judge(verdict)
+        return inputs, raised, verdict
 
     def learn(self, terms) -> None:
         """Learn from one window's terms (every rule from what the rules before it made of them)."""
-        value = _row(terms)
-        for state in self.states:
-            following = state.judge(value)
-            state.learn(value)
-            value = following
+        inputs, raised, _ = self._judged(_row(terms))
+        self._learn(inputs, raised)
+
+    def _learn(self, inputs: list, raised: Verdict, teach: bool = True) -> None:
+        cut = self.policy.threshold_index
+        if teach:
+            for state, given in zip(self.states[: cut + 1], inputs, strict=True):
+                state.learn(given)
+        for state in self.states[cut + 1 :]:  # a hold counts every window, taught or not
+            state.learn(raised)
 
     def step(self, terms) -> Verdict:
-        """Judge, then learn (unless it alarmed and alarms do not teach)."""
-        value = _row(terms)
-        inputs = []
-        for state in self.states[:-1]:
-            inputs.append(value)
-            value = state.judge(value)
-        verdict = self.states[-1].judge(value)
-        if verdict.alarm and not self.policy.alarms_teach:
-            return verdict
-        for state, given in zip(self.states, [*inputs, value], strict=True):
-            state.learn(given)
+        """Judge, then learn (unless it alarmed, held alarms included, and alarms do not teach)."""
+        inputs, raised, verdict = self._judged(_row(terms))
+        self._learn(inputs, raised, teach=self.policy.alarms_teach or not verdict.alarm)
         return verdict
 
     @property

@@ -12,6 +12,8 @@ does. The first rule of a policy reads a window's error terms and gives one valu
 - `fixed`, `quantile`, `pot`, `spot` (value → verdict): a fixed level `value`; the `q` quantile of the validation
   values; peaks over threshold (a GPD tail fit, the level exceeded with probability `risk`); SPOT (`depth` 0) or
   drift-aware DSPOT, the POT level refitted per stream as it goes (`core.spot`).
+- `hold` (verdict → verdict, after the threshold): an alarm stays raised for the next `n` windows, so a long
+  anomaly whose score dips below the threshold now and then stays flagged over its length.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class PostRule(ABC):
 
     kind: ClassVar[str]
     reads_terms: ClassVar[bool] = False  # the policy's first rule reads a window's error terms
+    reads_verdict: ClassVar[bool] = False  # a rule after the threshold: verdict → verdict
     fitted_state: dict | None = field(default=None, kw_only=True)
 
     @property
@@ -423,8 +426,52 @@ class Spot(ThresholdRule):
         return spot_threshold(scores, SpotConfig(self.risk, self.initial_q, self.depth, self.max_peaks))
 
 
+class _HoldState(RuleState):
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.since: int | None = None  # windows judged since the last raised alarm (None: none yet)
+
+    def judge(self, verdict: Verdict) -> Verdict:
+        if verdict.alarm or self.since is None or self.since >= self.n or math.isnan(verdict.alarm_score):
+            return verdict
+        return Verdict(verdict.alarm_score, verdict.threshold, True)
+
+    def learn(self, verdict: Verdict) -> None:
+        """Count from the threshold's own alarms (not the held ones: a hold never extends itself)."""
+        if verdict.alarm:
+            self.since = 0
+        elif self.since is not None and not math.isnan(verdict.alarm_score):
+            self.since += 1
+
+    def to_dict(self) -> dict:
+        return {"since": self.since}
+
+    def restore(self, data: dict) -> None:
+        since = data.get("since")
+        self.since = None if since is None else int(since)
+
+
+@dataclass(frozen=True)
+class Hold(PostRule):
+    """`n`: the threshold's alarm is held for the next `n` windows."""
+
+    kind: ClassVar[str] = "hold"
+    reads_verdict: ClassVar[bool] = True
+    n: int = 32
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise DataError(f"hold needs n ≥ 1 windows, got {self.n}")
+
+    def fit(self, values: np.ndarray) -> tuple[PostRule, np.ndarray]:
+        return replace(self, fitted_state={}), values
+
+    def _empty(self) -> RuleState:
+        return _HoldState(self.n)
+
+
 RULES: dict[str, type[PostRule]] = {
-    rule.kind: rule for rule in (Sum, Likelihood, Refractory, Fixed, Quantile, Pot, Spot)
+    rule.kind: rule for rule in (Sum, Likelihood, Refractory, Fixed, Quantile, Pot, Spot, Hold)
 }
 
 

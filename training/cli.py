@@ -42,6 +42,15 @@ def model_options(function):
             "more (N ≤ window − patch).",
         ),
         click.option(
+            "--error-score",
+            type=click.Choice(["pooled", "standardised", "feature-max", "gaussian"]),
+            default="pooled",
+            show_default=True,
+            help="How a step's error over several features becomes one number: pooled (mean squared error), "
+            "standardised (each feature's error over its normal size), feature-max (the largest standardised error) "
+            "or gaussian (Mahalanobis distance under a shrinkage covariance). One feature: all but gaussian agree.",
+        ),
+        click.option(
             "--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss)."
         ),
         click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping."),

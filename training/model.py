@@ -15,6 +15,14 @@ import torch
 from torch import nn
 
 LSTM_INPUTS = ("latent", "reading")
+# How a step's error vector (one entry per scaled feature, p·F of them for a patch) becomes one number:
+# - pooled: the mean of the squared errors, every feature in min–max units (a noisy sensor dominates);
+# - standardised: each squared error over its mean on normal validation windows, then the mean;
+# - feature-max: the same standardised squared errors, their maximum (one sensor off is enough);
+# - gaussian: the squared Mahalanobis distance of the error vector from its normal mean, under a shrinkage
+#   (Ledoit–Wolf) covariance fitted on normal validation windows, per dimension (errors that move together
+#   normally weigh less when they move together again).
+ERROR_SCORES = ("pooled", "standardised", "feature-max", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class ModelConfig:
     lstm_input: str = "latent"  # "reading" gives the LSTM-only ablation, which never sees the encoder
     patch: int = 1  # readings per AE input: with one feature, patch 1 can only tell whether a value is in range
     score_steps: int = 1  # the score averages each error over the window's last `score_steps` steps
+    error_score: str = "pooled"  # one of ERROR_SCORES
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +58,8 @@ class JointAELSTM(nn.Module):
             raise ValueError(f"lstm_input must be one of {LSTM_INPUTS}, got {config.lstm_input!r}")
         if not 1 <= config.patch < config.window:
             raise ValueError(f"patch must be in [1, window − 1], got {config.patch} for window {config.window}")
+        if config.error_score not in ERROR_SCORES:
+            raise ValueError(f"error score must be one of {ERROR_SCORES}, got {config.error_score!r}")
         if not 1 <= config.score_steps <= config.window - config.patch:
             raise ValueError(f"score steps must be in [1, window − patch], got {config.score_steps} for window "
                              f"{config.window} and patch {config.patch}")
@@ -66,6 +77,12 @@ class JointAELSTM(nn.Module):
         self.register_buffer("clip_high", torch.tensor(torch.inf))
         self.register_buffer("weights", torch.tensor([0.5, 0.5]))  # α, β
         self.register_buffer("error_scales", torch.ones(2))  # s_rec, s_pred
+        # The error score's normal statistics (identity and zero: the pooled score), per term.
+        rec_dims = config.patch * f
+        self.register_buffer("rec_center", torch.zeros(rec_dims))
+        self.register_buffer("rec_precision", torch.eye(rec_dims))
+        self.register_buffer("pred_center", torch.zeros(f))
+        self.register_buffer("pred_precision", torch.eye(f))
 
     def set_scaling(self, minimum: np.ndarray, span: np.ndarray, clip: bool) -> None:
         """Install the training min–max; with `clip`, scaled readings are held to [0, 1]."""
@@ -78,6 +95,13 @@ class JointAELSTM(nn.Module):
         self.weights.copy_(torch.tensor([alpha, beta]))
         self.error_scales.copy_(torch.tensor([rec_scale, pred_scale]))
 
+    def set_error_statistics(self, rec: tuple[np.ndarray, np.ndarray], pred: tuple[np.ndarray, np.ndarray]) -> None:
+        """Install each term's (center, precision) of normal error vectors (`training.train` fits them)."""
+        for (center, precision), names in ((rec, ("rec_center", "rec_precision")),
+                                           (pred, ("pred_center", "pred_precision"))):
+            getattr(self, names[0]).copy_(torch.as_tensor(center, dtype=torch.float32))
+            getattr(self, names[1]).copy_(torch.as_tensor(precision, dtype=torch.float32))
+
     def patches(self, scaled: torch.Tensor) -> torch.Tensor:
         """`[B, W, F]` → `[B, W-p+1, p·F]`: the p readings ending at each step p..W, oldest first.
 
@@ -85,25 +109,43 @@ class JointAELSTM(nn.Module):
         p = self.config.patch
         return torch.cat([scaled[:, i : i - p + 1 or None] for i in range(p)], dim=-1)
 
-    def step_errors(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step errors: reconstruction `[B, W-p+1]` (patches ending at steps p..W) and next-reading prediction
-        (`[B, W-p]` for steps p+1..W from patch codes; `[B, W-1]` for steps 2..W from readings)."""
+    def step_residuals(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step signed error vectors: reconstruction `[B, W-p+1, p·F]` (patches ending at steps p..W) and
+        next-reading prediction (`[B, W-p, F]` for steps p+1..W from patch codes; `[B, W-1, F]` for steps 2..W
+        from readings)."""
         scaled = (windows - self.scale_min) / self.scale_span
         scaled = torch.clamp(scaled, self.clip_low, self.clip_high)
         patches = self.patches(scaled)
         latent = self.encoder(patches)
-        rec = ((self.decoder(latent) - patches) ** 2).mean(dim=-1)
         from_codes = self.config.lstm_input == "latent"
         sequence = latent if from_codes else scaled
         hidden, _ = self.lstm(sequence[:, :-1])
         first_target = self.config.patch if from_codes else 1
-        pred = ((self.head(hidden) - scaled[:, first_target:]) ** 2).mean(dim=-1)
-        return rec, pred
+        return self.decoder(latent) - patches, self.head(hidden) - scaled[:, first_target:]
+
+    def step_errors(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step mean squared errors (the training losses), reconstruction and prediction."""
+        rec, pred = self.step_residuals(windows)
+        return (rec**2).mean(dim=-1), (pred**2).mean(dim=-1)
+
+    def _error_score(self, residuals: torch.Tensor, center: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+        """`[B, T, D]` error vectors → `[B, T]` by the model's error score (see `ERROR_SCORES`)."""
+        centred = residuals - center
+        if self.config.error_score == "gaussian":
+            return ((centred @ precision) * centred).mean(dim=-1)
+        standardised = centred**2 * torch.diagonal(precision)  # pooled: identity, so plain squared errors
+        return standardised.amax(dim=-1) if self.config.error_score == "feature-max" else standardised.mean(dim=-1)
+
+    def step_scores(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step error scores, reconstruction and prediction (unscaled terms of A)."""
+        rec, pred = self.step_residuals(windows)
+        return (self._error_score(rec, self.rec_center, self.rec_precision),
+                self._error_score(pred, self.pred_center, self.pred_precision))
 
     def last_errors(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each error averaged over the window's last `score_steps` steps `[B]`: with more than one step a single
         noisy reading weighs less and a sustained change more."""
-        rec, pred = self.step_errors(windows)
+        rec, pred = self.step_scores(windows)
         steps = self.config.score_steps
         return rec[:, -steps:].mean(dim=1), pred[:, -steps:].mean(dim=1)
 

@@ -29,7 +29,8 @@ from aelstm.core.preprocess import (
 )
 from aelstm.core.progress import ProgressBar
 
-from .model import JointAELSTM, ModelConfig
+from .error_statistics import fit_error_statistics
+from .model import ERROR_SCORES, JointAELSTM, ModelConfig
 
 ONNX_OPSET = 17
 EpochCallback = Callable[[dict], None]  # one epoch's record: phase, epoch, rec, pred, val_loss
@@ -47,6 +48,7 @@ class TrainConfig:
     lstm_layers: int = 2
     patch: int = 1
     score_steps: int = 1
+    error_score: str = "pooled"  # how a step's error vector becomes one number (`model.ERROR_SCORES`)
     epochs: int = 100
     patience: int = 5
     min_delta: float = 0.01  # an improvement lowers the validation loss by this fraction of its last improved value
@@ -74,6 +76,7 @@ class TrainConfig:
                                             f"(need window ≥ patch + 1 = {self.patch + 1})"),
             (1 <= self.score_steps <= self.window - self.patch,
              f"score steps must be in [1, window − patch = {self.window - self.patch}], got {self.score_steps}"),
+            (self.error_score in ERROR_SCORES, f"error score must be one of {ERROR_SCORES}, got {self.error_score!r}"),
             (self.epochs >= 0, "epochs must be ≥ 0 (0 keeps the random initial weights: the untrained floor)"),
             (0.0 <= self.min_delta < 1.0, "min delta must be in [0, 1) (a fraction of the best validation loss)"),
             (self.learning_rate > 0, "learning rate must be > 0"),
@@ -268,7 +271,7 @@ def _initial_model(n_features: int, config: TrainConfig, init: FittedModel | Non
     lstm_input = "reading" if config.mode == "lstm" else "latent"
     wanted = ModelConfig(
         n_features, config.window, config.hidden, config.latent, config.lstm_layers, lstm_input, config.patch,
-        config.score_steps
+        config.score_steps, config.error_score
     )
     if init is None:
         return JointAELSTM(wanted)
@@ -322,6 +325,7 @@ def _fit(
 
     model.eval()
     with torch.no_grad():
+        model.set_error_statistics(*fit_error_statistics(model, val_t))
         rec, pred = model.last_errors(train_t)
     scales = (max(rec.mean().item(), 1e-12), max(pred.mean().item(), 1e-12))
     model.set_score_weights(*config.score_weights, *scales)
@@ -410,6 +414,7 @@ def write_bundle(
         "architecture": fitted.model.config.to_dict(),
         "score": {
             "formula": "alpha * rec / rec_scale + beta * pred / pred_scale, at the window's last step",
+            "error_score": fitted.model.config.error_score,
             "alpha": alpha,
             "beta": beta,
             "rec_scale": fitted.error_scales[0],

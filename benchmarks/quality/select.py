@@ -27,6 +27,10 @@ from aelstm.training.evaluation.selection import RULE, RULE_HISTORY, aelstm_vari
 WINDOW = 16  # as `aelstm evaluate`'s default
 
 
+def _label(row: dict) -> str:
+    return row["policy"] + ("" if row.get("alarms_teach", True) else " (alarms do not teach)")
+
+
 def markdown(data: dict) -> str:
     chosen = data["chosen"]
     out = [f"# Settings selection: {data['dataset']} (development runs only)", "",
@@ -35,7 +39,7 @@ def markdown(data: dict) -> str:
            f"Chose on: {', '.join(data['development_groups'])} runs ({len(data['cases'])}: "
            f"{', '.join(data['cases'])}). Never loaded here, reported elsewhere: "
            f"{', '.join(data['held_out_groups'])} runs.", "", f"Rule: {data['rule']}. {data['rule_history']}", "",
-           f"**Chosen:** alarm policy {chosen['policy']}, AE-LSTM variant {chosen['aelstm'] or 'defaults'} "
+           f"**Chosen:** alarm policy {_label(chosen)}, AE-LSTM variant {chosen['aelstm'] or 'defaults'} "
            f"(mean F1 {chosen['mean_f1']:.3f}, mean FAR {100 * chosen['mean_fpr']:.1f} % on the development runs).",
            "", f"For scale: flagging every test row of these runs gives F1 {data['grid'][0]['all_flagged_f1']:.3f}; "
            "best F1 is the highest F1 any threshold reaches (chosen with labels: an upper bound).",
@@ -43,7 +47,7 @@ def markdown(data: dict) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
     for r in data["grid"]:
         ratio = "–" if r["shipped_over_best"] is None else f"{100 * r['shipped_over_best']:.0f} %"
-        out.append(f"| {r['detector']} | {r['aelstm'] or '–'} | {r['policy']} | {r['f1']:.3f} | {100 * r['fpr']:.1f} | "
+        out.append(f"| {r['detector']} | {r['aelstm'] or '–'} | {_label(r)} | {r['f1']:.3f} | {100 * r['fpr']:.1f} | "
                    f"{r['best_f1']:.3f} | {ratio} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} |")
     return "\n".join([*out, ""])
 

@@ -13,7 +13,7 @@ from aelstm.core.policy import DEFAULT_POLICY, Policy
 LIKELIHOOD = "likelihood | refractory:n=50 | fixed:value=0.5"
 DSPOT = "sum | spot:risk=0.0001,depth=512"
 SPECS = [DEFAULT_POLICY, DSPOT, "sum | pot:risk=0.001", "sum | quantile:q=0.99", LIKELIHOOD,
-         "likelihood:short=5,long=200 | fixed:value=0.5"]
+         "likelihood:short=5,long=200 | fixed:value=0.5", DSPOT + " | hold:n=16"]
 
 
 def normal_terms(rows: int, seed: int) -> np.ndarray:
@@ -73,6 +73,26 @@ def test_when_alarms_do_not_teach_a_long_anomaly_stays_flagged():
     assert teaching[500:].mean() < 0.5  # DSPOT learns the new level: a drifted device goes quiet
 
 
+def test_a_hold_keeps_an_alarm_raised_through_dips_and_then_lets_go():
+    policy = Policy.parse("sum | fixed:value=1 | hold:n=3").fit(np.zeros((5, 1)))
+    scores = np.array([0, 2, 0, 0, 2, 0, 0, 0, 0, 0, np.nan, 0], dtype=float)
+    alarms = policy.flags(scores[:, None])
+    np.testing.assert_array_equal(alarms, [0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+
+
+def test_held_alarms_do_not_teach_when_alarms_do_not_teach():
+    """A long anomaly whose score dips under the threshold now and then: without the hold its dips teach DSPOT
+    and the alarm fades; with it the anomaly stays flagged, and a normal stream afterwards goes quiet again."""
+    fitted = Policy.parse(DSPOT + " | hold:n=32", alarms_teach=False).fit(normal_terms(2_000, 12))
+    plain = Policy.parse(DSPOT, alarms_teach=False).fit(normal_terms(2_000, 12))
+    anomaly = normal_terms(1_000, 13) + 6.0
+    anomaly[::20] = 0.1  # a dip every 20 windows
+    stream = np.vstack([normal_terms(500, 14), anomaly, normal_terms(500, 15)])
+    held, unheld = fitted.flags(stream), plain.flags(stream)
+    assert held[501:1_500].all() and not unheld[501:1_500].all()  # the anomaly's first window is a dip
+    assert held[1_600:].mean() < 0.02
+
+
 def test_the_likelihood_is_causal_needs_history_and_floors_the_spread():
     policy = Policy.parse("likelihood:min_history=20 | fixed:value=0.5").fit(np.ones((30, 1)))
     flat = policy.run(np.ones((200, 1)))[1]
@@ -110,6 +130,9 @@ def test_rows_without_a_score_never_alarm_and_teach_nothing():
     ("sum | pot:colour=3", "has no setting"),
     ("sum || pot", "empty rule"),
     ("sum | spot:risk=0.5", "risk must be in"),
+    ("sum | hold:n=4 | pot", "comes after the threshold rule"),
+    ("sum | pot | hold | hold", "only have one hold rule"),
+    ("sum | pot | hold:n=0", "hold needs n ≥ 1"),
 ])
 def test_bad_policies_are_refused_with_what_to_fix(spec, message):
     with pytest.raises(DataError, match=message):

@@ -79,6 +79,10 @@ def test_the_grid_and_selection_files_name_policies():
     assert {policy.threshold_rule.kind for policy in policies()} == {"pot", "spot"}
     assert chosen_policy({"policy": "sum | pot:risk=0.01"}).spec == chosen_policy(
         {"calibrator": {"method": "pot", "risk": 0.01, "depth": 0}}).spec
+    kept = chosen_policy({"policy": "sum | spot:risk=0.01,depth=32 | hold:n=32", "alarms_teach": False})
+    assert kept.spec.endswith("hold:n=32") and not kept.alarms_teach
+    endings = {(p.rules[-1].kind, p.alarms_teach) for p in policies()}
+    assert endings >= {("hold", False), ("hold", True), ("spot", False)}
 
 
 def test_aelstm_policy_is_its_fitted_one_or_fitted_on_the_same_validation_terms():
@@ -101,7 +105,8 @@ def test_aelstm_policy_is_its_fitted_one_or_fitted_on_the_same_validation_terms(
 
 def test_selection_rule_takes_the_fewest_false_alarms_among_the_best_f1():
     def row(detector, risk, f1, fpr, aelstm=None):
-        return {"detector": detector, "aelstm": aelstm or {}, "f1": f1, "fpr": fpr, "policy": f"sum | pot:risk={risk}"}
+        return {"detector": detector, "aelstm": aelstm or {}, "f1": f1, "fpr": fpr, "policy": f"sum | pot:risk={risk}",
+                "alarms_teach": True}
 
     rows = [row("ae-lstm", 1e-2, 0.80, 0.5, {"patch": 1}), row("pca", 1e-2, 0.80, 0.4),
             row("ae-lstm", 1e-3, 0.795, 0.3, {"patch": 1}), row("pca", 1e-3, 0.795, 0.2),

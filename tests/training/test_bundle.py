@@ -67,6 +67,20 @@ def test_onnx_matches_torch_with_patches(tmp_path, mode):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("error_score", ["standardised", "feature-max", "gaussian"])
+def test_onnx_matches_torch_for_each_error_score(tmp_path, error_score):
+    rng = np.random.default_rng(0)
+    values = np.cumsum(rng.normal(size=(900, 3)), axis=0)
+    config = TrainConfig(window=10, hidden=8, latent=3, patch=2, epochs=1, error_score=error_score)
+    fitted = fit(values[:600], config, progress=False)
+    bundle = write_bundle(fitted, tmp_path, feature_names=("a", "b", "c"), name="multi", version="1", source={})
+    assert bundle.manifest["architecture"]["error_score"] == bundle.manifest["score"]["error_score"] == error_score
+    windows = sliding_windows(values, 10)[::7]
+    onnx = BundleScorer(bundle, device="cpu").score(windows)
+    for got, want in zip((onnx.score, onnx.rec_part, onnx.pred_part), fitted.score_parts(windows), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_a_bundle_from_before_patches_still_loads_and_scores(bundle_copy, tiny_bundle):
     _edit_manifest(bundle_copy, lambda m: (m["architecture"].pop("patch"), m["architecture"].pop("score_steps")))
     windows = sliding_windows(tiny_bundle[2].values[:100], 16)

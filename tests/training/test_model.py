@@ -174,3 +174,62 @@ def test_score_steps_average_each_error_over_the_last_steps():
     torch.testing.assert_close(pred_part, 0.5 * pred[:, -4:].mean(dim=1))
     with pytest.raises(DataError, match="score steps must be in"):
         TrainConfig(window=8, patch=2, score_steps=7)
+
+
+def _scored(error_score: str, normal: np.ndarray, vectors: list[list[float]]) -> np.ndarray:
+    """Prediction error scores of `vectors` under statistics fitted on `normal` error vectors."""
+    from aelstm.training.error_statistics import error_statistics
+
+    model = JointAELSTM(ModelConfig(n_features=normal.shape[1], window=4, error_score=error_score))
+    stats = error_statistics(normal, error_score)
+    model.set_error_statistics(stats, stats)
+    with torch.no_grad():
+        residuals = torch.tensor([vectors], dtype=torch.float32)
+        return model._error_score(residuals, model.pred_center, model.pred_precision)[0].numpy()
+
+
+def test_standardised_scores_weigh_each_sensor_by_its_normal_error():
+    """A quiet sensor 3σ off against a noisy one 0.3σ off: the same squared error in min–max units."""
+    normal = np.random.default_rng(0).normal(size=(5000, 2)) * [1.0, 0.1]
+    quiet_off, noisy_off = [0.0, 0.3], [0.3, 0.0]
+    pooled = _scored("pooled", normal, [quiet_off, noisy_off])
+    assert pooled[0] == pytest.approx(pooled[1])
+    for name in ("standardised", "feature-max", "gaussian"):
+        scores = _scored(name, normal, [quiet_off, noisy_off])
+        assert scores[0] > 50 * scores[1], (name, scores)
+
+
+def test_gaussian_scores_see_sensors_that_stop_moving_together():
+    """Two sensors whose errors move together: the same sizes, apart, are far more surprising."""
+    base = np.random.default_rng(0).normal(size=5000)
+    normal = np.stack([base, base + 0.05 * np.random.default_rng(1).normal(size=5000)], axis=1)
+    together, apart = [1.0, 1.0], [1.0, -1.0]
+    standardised = _scored("standardised", normal, [together, apart])
+    assert standardised[0] == pytest.approx(standardised[1], rel=0.05)
+    gaussian = _scored("gaussian", normal, [together, apart])
+    assert gaussian[1] > 50 * gaussian[0], gaussian
+
+
+def test_error_scores_with_identity_statistics_are_the_pooled_score():
+    windows = torch.randn(4, 8, 3)
+    scores = {}
+    for name in ("pooled", "standardised", "gaussian"):
+        torch.manual_seed(0)  # the same weights each time
+        model = JointAELSTM(ModelConfig(n_features=3, window=8, error_score=name)).eval()
+        with torch.no_grad():
+            scores[name] = model(windows)[0]
+    torch.testing.assert_close(scores["standardised"], scores["pooled"])
+    torch.testing.assert_close(scores["gaussian"], scores["pooled"])
+    with pytest.raises(DataError, match="error score must be one of"):
+        TrainConfig(error_score="median")
+
+
+def test_a_constant_sensor_does_not_make_scores_infinite():
+    t = np.arange(600)
+    values = np.stack([np.sin(2 * np.pi * t / 24), np.full(600, 5.0)], axis=1)
+    for name in ("standardised", "feature-max", "gaussian"):
+        fitted = fit(values, TrainConfig(window=12, hidden=8, latent=2, epochs=2, policy=STATIC, error_score=name),
+                     progress=False)
+        moved = values[-40:].copy()
+        moved[:, 1] = 5.5
+        assert np.isfinite(fitted.score(np.stack([moved[i : i + 12] for i in range(20)]))).all(), name

@@ -49,6 +49,7 @@ class Protocol:
     reference: np.ndarray | None = None  # a normal recording every case's detector may also learn from
     split: str = "all"
     split_note: str = "no development split declared: every case is reported"
+    targets: bool = True  # False: too small or not discriminating, so its figures are not judged against targets
 
 
 SKAB_TRAIN_ROWS = 400
@@ -179,7 +180,10 @@ def nbaiot(root: Path, quick: bool = False, window: int = 16) -> Protocol:
         [case],
         "N-BaIoT sample (4 × 299 rows, 115 features): schema and end-to-end smoke only. Detectors learn from the "
         "first half of the benign file and score its second half followed by the three attack files.",
-        ["Too small and stitched from capture start-ups: the figures show the pipeline runs, they are not results."],
+        ["Too small and stitched from capture start-ups: the figures show the pipeline runs, they are not results.",
+         "Not judged against any target: every detector, the untrained AE-LSTM included, separates these files "
+         "perfectly, and the sample holds one benign capture of one device (no unseen device to judge on)."],
+        targets=False,
     )
 
 

@@ -33,7 +33,7 @@ EXTRA_ROWS = ("isolation-forest", "pca", "zscore", "ae-lstm-untrained", "random"
 ABLATIONS = ("ae-only", "lstm-only", "ae-then-lstm")
 SKAB_LEADERBOARD = (("Conv-AE (leaderboard best)", 0.78, 13.55, 28.02), ("LSTM-AE", 0.74, 29.96, 25.92),
                     ("Isolation forest", 0.29, 2.56, 82.89))
-SKAB_TARGET = {"f1": 0.78, "far_percent": 20.0}
+SKAB_TARGET = {"f1": 0.80, "far_percent": 15.0}
 SHIPPED_TARGET = 0.80  # shipped F1 as a share of the best F1 over all thresholds
 F1_TIE = 0.005  # F1 gaps this small are within run-to-run noise: reported as a tie, not a win
 SUMMARY = ("f1", "fpr", "roc_auc", "pr_auc", "best_f1", "shipped_over_best")
@@ -91,6 +91,7 @@ def build_json(protocol: Protocol, results: dict[str, list[DetectorResult]], ski
         "split": protocol.split,
         "split_note": protocol.split_note,
         "notes": protocol.notes,
+        "targets": protocol.targets,
         "cases": [c.name for c in protocol.cases],
         "settings": settings,
         "detectors": {name: detector_json(runs) for name, runs in results.items()},
@@ -131,9 +132,23 @@ def _beats(report: dict, joint: str, other: str, key: str) -> bool:
     return a["mean"] is not None and b["mean"] is not None and a["mean"] - b["mean"] > max(spread, F1_TIE)
 
 
+def _ahead_by_two_se(report: dict, joint: str, other: str, key: str) -> bool:
+    """`joint`'s mean exceeds `other`'s by more than two standard errors of the difference of the means (a
+    detector run with one seed contributes none)."""
+    a, b = (report["detectors"][n]["summary"][key] for n in (joint, other))
+    if a["mean"] is None or b["mean"] is None:
+        return False
+    errors = [(cell["sd"] or 0.0) / np.sqrt(len(report["detectors"][n]["seeds"]))
+              for cell, n in ((a, joint), (b, other))]
+    return a["mean"] - b["mean"] > 2 * float(np.hypot(*errors))
+
+
 def _targets(report: dict) -> list[str]:
     """Each target and claim, stated MET / NOT met (means over seeds where there are several)."""
     names = report["detectors"]
+    if not report.get("targets", True):
+        return ["- Not judged against the targets (see the notes above); the co-training comparison below is for "
+                "the record only.", *_cotraining(report)]
     lines = []
     if "ae-lstm" in names:
         f1, fpr = _mean(report, "ae-lstm", "f1"), _mean(report, "ae-lstm", "fpr")
@@ -144,8 +159,9 @@ def _targets(report: dict) -> list[str]:
                          f"{'MET' if ok else 'NOT met'} — joint AE-LSTM F1 {f1:.3f}, FAR {_pct(fpr)}%.")
         for baseline in ("pca", "isolation-forest"):
             if baseline in names:
-                ahead = [k for k in ("roc_auc", "pr_auc") if _beats(report, "ae-lstm", baseline, k)]
-                lines.append(f"- Joint AE-LSTM ahead of {baseline} on ROC-AUC and PR-AUC: "
+                ahead = [k for k in ("roc_auc", "pr_auc") if _ahead_by_two_se(report, "ae-lstm", baseline, k)]
+                lines.append(f"- Joint AE-LSTM ahead of {baseline} on ROC-AUC and PR-AUC by more than two standard "
+                             "errors: "
                              f"{'MET' if len(ahead) == 2 else 'NOT met'} (ROC-AUC "
                              f"{_versus(report, baseline, 'roc_auc')}; PR-AUC {_versus(report, baseline, 'pr_auc')}).")
     ratios = {n: _mean(report, n, "shipped_over_best") for n in names}

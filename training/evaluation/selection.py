@@ -24,8 +24,10 @@ from .runner import run_cases
 
 RISKS = (1e-4, 1e-3, 1e-2)
 DEPTHS = (0, 32, 128, 512)
+HOLDS = (None, 32)  # windows an alarm is held (None: no hold rule)
 PATCHES = (1, 4)
 SCORE_STEPS = (1, 8)
+ERROR_SCORES = ("pooled", "standardised", "feature-max", "gaussian")
 DETECTORS = ("ae-lstm", "pca", "isolation-forest")
 F1_SLACK = 0.02
 RULE = (f"means over {', '.join(DETECTORS)} on the development runs' pooled test rows: the lowest mean FAR among "
@@ -35,21 +37,29 @@ RULE_HISTORY = ("A first rule (the best mean F1 among settings with mean FAR ≤
                 "it chose a streaming one at about half the F1 (mean F1 0.39 against 0.75). Risk 1e-4 joined the grid "
                 "then. No held-out run had been scored with any setting before the final rule. The AE-LSTM's "
                 "score_steps (1 or 8: errors averaged over the window's last steps) joined the variants after a "
-                "first held-out report; the rule and the development runs stayed the same.")
+                "first held-out report; the rule and the development runs stayed the same. The error score (pooled, "
+                "standardised, feature-max, gaussian) joined the variants later still, with the same rule and runs.")
 FIGURES = ("f1", "fpr", "best_f1", "shipped_over_best", "roc_auc", "pr_auc", "all_flagged_f1")
 
 
-def policies(risks: Sequence[float] = RISKS, depths: Sequence[int] = DEPTHS) -> list[Policy]:
-    """The score against static POT per risk, then streaming SPOT per drift depth and risk."""
-    return ([Policy.parse(f"sum | pot:risk={r:g}") for r in risks]
-            + [Policy.parse(f"sum | spot:risk={r:g},depth={d}") for d in depths for r in risks])
+def policies(risks: Sequence[float] = RISKS, depths: Sequence[int] = DEPTHS,
+             holds: Sequence[int | None] = HOLDS) -> list[Policy]:
+    """The score against static POT per risk, then streaming SPOT per drift depth and risk, whose alarms teach or
+    do not; each without a hold and with each hold."""
+    def held(spec: str) -> list[str]:
+        return [spec if n is None else f"{spec} | hold:n={n}" for n in holds]
+
+    static = [Policy.parse(s) for r in risks for s in held(f"sum | pot:risk={r:g}")]
+    streaming = [Policy.parse(s, teach) for d in depths for r in risks for s in held(f"sum | spot:risk={r:g},depth={d}")
+                 for teach in (True, False)]
+    return static + streaming
 
 
 def chosen_policy(picked: dict) -> Policy:
-    """The policy a selection file chose: its `policy` spec, or (files written before policies) its calibrator's
-    method, risk and drift depth."""
+    """The policy a selection file chose: its `policy` spec (and whether alarms teach), or (files written before
+    policies) its calibrator's method, risk and drift depth."""
     if "policy" in picked:
-        return Policy.parse(picked["policy"])
+        return Policy.parse(picked["policy"], picked.get("alarms_teach", True))
     calibrator = picked["calibrator"]
     if calibrator["method"] == "pot":
         return Policy.parse(f"sum | pot:risk={calibrator['risk']:g}")
@@ -57,8 +67,9 @@ def chosen_policy(picked: dict) -> Policy:
 
 
 def aelstm_variants() -> list[dict]:
-    """Every `patch` × `score_steps` combination of the AE-LSTM family."""
-    return [{"patch": p, "score_steps": k} for p, k in itertools.product(PATCHES, SCORE_STEPS)]
+    """Every `patch` × `score_steps` × `error_score` combination of the AE-LSTM family."""
+    return [{"patch": p, "score_steps": k, "error_score": e}
+            for p, k, e in itertools.product(PATCHES, SCORE_STEPS, ERROR_SCORES)]
 
 
 def grid(protocol: Protocol, settings: Settings, grid_policies: Sequence[Policy],
@@ -73,6 +84,7 @@ def grid(protocol: Protocol, settings: Settings, grid_policies: Sequence[Policy]
             for result in run_cases(protocol, name, detector, grid_policies, bar, settings.seed):
                 pooled = result.pooled()
                 rows.append({"detector": name, "aelstm": variant, "policy": result.policy.spec,
+                             "alarms_teach": result.policy.alarms_teach,
                              "median_fit_seconds": float(np.median(result.fit_seconds)),
                              **{k: pooled[k] for k in FIGURES}})
     return rows
@@ -82,10 +94,10 @@ def choose(rows: Sequence[dict]) -> dict:
     """The setting the declared rule picks, with the figures it was picked on."""
     candidates = []
     variants = [r["aelstm"] for r in rows if r["detector"] == "ae-lstm"]
-    specs = list(dict.fromkeys(r["policy"] for r in rows))  # in grid order: the first among ties wins
-    for variant, spec in itertools.product(_unique(variants), specs):
-        chosen = [r for r in rows if r["policy"] == spec and r["aelstm"] in ({}, variant)]
-        candidates.append({"policy": spec, "aelstm": variant,
+    specs = list(dict.fromkeys((r["policy"], r["alarms_teach"]) for r in rows))  # grid order: first among ties wins
+    for variant, (spec, teach) in itertools.product(_unique(variants), specs):
+        chosen = [r for r in rows if (r["policy"], r["alarms_teach"]) == (spec, teach) and r["aelstm"] in ({}, variant)]
+        candidates.append({"policy": spec, "alarms_teach": teach, "aelstm": variant,
                            "mean_f1": float(np.mean([r["f1"] for r in chosen])),
                            "mean_fpr": float(np.mean([r["fpr"] for r in chosen]))})
     best = max(c["mean_f1"] for c in candidates)
