@@ -43,12 +43,12 @@ def model_options(function):
         ),
         click.option(
             "--error-score",
-            type=click.Choice(["pooled", "standardised", "feature-max", "gaussian"]),
+            type=click.Choice(["pooled", "standardised", "feature-max"]),
             default="pooled",
             show_default=True,
             help="How a step's error over several features becomes one number: pooled (mean squared error), "
-            "standardised (each feature's error over its normal size), feature-max (the largest standardised error) "
-            "or gaussian (Mahalanobis distance under a shrinkage covariance). One feature: all but gaussian agree.",
+            "standardised (each feature's squared error over its normal size, averaged) or feature-max (the largest "
+            "of them). With one feature all three agree.",
         ),
         click.option(
             "--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss)."

@@ -18,11 +18,8 @@ LSTM_INPUTS = ("latent", "reading")
 # How a step's error vector (one entry per scaled feature, p·F of them for a patch) becomes one number:
 # - pooled: the mean of the squared errors, every feature in min–max units (a noisy sensor dominates);
 # - standardised: each squared error over its mean on normal validation windows, then the mean;
-# - feature-max: the same standardised squared errors, their maximum (one sensor off is enough);
-# - gaussian: the squared Mahalanobis distance of the error vector from its normal mean, under a shrinkage
-#   (Ledoit–Wolf) covariance fitted on normal validation windows, per dimension (errors that move together
-#   normally weigh less when they move together again).
-ERROR_SCORES = ("pooled", "standardised", "feature-max", "gaussian")
+# - feature-max: the same standardised squared errors, their maximum (one sensor off is enough).
+ERROR_SCORES = ("pooled", "standardised", "feature-max")
 
 
 @dataclass(frozen=True)
@@ -77,12 +74,9 @@ class JointAELSTM(nn.Module):
         self.register_buffer("clip_high", torch.tensor(torch.inf))
         self.register_buffer("weights", torch.tensor([0.5, 0.5]))  # α, β
         self.register_buffer("error_scales", torch.ones(2))  # s_rec, s_pred
-        # The error score's normal statistics (identity and zero: the pooled score), per term.
-        rec_dims = config.patch * f
-        self.register_buffer("rec_center", torch.zeros(rec_dims))
-        self.register_buffer("rec_precision", torch.eye(rec_dims))
-        self.register_buffer("pred_center", torch.zeros(f))
-        self.register_buffer("pred_precision", torch.eye(f))
+        # Per dimension of each term's error vector, 1 / its mean squared error on normal windows (ones: pooled).
+        self.register_buffer("rec_error_weights", torch.ones(config.patch * f))
+        self.register_buffer("pred_error_weights", torch.ones(f))
 
     def set_scaling(self, minimum: np.ndarray, span: np.ndarray, clip: bool) -> None:
         """Install the training min–max; with `clip`, scaled readings are held to [0, 1]."""
@@ -95,12 +89,10 @@ class JointAELSTM(nn.Module):
         self.weights.copy_(torch.tensor([alpha, beta]))
         self.error_scales.copy_(torch.tensor([rec_scale, pred_scale]))
 
-    def set_error_statistics(self, rec: tuple[np.ndarray, np.ndarray], pred: tuple[np.ndarray, np.ndarray]) -> None:
-        """Install each term's (center, precision) of normal error vectors (`training.train` fits them)."""
-        for (center, precision), names in ((rec, ("rec_center", "rec_precision")),
-                                           (pred, ("pred_center", "pred_precision"))):
-            getattr(self, names[0]).copy_(torch.as_tensor(center, dtype=torch.float32))
-            getattr(self, names[1]).copy_(torch.as_tensor(precision, dtype=torch.float32))
+    def set_error_weights(self, rec: np.ndarray, pred: np.ndarray) -> None:
+        """Install each term's per-dimension error weights (`training.error_weights` fits them)."""
+        self.rec_error_weights.copy_(torch.as_tensor(rec, dtype=torch.float32))
+        self.pred_error_weights.copy_(torch.as_tensor(pred, dtype=torch.float32))
 
     def patches(self, scaled: torch.Tensor) -> torch.Tensor:
         """`[B, W, F]` → `[B, W-p+1, p·F]`: the p readings ending at each step p..W, oldest first.
@@ -128,19 +120,15 @@ class JointAELSTM(nn.Module):
         rec, pred = self.step_residuals(windows)
         return (rec**2).mean(dim=-1), (pred**2).mean(dim=-1)
 
-    def _error_score(self, residuals: torch.Tensor, center: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    def error_score(self, residuals: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """`[B, T, D]` error vectors → `[B, T]` by the model's error score (see `ERROR_SCORES`)."""
-        centred = residuals - center
-        if self.config.error_score == "gaussian":
-            return ((centred @ precision) * centred).mean(dim=-1)
-        standardised = centred**2 * torch.diagonal(precision)  # pooled: identity, so plain squared errors
-        return standardised.amax(dim=-1) if self.config.error_score == "feature-max" else standardised.mean(dim=-1)
+        weighted = residuals**2 * weights  # pooled: weights of one, so plain squared errors
+        return weighted.amax(dim=-1) if self.config.error_score == "feature-max" else weighted.mean(dim=-1)
 
     def step_scores(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-step error scores, reconstruction and prediction (unscaled terms of A)."""
         rec, pred = self.step_residuals(windows)
-        return (self._error_score(rec, self.rec_center, self.rec_precision),
-                self._error_score(pred, self.pred_center, self.pred_precision))
+        return self.error_score(rec, self.rec_error_weights), self.error_score(pred, self.pred_error_weights)
 
     def last_errors(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each error averaged over the window's last `score_steps` steps `[B]`: with more than one step a single

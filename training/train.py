@@ -29,7 +29,7 @@ from aelstm.core.preprocess import (
 )
 from aelstm.core.progress import ProgressBar
 
-from .error_statistics import fit_error_statistics
+from .error_weights import fit_error_weights
 from .model import ERROR_SCORES, JointAELSTM, ModelConfig
 
 ONNX_OPSET = 17
@@ -325,7 +325,7 @@ def _fit(
 
     model.eval()
     with torch.no_grad():
-        model.set_error_statistics(*fit_error_statistics(model, val_t))
+        model.set_error_weights(*fit_error_weights(model, val_t))
         rec, pred = model.last_errors(train_t)
     scales = (max(rec.mean().item(), 1e-12), max(pred.mean().item(), 1e-12))
     model.set_score_weights(*config.score_weights, *scales)
