@@ -3,7 +3,7 @@
 A model scores a window as error terms (the AE-LSTM's weighted reconstruction and prediction errors; a baseline's
 single score). The policy turns each stream's terms into a verdict, in time order:
 
-    terms ─► rule ─► rule ─► … ─► threshold rule ─► Verdict(alarm score, threshold in force, alarm)
+    terms ─► rule ─► rule ─► … ─► threshold rule ─► Verdict(alarm score, threshold in force, alarm) [─► hold]
 
 for example `sum | spot:depth=512` (the score A(t) = α·rec + β·pred against a drift-aware SPOT threshold) or
 `likelihood | refractory:n=100 | fixed:value=0.5` (each term's anomaly likelihood against the device's own past,
@@ -14,7 +14,9 @@ score`, the ingress per device, `Detector.flags`, the evaluation harness and the
 Judging is kept apart from learning (river's `score_one` / `learn_one`): `StreamState.judge` never changes
 anything, `StreamState.learn` does. `StreamState.step` judges, then learns unless the policy says alarms do not
 teach (`alarms_teach=False`): then a stream's alarms never move its baseline or tail, so a long anomaly stays
-flagged, at the price that a real shift of normal behaviour keeps alarming until the model is retrained.
+flagged, at the price that a real shift of normal behaviour keeps alarming until the model is retrained. A `hold`
+after the threshold keeps an alarm raised for its next `n` windows, so the dips of a long anomaly's score stay
+flagged (and, when alarms do not teach, teach nothing either).
 """
 
 from __future__ import annotations
@@ -27,11 +29,19 @@ import numpy as np
 from .errors import DataError
 from .rules import RULES, Fixed, PostRule, RuleState, Sum, ThresholdRule, Verdict, parse_rule
 
-__all__ = ["DEFAULT_POLICY", "Policy", "StreamState", "Verdict"]
+__all__ = ["DEFAULT_POLICY", "MULTIVARIATE_POLICY", "Policy", "StreamState", "Verdict", "default_policy"]
 
 # The shipped policy: the score against a drift-aware DSPOT threshold, chosen on NAB's development half by the alarms
 # a served model raises (`python -m benchmarks.nab.served`).
 DEFAULT_POLICY = "sum | spot:risk=0.0001,depth=512"
+# The shipped policy for several sensors: a static POT level whose alarms are held for 32 windows, chosen on SKAB's
+# development runs (`python -m benchmarks.quality.select`), whose anomalies last hundreds of readings.
+MULTIVARIATE_POLICY = "sum | pot:risk=0.0001 | hold:n=32"
+
+
+def default_policy(n_features: int) -> str:
+    """The shipped policy for data of this shape: each was chosen on development data of that shape."""
+    return DEFAULT_POLICY if n_features == 1 else MULTIVARIATE_POLICY
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import click
 from aelstm.core.bundle import load_bundle
 from aelstm.core.cli_options import data_options, echo_features, read_series
 from aelstm.core.errors import AelstmError
-from aelstm.core.policy import DEFAULT_POLICY
+from aelstm.core.policy import DEFAULT_POLICY, MULTIVARIATE_POLICY
 
 from .evaluation.cli import evaluate
 
@@ -74,12 +74,12 @@ def model_options(function):
         ),
         click.option(
             "--policy",
-            default=DEFAULT_POLICY,
-            show_default=True,
-            help="Alarm policy: rules separated by '|', fitted on normal validation scores and run per device. First "
+            help=f"Alarm policy [default: for one feature `{DEFAULT_POLICY}`, for several `{MULTIVARIATE_POLICY}`]: "
+            "rules separated by '|', fitted on normal validation scores and run per device. First "
             "`sum` (the score) or `likelihood[:short=N,long=N]` (each error term against the device's own past); then "
             "optionally `refractory:n=N` (one alarm per episode); last a threshold: `spot:risk=R,depth=D` (streaming, "
-            "drift-aware with depth > 0), `pot:risk=R`, `quantile:q=Q` or `fixed:value=V`.",
+            "drift-aware with depth > 0), `pot:risk=R`, `quantile:q=Q` or `fixed:value=V`; optionally after it "
+            "`hold:n=N` (an alarm stays raised N more windows).",
         ),
         click.option(
             "--alarms-teach/--alarms-do-not-teach",

@@ -18,7 +18,7 @@ import torch
 from aelstm.core.bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, SCHEMA_VERSION, load_bundle, write_manifest
 from aelstm.core.data import Series
 from aelstm.core.errors import DataError
-from aelstm.core.policy import DEFAULT_POLICY, Policy
+from aelstm.core.policy import Policy, default_policy
 from aelstm.core.preprocess import (
     OUT_OF_RANGE_POLICIES,
     DenoiseConfig,
@@ -58,7 +58,8 @@ class TrainConfig:
     alpha: float = 0.5
     beta: float = 0.5
     mode: str = "joint"  # joint = co-trained; separate = AE first, then LSTM on frozen codes; ae / lstm = one part
-    policy: str = DEFAULT_POLICY  # the alarm policy's rules (`core.policy`), fitted on the validation terms
+    policy: str | None = None  # the alarm policy's rules (`core.policy`), fitted on the validation terms; None:
+    # the shipped one for the data's shape (`core.policy.default_policy`), filled in when the model is fitted
     alarms_teach: bool = True  # whether a stream's alarms teach its policy state
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     out_of_range: str = "extrapolate"
@@ -84,12 +85,19 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise DataError(message)
-        self.alarm_policy  # noqa: B018 - validates the policy's rules
+        if self.policy is not None:
+            self.alarm_policy  # noqa: B018 - validates the policy's rules
 
     @property
     def alarm_policy(self) -> Policy:
         """The policy's rules, not fitted yet."""
+        if self.policy is None:
+            raise DataError("no alarm policy chosen yet: it follows the data's shape (`for_features`)")
         return Policy.parse(self.policy, self.alarms_teach)
+
+    def for_features(self, n_features: int) -> TrainConfig:
+        """This configuration with its alarm policy settled: the shipped one for `n_features` if none was given."""
+        return self if self.policy is not None else replace(self, policy=default_policy(n_features))
 
     @property
     def score_weights(self) -> tuple[float, float]:
@@ -294,6 +302,7 @@ def _fit(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     values = interpolate_gaps(np.asarray(normal, dtype=np.float64))
+    config = config.for_features(values.shape[1])
     split = _split(values, config, "normal")
     train_windows = prepare_windows(sliding_windows(values[:split], config.window, config.stride), config.denoise)
     val_windows = prepare_windows(sliding_windows(values[split:], config.window, 1), config.denoise)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from aelstm.core.errors import DataError
+from aelstm.core.policy import DEFAULT_POLICY, MULTIVARIATE_POLICY, Policy
 from aelstm.training.model import JointAELSTM, ModelConfig
 from aelstm.training.train import TrainConfig, fit
 
@@ -230,3 +231,16 @@ def test_a_constant_sensor_does_not_make_scores_infinite():
         moved = values[-40:].copy()
         moved[:, 1] = 5.5
         assert np.isfinite(fitted.score(np.stack([moved[i : i + 12] for i in range(20)]))).all(), name
+
+
+def test_the_shipped_policy_follows_the_data_shape():
+    t = np.arange(400)
+    one = np.sin(2 * np.pi * t / 24)[:, None]
+    several = np.stack([one[:, 0], np.cos(2 * np.pi * t / 24)], axis=1)
+    quick = TrainConfig(window=8, hidden=4, latent=2, epochs=1)
+    assert fit(one, quick, progress=False).policy.spec == Policy.parse(DEFAULT_POLICY).spec
+    assert fit(several, quick, progress=False).policy.spec == Policy.parse(MULTIVARIATE_POLICY).spec
+    chosen = replace(quick, policy="sum | quantile:q=0.99")
+    assert fit(several, chosen, progress=False).policy.spec == "sum | quantile:q=0.99"
+    with pytest.raises(DataError, match="no alarm policy chosen yet"):
+        quick.alarm_policy  # noqa: B018

@@ -29,6 +29,8 @@ class AELSTMDetector(Detector):
     def __init__(self, config: TrainConfig | None = None, progress: bool = False, fine_tune_epochs: int = 10,
                  pretrain_stride: int = 1, policy: Policy | None = None) -> None:
         self.config = config = config or TrainConfig()
+        if policy is None and config.policy is None:
+            policy = Detector.policy  # the policy every detector is judged by unless told otherwise
         if policy is not None:
             self.config = config = with_policy(config, policy)
         self.policy = config.alarm_policy
