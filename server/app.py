@@ -41,6 +41,10 @@ from .service import AnomalyScorerService
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = scoring_pb2.DESCRIPTOR.services_by_name["AnomalyScorer"].full_name
+# The health service name a liveness probe asks: SERVING from the moment the port opens until the process stops,
+# whatever the backend or the registry say (those are readiness: "" and SERVICE_NAME). A process that cannot answer
+# it is stuck and should be restarted; one that is merely not ready should not.
+LIVENESS = "aelstm.liveness"
 
 
 def make_backend(config: ServeConfig) -> ScoringBackend:
@@ -118,6 +122,7 @@ class ScoringServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server)
         await self._set_health(False)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         try:
             if c.tls_cert:
                 credentials = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)

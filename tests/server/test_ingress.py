@@ -185,6 +185,8 @@ async def test_health_is_not_serving_until_a_model_is_published(tmp_path, ec2_bu
             health = health_pb2_grpc.HealthStub(channel)
             status = (await health.Check(health_pb2.HealthCheckRequest())).status
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            alive = (await health.Check(health_pb2.HealthCheckRequest(service="aelstm.liveness"))).status
+            assert alive == health_pb2.HealthCheckResponse.SERVING  # not ready, yet alive: no restart
             publish(ec2_bundle.path, tmp_path, "ec2")
             await server.models.refresh()
             await asyncio.sleep(0.05)  # the health update is scheduled on the loop
