@@ -127,7 +127,7 @@ class Coalescer:
                  min_gap_s: float = 0.0, on_call: Callable[[CallTiming], None] | None = None,
                  max_queue_s: float = DEFAULT_MAX_QUEUE_MS / 1000,
                  on_refuse: Callable[[str, int], None] | None = None, grace_s: float = 0.0,
-                 lag: Callable[[], float] | None = None) -> None:
+                 lag: Callable[[], float] | None = None, on_held: Callable[[str], None] | None = None) -> None:
         if max_batch < 1 or max_calls < 1:
             raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
         if max_queue_s <= 0:
@@ -142,6 +142,7 @@ class Coalescer:
         self._on_call = on_call
         self._on_refuse = on_refuse  # (reason, windows): "predicted" at arrival, "expired" after waiting
         self._lag = lag  # seconds the event loop runs behind: a wait before the queue
+        self._on_held = on_held  # (outcome): a call held through BackendUnavailable was "answered" or "gave_up"
         self._queues: dict[str, _Queue] = {}
         self._service: dict[str, ServiceTime] = {}
         self._calls: set[asyncio.Task] = set()
@@ -152,7 +153,8 @@ class Coalescer:
         """The coalescer an ingress runs with `config`, reporting to `metrics`."""
         return cls(backend, config.max_batch, config.batch_wait_s(), config.backend_calls(), config.call_gap_s(),
                    on_call=metrics.backend_call, max_queue_s=config.max_queue_ms / 1000,
-                   on_refuse=metrics.refused, grace_s=config.backend_grace_s, lag=lag)
+                   on_refuse=metrics.refused, grace_s=config.backend_grace_s, lag=lag,
+                   on_held=lambda outcome: metrics.held_calls.labels(outcome).inc())
 
     @property
     def queued(self) -> int:
@@ -280,16 +282,28 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.grace_s
         backoff = HOLD_BACKOFF_S
+        held = False
         while True:
             started = loop.time()
             try:
-                return [await self.backend.score(key, windows[i : i + self.max_batch])
-                        for i in range(0, len(windows), self.max_batch)], started
+                chunks = [await self.backend.score(key, windows[i : i + self.max_batch])
+                          for i in range(0, len(windows), self.max_batch)]
             except BackendUnavailable:
                 if loop.time() + backoff > give_up:
+                    if held:
+                        self._held("gave_up")
                     raise
+                held = True
+            else:
+                if held:
+                    self._held("answered")
+                return chunks, started
             await asyncio.sleep(backoff)
             backoff = min(2 * backoff, HOLD_BACKOFF_MAX_S)
+
+    def _held(self, outcome: str) -> None:
+        if self._on_held is not None:
+            self._on_held(outcome)
 
     async def drain(self) -> None:
         """Send everything queued now, whatever the call limit, and wait for the calls in flight."""

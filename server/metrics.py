@@ -73,6 +73,9 @@ class Metrics:
                                        "the server is overloaded: predicted (they would have waited past the queue "
                                        "budget, refused on arrival) or expired (they waited past it).", ["reason"],
                                        registry=r)
+        self.held_calls = Counter("aelstm_backend_held_calls", "Backend calls held and tried again because the "
+                                  "backend could not take them (a deployment replacing replicas), by how the hold "
+                                  "ended: answered, or gave_up past --backend-grace-s.", ["outcome"], registry=r)
         self.loop_lag = Gauge("aelstm_event_loop_lag_seconds", "How late the ingress's event loop runs what is due "
                               "(EWMA): admission counts it as queueing, so a busy ingress refuses early.", registry=r)
         self.recorded = Counter("aelstm_recorded_readings", "Readings judged normal recorded for retraining, by "

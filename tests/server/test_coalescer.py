@@ -305,9 +305,13 @@ class ReplacedBackend:
 
 async def test_a_call_is_held_through_a_replacement_within_its_grace():
     backend = ReplacedBackend(outages=3)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=5.0)
+    held = []
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=5.0, on_held=held.append)
     scores = await asyncio.wait_for(coalescer.score("m", windows([1, 2])), 5)
     assert scores.score.tolist() == [1, 2] and backend.calls == 4
+    assert held == ["answered"]  # one held call, counted once however many tries it took
+    await coalescer.score("m", windows([3]))
+    assert held == ["answered"]  # a call that was never held is not counted
 
 
 async def test_held_time_is_not_taken_for_service_time():
@@ -319,11 +323,13 @@ async def test_held_time_is_not_taken_for_service_time():
 
 async def test_past_its_grace_a_call_fails_and_without_one_at_once():
     backend = ReplacedBackend(outages=100)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=0.3)
+    held = []
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=0.3, on_held=held.append)
     started = asyncio.get_running_loop().time()
     with pytest.raises(BackendUnavailable):
         await coalescer.score("m", windows([1]))
     assert 0.1 < asyncio.get_running_loop().time() - started < 0.6
+    assert held == ["gave_up"]
     once = ReplacedBackend(outages=100)
     with pytest.raises(BackendUnavailable):
         await Coalescer(once, max_batch=64, max_wait_s=0.001, max_calls=1).score("m", windows([1]))
