@@ -162,7 +162,8 @@ def _targets(report: dict) -> list[str]:
         for baseline in ("pca", "isolation-forest"):
             if baseline in names:
                 ahead = [k for k in ("roc_auc", "pr_auc") if _ahead_by_two_se(report, "ae-lstm", baseline, k)]
-                verdict = (f"not judged ({seeds} seed{'s' if seeds > 1 else ''}; needs ≥ {MIN_SEEDS})" if seeds < MIN_SEEDS
+                plural = "s" if seeds > 1 else ""
+                verdict = (f"not judged ({seeds} seed{plural}; needs ≥ {MIN_SEEDS})" if seeds < MIN_SEEDS
                            else "MET" if len(ahead) == 2 else "NOT met")
                 lines.append(f"- Joint AE-LSTM ahead of {baseline} on ROC-AUC and PR-AUC by more than two standard "
                              "errors: "
