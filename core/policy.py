@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -90,8 +91,9 @@ class Policy:
     def label(self) -> str:
         return self.spec + ("" if self.alarms_teach else " (alarms do not teach)")
 
-    @property
+    @cached_property
     def threshold_index(self) -> int:
+        """Where the threshold rule stands (asked on every judged window: found once)."""
         return next(i for i, rule in enumerate(self.rules) if isinstance(rule, ThresholdRule))
 
     @property

@@ -275,6 +275,12 @@ def git_commit() -> dict:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def short_revision() -> str:
+    """The commit, short, marked when the work tree has changes: for a results file's first line."""
+    state = git_commit()
+    return state["commit"][:12] + (" (dirty)" if state["dirty"] else "")
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 

@@ -20,12 +20,12 @@ import statistics
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aelstm.core.data import load_nab
 
 from ..harness import AELSTM, FIXTURE, REPO, SERVER_ENV, uptime
+from ..performance.run import now, short_revision
 
 OUT = REPO / "benchmarks" / "results" / "training"
 SERIES = [FIXTURE, FIXTURE.with_name("machine_temperature_system_failure.csv")]
@@ -109,15 +109,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     result = {"command": f"python -m benchmarks.training.fleets --sizes {args.sizes} --repeats {args.repeats}",
-              "commit": commit + (" (dirty)" if dirty else ""), "machine": platform.processor() or platform.machine(),
+              "commit": short_revision(), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "repeats": args.repeats, "uptime_before": uptime(),
-              "started": datetime.now(UTC).isoformat(timespec="seconds")}
+              "started": now()}
     result["rows"] = measure(sizes, args.repeats)
-    result["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result["ended"] = now()
     result["uptime_after"] = uptime()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fleets.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -17,10 +17,8 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from aelstm.training.detectors.baselines import IsolationForestDetector, PCADete
 from aelstm.training.train import TrainConfig, fit, write_bundle
 
 from ..harness import REPO, uptime
+from ..performance.run import now, short_revision
 
 OUT = REPO / "benchmarks" / "results" / "training"
 ROWS, SENSORS, CYCLES = 24_000, 38, 5
@@ -126,15 +125,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fits of each quick detector (median reported)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
     result = {"command": f"python -m benchmarks.training.multivariate_cost --repeats {args.repeats}",
-              "commit": commit, "machine": platform.processor() or platform.machine(), "uptime_before": uptime(),
-              "started": datetime.now(UTC).isoformat(timespec="seconds")}
+              "commit": short_revision(), "machine": platform.processor() or platform.machine(),
+              "uptime_before": uptime(), "started": now()}
     torch.set_num_threads(1)
     with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
         result.update(measure(args.repeats, Path(tmp)))
-    result["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result["ended"] = now()
     result["uptime_after"] = uptime()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "multivariate_cost.json").write_text(json.dumps(result, indent=2) + "\n")
