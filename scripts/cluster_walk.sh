@@ -4,7 +4,7 @@
 # `aelstm undeploy`, then nothing of aelstm left in the temp dir. The commands are the README's, with what a shared
 # host adds: private ports and temp dirs (other Ray clusters may run here), explicit addresses instead of `auto`,
 # and nodes stopped by ending their own processes (`ray stop` would stop every Ray on the host).
-# Usage: bash scripts/cluster_walk.sh   (about 5 minutes on 2 cores; exits non-zero at the first failed step)
+# Usage: bash scripts/cluster_walk.sh   (about 3 minutes on 2 cores; exits non-zero at the first failed step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" RAY_USAGE_STATS_ENABLED=0
@@ -68,8 +68,10 @@ ray start --head --port "$HEAD_PORT" --num-cpus 1 --temp-dir "$WORK/head" --dash
 HEAD=127.0.0.1:$HEAD_PORT
 # shellcheck disable=SC2046
 ray start --address "$HEAD" --num-cpus 1 --temp-dir "$WORK/worker" $(node_ports) > "$WORK/worker.log" 2>&1
-ray status --address "$HEAD" | tee "$WORK/status.txt" | grep -c "node_" | grep -qx 2 \
-  || { cat "$WORK/status.txt"; echo "expected two nodes" >&2; exit 1; }
+for _ in $(seq 60); do  # the worker shows in `ray status` once the head's autoscaler view has caught up
+  [ "$(ray status --address "$HEAD" | tee "$WORK/status.txt" | grep -c " node_")" = 2 ] && break; sleep 1
+done
+[ "$(grep -c " node_" "$WORK/status.txt")" = 2 ] || { cat "$WORK/status.txt"; echo "expected two nodes" >&2; exit 1; }
 echo "two nodes up at $HEAD"
 
 say "2. deploy: dry run, then two Scorer replicas (one per node)"

@@ -21,7 +21,9 @@ overload: nothing of it is refused then.
 
 A call the backend cannot take right now (`BackendUnavailable`: its Ray application is being replaced, a replica
 went away) is held and tried again with backoff for up to `grace_s`, instead of failing its items at once: a rolling
-update then costs a pause. Held time is not service time: only the attempt that answered is measured.
+update then costs a pause. A request is held no longer than its caller waits (`current_deadline`, from the gRPC
+call's deadline): past it, its items get UNAVAILABLE while the rest of the call is still held, and a call whose
+every caller has gone stops being tried. Held time is not service time: only the attempt that answered is measured.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ HOLD_BACKOFF_MAX_S = 0.5
 # The fleet whose request is being scored: set by the gRPC service for each request it answers, so that queues
 # stay fair between fleets without every caller passing it along.
 current_fleet: contextvars.ContextVar[str] = contextvars.ContextVar("aelstm_fleet", default="")
+# When the caller of the request being scored stops waiting (the event loop's clock; inf: no deadline), set with
+# `current_fleet`: a held call never keeps a request past it.
+current_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("aelstm_deadline", default=math.inf)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class _Part:
     windows: np.ndarray
     future: asyncio.Future
     since: float
+    deadline: float = math.inf  # when its caller stops waiting (loop time)
 
 
 @dataclass
@@ -193,7 +199,7 @@ class Coalescer:
         if queue is None:
             queue = self._queues[key] = _Queue()
             self._service[key] = ServiceTime(min_windows=self.max_batch // 4)
-        queue.add(fleet, _Part(windows, future, loop.time()))
+        queue.add(fleet, _Part(windows, future, loop.time(), current_deadline.get()))
         self._schedule(key)
         return await future
 
@@ -256,7 +262,7 @@ class Coalescer:
         windows = parts[0].windows if len(parts) == 1 else np.concatenate([part.windows for part in parts])
         loop = asyncio.get_running_loop()
         try:
-            chunks, started = await self._score_held(key, windows)
+            chunks, started = await self._score_held(key, windows, parts)
             call_s = loop.time() - started
             self._service[key].observe(size, call_s)
             if self._on_call is not None:
@@ -276,11 +282,12 @@ class Coalescer:
                 part.future.set_result(Scores(score[start:end], rec[start:end], pred[start:end]))
             start = end
 
-    async def _score_held(self, key: str, windows: np.ndarray) -> tuple[list[Scores], float]:
-        """Scores of `windows` in calls of at most `max_batch`, held through `BackendUnavailable` for up to
-        `grace_s`; and when the attempt that answered started."""
+    async def _score_held(self, key: str, windows: np.ndarray, parts: list[_Part]) -> tuple[list[Scores], float]:
+        """Scores of `windows` (those of `parts`) in calls of at most `max_batch`, held through
+        `BackendUnavailable` for up to `grace_s`, each part no longer than its deadline; and when the attempt that
+        answered started."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.grace_s
+        grace_ends = loop.time() + self.grace_s
         backoff = HOLD_BACKOFF_S
         held = False
         while True:
@@ -288,8 +295,13 @@ class Coalescer:
             try:
                 chunks = [await self.backend.score(key, windows[i : i + self.max_batch])
                           for i in range(0, len(windows), self.max_batch)]
-            except BackendUnavailable:
-                if loop.time() + backoff > give_up:
+            except BackendUnavailable as exc:
+                retry_at = loop.time() + backoff
+                waiting = [part for part in parts if not part.future.done()]
+                for part in waiting:
+                    if part.deadline < retry_at:  # its caller is gone by the next try: tell it now
+                        part.future.set_exception(exc)
+                if retry_at > min(grace_ends, max((part.deadline for part in waiting), default=-math.inf)):
                     if held:
                         self._held("gave_up")
                     raise

@@ -163,7 +163,7 @@ class ServeConfig(ScorerSettings):
     backend_grace_s: float = setting(
         10.0, "While the scoring application is being replaced (a deploy rolling its replicas over, a replica "
               "lost), hold scoring calls and try them again for up to this many seconds before their items get "
-              "UNAVAILABLE; 0: fail them at once.", minimum=0)
+              "UNAVAILABLE (sooner for a caller whose deadline comes first); 0: fail them at once.", minimum=0)
     metrics_port: int | None = setting(9464, "Prometheus /metrics port; 0 turns it off.", minimum=0)
     max_devices: int = setting(100_000, "Device windows held for `readings` items (least recent evicted).",
                                minimum=1)

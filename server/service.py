@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import grpc
 
 from aelstm.v1 import scoring_pb2 as pb
 from aelstm.v1 import scoring_pb2_grpc as pb_grpc
 
-from .coalescer import current_fleet
+from .coalescer import current_deadline, current_fleet
 from .items import model_info, quote
 from .scoring import RequestScorer
 from .security import allowed, denied_message, granted_fleets
@@ -27,6 +28,12 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
+def caller_deadline(context: grpc.aio.ServicerContext) -> float:
+    """When the caller stops waiting for this call, on the event loop's clock (inf: it set no deadline)."""
+    remaining = context.time_remaining()
+    return math.inf if remaining is None else asyncio.get_running_loop().time() + remaining
+
+
 class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
     def __init__(self, scorer: RequestScorer) -> None:
         self.scorer = scorer
@@ -39,6 +46,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         current_fleet.set(request.fleet_id)
+        current_deadline.set(caller_deadline(context))
         return await self.scorer.score_request(request, "Score")
 
     async def StreamScore(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -50,6 +58,7 @@ class AnomalyScorerService(pb_grpc.AnomalyScorerServicer):
         """
         out: asyncio.Queue[pb.ScoreResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(self.limits.max_in_flight_per_stream)
+        current_deadline.set(caller_deadline(context))  # the stream's: every request read inherits it
         reader = asyncio.create_task(self._read_stream(request_iterator, out, slots))
         try:
             while (response := await out.get()) is not None:

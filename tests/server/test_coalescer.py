@@ -12,7 +12,7 @@ import pytest
 from aelstm.core.runtime import Scores
 from aelstm.server.admission import Overloaded
 from aelstm.server.backend import BackendUnavailable
-from aelstm.server.coalescer import Coalescer, current_fleet
+from aelstm.server.coalescer import Coalescer, current_deadline, current_fleet
 from aelstm.server.loop_lag import LoopLag
 
 
@@ -334,6 +334,52 @@ async def test_past_its_grace_a_call_fails_and_without_one_at_once():
     with pytest.raises(BackendUnavailable):
         await Coalescer(once, max_batch=64, max_wait_s=0.001, max_calls=1).score("m", windows([1]))
     assert once.calls == 1
+
+
+class SwitchedBackend(RecordingBackend):
+    """Scores as the sum while up; while `down`, every call (recorded) is refused as during a replacement."""
+
+    down = False
+
+    async def score(self, key: str, windows: np.ndarray) -> Scores:
+        if self.down:
+            self.calls.append((key, len(windows)))
+            raise BackendUnavailable("the scoring application is being replaced (ActorDiedError)")
+        return await super().score(key, windows)
+
+
+async def test_a_held_call_keeps_no_request_past_its_callers_deadline():
+    backend = SwitchedBackend()
+    held = []
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.05, max_calls=1, min_gap_s=0.05, grace_s=5.0,
+                          on_held=held.append)
+    await coalescer.score("m", windows([0]))  # a call just went: the next two wait for the gap and share one
+    backend.down = True
+    loop = asyncio.get_running_loop()
+
+    async def score_by(deadline_s: float, value: float) -> float:
+        current_deadline.set(loop.time() + deadline_s)
+        started = loop.time()
+        with pytest.raises(BackendUnavailable):
+            await coalescer.score("m", windows([value]))
+        return loop.time() - started
+
+    hasty, patient = await asyncio.gather(score_by(0.2, 1), score_by(0.6, 2))
+    assert {size for _, size in backend.calls[1:]} == {2}  # one call, held for both
+    assert hasty < 0.3 and 0.3 < patient < 0.7  # each let go by its own deadline, well inside the 5-s grace
+    assert held == ["gave_up"]
+
+
+async def test_a_held_call_stops_trying_once_every_caller_has_gone():
+    backend = ReplacedBackend(outages=100)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, grace_s=5.0)
+    caller = asyncio.ensure_future(coalescer.score("m", windows([1])))
+    await asyncio.sleep(0.1)
+    caller.cancel()  # the gRPC call was cancelled
+    await asyncio.sleep(0.6)
+    tries = backend.calls
+    await asyncio.sleep(0.6)
+    assert backend.calls == tries and not coalescer._calls  # the held call ended with nobody left to answer
 
 
 async def test_other_failures_are_not_held():

@@ -16,7 +16,7 @@ from aelstm.core.bundle import load_bundle
 from aelstm.core.preprocess import sliding_windows
 from aelstm.core.runtime import BundleScorer
 from aelstm.server.app import ScoringServer
-from aelstm.server.backend import InProcessBackend
+from aelstm.server.backend import BackendUnavailable, InProcessBackend
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
 from aelstm.v1 import scoring_pb2 as pb
@@ -257,6 +257,34 @@ async def test_stop_answers_what_was_received_then_ends_streams_with_unavailable
         await stopping
     assert sorted(answered) == ["0", "1", "2", "3"]
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+class ReplacingBackend(InProcessBackend):
+    """Its application is forever being replaced: every call is refused as during a rollout."""
+
+    async def score(self, key, windows):
+        raise BackendUnavailable("the scoring application is being replaced (ActorDiedError)")
+
+
+async def test_a_held_call_answers_unavailable_before_its_callers_deadline_not_after_the_grace(registry, wire,
+                                                                                               ec2_bundle):
+    server = ScoringServer(config(registry, backend_grace_s=60.0), backend=ReplacingBackend())
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            window = ec2_windows(ec2_bundle, 1)[0]
+            request = pb.ScoreRequest(request_id="d", fleet_id="ec2", items=[wire.window("d", window)])
+            started = asyncio.get_running_loop().time()
+            response = await pb_grpc.AnomalyScorerStub(channel).Score(request, timeout=1.0)
+            answered_s = asyncio.get_running_loop().time() - started
+        # held while the caller could still get scores, then told UNAVAILABLE (to retry), not left 60 s in a call
+        # whose caller has gone
+        assert response.results[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert 0.3 < answered_s < 1.0
+        sample = server.metrics.registry.get_sample_value
+        assert sample("aelstm_backend_held_calls_total", {"outcome": "gave_up"}) == 1
+    finally:
+        await server.stop(0)
 
 
 async def test_metrics_count_requests_items_and_batches(server, stub, wire, ec2_bundle):
