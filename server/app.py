@@ -50,7 +50,7 @@ LIVENESS = "aelstm.liveness"
 def make_backend(config: ServeConfig) -> ScoringBackend:
     if config.backend == "inprocess":
         return InProcessBackend(threads=config.threads_per_replica, intra_op_threads=1, device=config.device)
-    return RayServeBackend(config.scorer(), config.ray_address, config.ray_cpus)
+    return RayServeBackend(config.scorer(), config.ray_address, config.ray_cpus, config.ray_temp_dir)
 
 
 def recorder_for(config: ServeConfig, metrics: Metrics) -> Recorder | None:

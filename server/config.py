@@ -147,6 +147,10 @@ class ServeConfig(ScorerSettings):
         None, "Attach to the scoring application on this Ray cluster (deployed by `aelstm deploy`) instead of "
               "starting an embedded Ray.")
     ray_cpus: int = setting(2, "CPUs of the embedded Ray.", minimum=1)
+    ray_temp_dir: str | None = setting(
+        None, "Folder in which the embedded Ray makes its own private temp dir (removed when the ingress stops). "
+              "Ray's socket paths must fit in 107 bytes, so keep it short.",
+        default_text="the system temp dir")
     batch_wait_ms: float | None = setting(None, "Longest wait to fill a scoring call while others are busy.",
                                           minimum=0, default_text="2, or the call gap if longer")
     calls_in_flight: int | None = setting(None, "Scoring calls under way per model before new windows wait to "
@@ -209,6 +213,8 @@ class ServeConfig(ScorerSettings):
             problems.append("TLS needs both tls-cert and tls-key")
         if self.record_devices > 1:
             problems.append(f"record-devices is a fraction of devices: at most 1, got {self.record_devices}")
+        if self.ray_temp_dir is not None:
+            problems.extend(ray_temp_dir_problems(self.ray_temp_dir))
         if self.retrain_every_s is not None and not self.record_dir:
             problems.append("retrain-every-s retrains on recorded readings: it needs record-dir")
         if self.tls_client_ca and not self.tls_cert:
@@ -254,6 +260,25 @@ class ServeConfig(ScorerSettings):
 
     def max_device_bytes(self) -> int:
         return int(self.max_device_window_mb * 1024 * 1024)
+
+
+# Ray puts Unix sockets in its temp dir, whose paths must fit in 107 bytes. The embedded Ray's own folder
+# ("/aelstm-ray-XXXXXXXX"), its session ("/session_<date>_<time>_<µs>_<pid>") and "/sockets/plasma_store" take
+# up to 84 of them.
+RAY_SOCKET_PATH_MAX = 107
+EMBEDDED_RAY_SOCKET_SUFFIX = 84
+
+
+def ray_temp_dir_problems(folder: str) -> list[str]:
+    """Why the embedded Ray could not start in `folder`, found now rather than as a Ray start that times out."""
+    path = Path(folder).absolute()
+    if not path.is_dir():
+        return [f"ray-temp-dir {folder} is not an existing folder"]
+    room = RAY_SOCKET_PATH_MAX - EMBEDDED_RAY_SOCKET_SUFFIX
+    if len(str(path)) > room:
+        return [f"ray-temp-dir {path} is {len(str(path))} characters long: Ray's socket paths under it would pass "
+                f"{RAY_SOCKET_PATH_MAX} bytes; use a folder of at most {room} characters"]
+    return []
 
 
 def cpu_shortfall(settings: ScorerSettings, cpus: float) -> str | None:

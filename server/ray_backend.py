@@ -57,13 +57,14 @@ def configure_ray_environment(address: str | None = None) -> None:
             Config.initialize("")
 
 
-def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> str | None:
+def init_ray(address: str | None, num_cpus: int, attempts: int = 2, temp_root: str | None = None) -> str | None:
     """Start an embedded Ray (or join `address`). A start on a loaded machine occasionally times out waiting for
     its own GCS or raylet; one clean retry gets past that, and a second failure is a one-line error.
 
-    An embedded Ray gets a temp dir of its own (`/tmp/aelstm-ray-*`): Ray's shared /tmp/ray holds every Ray
-    started on the machine (session_latest, port files, logs), and two starting at once there can trip over each
-    other; a private one also makes its logs easy to find, and a failure names it (and keeps it). The GCS port-file
+    An embedded Ray gets a temp dir of its own (`aelstm-ray-*` in `temp_root`, else the system temp dir): Ray's
+    shared /tmp/ray holds every Ray started on the machine (session_latest, port files, logs), and two starting at
+    once there can trip over each other; a private one also makes its logs easy to find. A failed start names it and
+    keeps it when Ray wrote logs there, and removes it when Ray never got that far. The GCS port-file
     wait is raised from Ray's 30 s to `GCS_PORT_WAIT_S` (Ray's RAY_gcs_server_port_wait_time_s, unless set).
     Returns that temp dir, for whoever shuts Ray down to remove (None when joining a cluster)."""
     import ray
@@ -78,7 +79,7 @@ def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> str | Non
             else:
                 # address="local": a new Ray of its own, even where `ray start` left a cluster to join on this
                 # machine; a private temp dir, so no other Ray starting meanwhile shares its session and port files
-                temp_dir = tempfile.mkdtemp(prefix="aelstm-ray-")
+                temp_dir = tempfile.mkdtemp(prefix="aelstm-ray-", dir=temp_root and os.path.abspath(temp_root))
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING, _temp_dir=temp_dir)
             return temp_dir
@@ -87,6 +88,8 @@ def init_ray(address: str | None, num_cpus: int, attempts: int = 2) -> str | Non
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if temp_dir is not None:
                 message += f" ({start_failure_hint(temp_dir)})"
+                if not any(Path(temp_dir).iterdir()):  # nothing of Ray's to read there
+                    os.rmdir(temp_dir)
             if attempt == attempts:
                 raise AelstmError(f"could not start {where}: {message}") from exc
             log.warning("starting %s failed (%s); retrying once", where, message)
@@ -181,10 +184,12 @@ class RayServeBackend:
 
     name = "ray"
 
-    def __init__(self, settings: ScorerSettings, address: str | None = None, num_cpus: int = 2) -> None:
+    def __init__(self, settings: ScorerSettings, address: str | None = None, num_cpus: int = 2,
+                 temp_root: str | None = None) -> None:
         self.settings = settings
         self.address = address
         self.num_cpus = num_cpus
+        self.temp_root = temp_root  # where an embedded Ray makes its temp dir (None: the system's)
         self.owner = address is None  # an embedded Ray and its application belong to this ingress
         self.replicas = 0  # running Scorer replicas at the last health check
         self._replica_lost: tuple[type[BaseException], ...] = ()  # Ray's errors for a replica gone mid-call
@@ -209,7 +214,7 @@ class RayServeBackend:
         self._replica_lost, self._replacing = call_errors()  # once, not on every call
 
         if not ray.is_initialized():
-            self._temp_dir = init_ray(self.address, self.num_cpus)
+            self._temp_dir = init_ray(self.address, self.num_cpus, temp_root=self.temp_root)
             self._connected_ray = True
         if self.owner:
             deploy(self.settings)

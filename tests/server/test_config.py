@@ -30,12 +30,21 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
     ("tls-cert: c.pem\n", "TLS needs both"),
     ("replicas: 3\nmax-replicas: 2\n", "below replicas"),
     ("max-batch: many\n", "invalid serve settings"),
+    ("ray-temp-dir: /no/such/folder\n", "not an existing folder"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path, text, message):
     path = tmp_path / "serve.yaml"
     path.write_text(text)
     with pytest.raises(AelstmError, match=message):
         load_config(path, {})
+
+
+def test_a_ray_temp_dir_too_long_for_rays_socket_paths_is_refused(tmp_path):
+    deep = tmp_path / ("d" * 40)
+    deep.mkdir()
+    with pytest.raises(AelstmError, match="socket paths under it would pass 107 bytes"):
+        ServeConfig(ray_temp_dir=str(deep))
+    assert ServeConfig(ray_temp_dir="/tmp").ray_temp_dir == "/tmp"
 
 
 def test_cli_reports_bad_settings_in_one_line(tmp_path):

@@ -8,7 +8,7 @@ from aelstm.server.config import ScorerSettings
 from aelstm.server.ray_backend import RayServeBackend
 
 
-async def test_a_ray_that_cannot_start_is_retried_once_then_a_clear_error(monkeypatch):
+async def test_a_ray_that_cannot_start_is_retried_once_then_a_clear_error(monkeypatch, tmp_path):
     calls = []
 
     def refuse(*args, **kwargs):
@@ -19,5 +19,7 @@ async def test_a_ray_that_cannot_start_is_retried_once_then_a_clear_error(monkey
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     with pytest.raises(AelstmError, match=r"^could not start an embedded local Ray: The current node timed out"):
-        await RayServeBackend(ScorerSettings()).start()
+        await RayServeBackend(ScorerSettings(), temp_root=str(tmp_path)).start()
     assert len(calls) == 2
+    assert [call["_temp_dir"].startswith(str(tmp_path)) for call in calls] == [True, True]
+    assert list(tmp_path.iterdir()) == []  # Ray never wrote there: nothing kept to read
