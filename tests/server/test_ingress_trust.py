@@ -109,6 +109,11 @@ async def test_only_fleets_with_a_model_get_a_metrics_label(server, stub, wire, 
 
 
 class _Context:
+    """The parts of grpc.aio.ServicerContext a stream touches; no deadline, as a caller that set none."""
+
+    def time_remaining(self):
+        return None
+
     async def abort(self, code, details):
         raise AssertionError(f"aborted: {code} {details}")
 
