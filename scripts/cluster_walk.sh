@@ -4,7 +4,8 @@
 # `aelstm undeploy`, then nothing of aelstm left in the temp dir. The commands are the README's, with what a shared
 # host adds: private ports and temp dirs (other Ray clusters may run here), explicit addresses instead of `auto`,
 # and nodes stopped by ending their own processes (`ray stop` would stop every Ray on the host).
-# Usage: bash scripts/cluster_walk.sh   (about 3 minutes on 2 cores; exits non-zero at the first failed step)
+# Usage: bash scripts/cluster_walk.sh   (about 3 minutes on 2 cores; exits non-zero at the first failed step,
+# 3 when `ray start` itself cannot start a node here, with the node's log on stderr)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" RAY_USAGE_STATS_ENABLED=0
@@ -28,6 +29,12 @@ node_ports() {  # every port a node opens, chosen free now
 }
 our_ray_processes() { grep -lsF "$WORK" /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx "$$" || true; }
 cleanup() {
+  local status=$?
+  if [ "$status" != 0 ]; then  # what the failed step's commands wrote, before the temp dir goes
+    for log in "$WORK"/*.log "$WORK"/*.err "$WORK"/*.txt; do
+      [ -s "$log" ] && { echo "-- $(basename "$log"):"; tail -20 "$log"; }
+    done >&2
+  fi
   for pid in "${INGRESSES[@]}"; do kill -TERM "$pid" 2> /dev/null || true; done
   for pid in $(our_ray_processes); do kill -TERM "$pid" 2> /dev/null || true; done
   sleep 2
@@ -46,6 +53,16 @@ start_ingress() {  # $1: log file; prints the ingress's address once its start l
   done
   echo "ingress did not become SERVING: $(cat "$1" "$1.err" | tail -5)" >&2; return 1
 }
+start_node() {  # $1: name, then `ray start` options; fresh ports each try, since another process may take one
+  local name=$1; shift
+  for try in 1 2 3; do
+    # shellcheck disable=SC2046
+    ray start "$@" --num-cpus 1 --temp-dir "$WORK/$name" $(node_ports) > "$WORK/$name.log" 2>&1 && return
+    echo "ray start ($name) failed on try $try: $(tail -3 "$WORK/$name.log")" >&2
+    for pid in $(grep -lsF "$WORK/$name" /proc/[0-9]*/cmdline | cut -d/ -f3); do kill -KILL "$pid" 2> /dev/null || true; done
+  done
+  echo "Ray could not start a $name node on this host" >&2; exit 3
+}
 version_of() { aelstm-client --target "$1" models --json | python -c 'import json, sys; print(json.load(sys.stdin)[0]["model_version"])'; }
 wait_version() {  # $1 address, $2 version: within a few poll intervals
   for _ in $(seq 40); do [ "$(version_of "$1")" = "$2" ] && return; sleep 0.25; done
@@ -62,12 +79,9 @@ done
 say "1. nodes: a head and a worker, token authentication"
 HEAD_PORT=$(free_port)
 ray get-auth-token > /dev/null    # the token in RAY_AUTH_TOKEN is the one every node uses
-# shellcheck disable=SC2046
-ray start --head --port "$HEAD_PORT" --num-cpus 1 --temp-dir "$WORK/head" --dashboard-port "$(free_port)" \
-  --ray-client-server-port "$(free_port)" $(node_ports) > "$WORK/head.log" 2>&1
 HEAD=127.0.0.1:$HEAD_PORT
-# shellcheck disable=SC2046
-ray start --address "$HEAD" --num-cpus 1 --temp-dir "$WORK/worker" $(node_ports) > "$WORK/worker.log" 2>&1
+start_node head --head --port "$HEAD_PORT" --dashboard-port "$(free_port)" --ray-client-server-port "$(free_port)"
+start_node worker --address "$HEAD"
 for _ in $(seq 60); do  # the worker shows in `ray status` once the head's autoscaler view has caught up
   [ "$(ray status --address "$HEAD" | tee "$WORK/status.txt" | grep -c " node_")" = 2 ] && break; sleep 1
 done

@@ -19,5 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900),
 def test_the_readme_cluster_walk():
     done = subprocess.run(["bash", str(REPO / "scripts" / "cluster_walk.sh")], capture_output=True, text=True,
                           timeout=840)
+    if done.returncode == 3:  # `ray start` itself failed three times: the host, not aelstm; its log says why
+        pytest.skip(f"ray start could not start a node on this host: {done.stderr[-1500:]}")
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert "cluster walk: every step passed" in done.stdout
