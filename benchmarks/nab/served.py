@@ -114,6 +114,7 @@ def with_policy(trained: Trained, policy: Policy, out: Path) -> Path:
     shutil.copytree(trained.bundle, out, dirs_exist_ok=True)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     manifest["policy"] = policy.fit(trained.validation_terms).to_dict()
+    manifest["training"]["config"]["policy"] = policy.spec  # what a retrained version of it carries
     write_manifest(out, manifest)
     return load_bundle(out).path
 
@@ -132,20 +133,29 @@ def first_row(nab: NabFile) -> int:
     return max(nab.probation - MODEL["window"] + 1, 0)
 
 
-async def _replay_file(stub, fleet: str, nab: NabFile) -> Served:
+@dataclass(frozen=True)
+class Learning:
+    """The server's retraining loop in a replay: after every `every` readings of each device (lock-step over the
+    files), the loop's run (`RetrainLoop.retrain_once`: write the recordings, `aelstm retrain` in its own process,
+    gate, publish) retrains each fleet on the readings it judged normal since its served version, and the server
+    picks up what was published before the next readings are sent. A model only ever sees readings already scored."""
+
+    every: int
+    min_rows: int
+
+
+async def _replay_rows(stub, fleet: str, nab: NabFile, rows: range, served: Served) -> None:
+    """Send `rows` of one file in time order on one stream and keep what the server returned for each."""
     from aelstm.v1 import scoring_pb2 as pb
 
-    rows = len(nab.values)
-    served = Served(np.zeros(rows, np.int8), np.full((rows, 2), np.nan), np.zeros(rows, bool))
     times = nab.timestamps.astype("datetime64[ms]").astype(np.int64)
     values = np.asarray(nab.values, dtype="<f4")
-    starts = range(first_row(nab), rows, ITEMS_PER_REQUEST)
 
     def requests():
-        for start in starts:
+        for start in range(rows.start, rows.stop, ITEMS_PER_REQUEST):
             items = [pb.Item(device_id="file", timestamp_ms=int(times[row]),
                              readings=pb.Tensor(shape=[1, 1], packed=values[row : row + 1].tobytes()))
-                     for row in range(start, min(start + ITEMS_PER_REQUEST, rows))]
+                     for row in range(start, min(start + ITEMS_PER_REQUEST, rows.stop))]
             yield pb.ScoreRequest(request_id=str(start), fleet_id=fleet, items=items)
 
     async for response in stub.StreamScore(requests()):
@@ -158,42 +168,75 @@ async def _replay_file(stub, fleet: str, nab: NabFile) -> Served:
                 served.alarms[row] = result.is_anomaly
             elif result.status == pb.ITEM_STATUS_ERROR:
                 raise RuntimeError(f"{nab.key} row {row}: {result.error.message}")
-    return served
 
 
-async def _replay(bundles: dict[str, Path], files: list[NabFile], bar: ProgressBar) -> dict[str, Served]:
+def _segments(nab: NabFile, every: int | None) -> list[range]:
+    """The file's scored rows, cut every `every` readings (one segment without learning)."""
+    first, rows = first_row(nab), len(nab.values)
+    step = every or rows
+    return [range(start, min(start + step, rows)) for start in range(first, rows, step)]
+
+
+@dataclass
+class Replayed:
+    """One replay: what the server returned per file, and every retraining run's outcomes (with learning)."""
+
+    served: dict[str, Served]
+    retraining: list[dict]
+
+
+async def replay_files(bundles: dict[str, Path], files: list[NabFile], bar: ProgressBar,
+                  learning: Learning | None = None) -> Replayed:
     from aelstm.server.app import ScoringServer
     from aelstm.server.config import ServeConfig
     from aelstm.server.registry import publish
     from aelstm.v1 import scoring_pb2_grpc as rpc
 
-    with tempfile.TemporaryDirectory(prefix="nab-registry-") as registry:
+    with tempfile.TemporaryDirectory(prefix="nab-registry-") as registry, \
+            tempfile.TemporaryDirectory(prefix="nab-recorded-") as recorded:
         fleets = {nab.key: f"nab{i}" for i, nab in enumerate(files)}
         for nab in files:
             publish(bundles[nab.key], registry, fleets[nab.key])
+        loop = {} if learning is None else {  # every device recorded; the loop is run by hand, between segments
+            "record_dir": recorded, "record_devices": 1.0, "record_flush_s": 3600.0, "record_keep_days": 3650.0,
+            "retrain_every_s": 1e9, "retrain_min_rows": learning.min_rows}
         server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=registry, metrics_port=0,
                                            poll_s=3600.0, log_format="text",
-                                           max_queue_ms=3_600_000.0))  # a replay, not a live feed: wait, never refuse
+                                           max_queue_ms=3_600_000.0,  # a replay, not a live feed: never refuse
+                                           **loop))
         await server.start()
+        served = {nab.key: Served(np.zeros(len(nab.values), np.int8), np.full((len(nab.values), 2), np.nan),
+                                  np.zeros(len(nab.values), bool)) for nab in files}
+        segments = {nab.key: _segments(nab, learning and learning.every) for nab in files}
+        retraining: list[dict] = []
         try:
             async with grpc.aio.insecure_channel(server.address) as channel:
                 stub = rpc.AnomalyScorerStub(channel)
                 gate = asyncio.Semaphore(STREAMS)
 
-                async def one(nab: NabFile) -> tuple[str, Served]:
+                async def one(nab: NabFile, segment: int) -> None:
                     async with gate:
-                        served = await _replay_file(stub, fleets[nab.key], nab)
+                        await _replay_rows(stub, fleets[nab.key], nab, segments[nab.key][segment], served[nab.key])
+                    if segment == len(segments[nab.key]) - 1:
                         bar.advance(note=nab.stem[:28])
-                        return nab.key, served
 
-                return dict(await asyncio.gather(*(one(nab) for nab in files)))
+                rounds = max(len(parts) for parts in segments.values())
+                for segment in range(rounds):
+                    await asyncio.gather(*(one(nab, segment) for nab in files if segment < len(segments[nab.key])))
+                    if learning is not None and segment < rounds - 1:
+                        bar.set_note(f"retraining after segment {segment + 1} of {rounds}")
+                        retraining.append({"after_segment": segment + 1,
+                                           "outcomes": await server.retraining.retrain_once()})
+                        await server.models.refresh()
         finally:
             await server.stop(0)
+        return Replayed(served, retraining)
 
 
-def replay(bundles: dict[str, Path], files: list[NabFile], label: str) -> dict[str, Served]:
+def replay(bundles: dict[str, Path], files: list[NabFile], label: str,
+           learning: Learning | None = None) -> Replayed:
     with ProgressBar(f"replay {label}", len(files), "files", transient=False) as bar:
-        return asyncio.run(_replay(bundles, files, bar))
+        return asyncio.run(replay_files(bundles, files, bar, learning))
 
 
 def offline_alarms(policy: Policy, trained: Trained, served: Served) -> np.ndarray:
@@ -254,14 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             trained = train_all(files, seed, args.cache, args.jobs)
             if chosen is None:
-                first = replay({k: t.bundle for k, t in trained.items()}, development, f"seed {seed} (choosing)")
+                first = replay({k: t.bundle for k, t in trained.items()}, development,
+                               f"seed {seed} (choosing)").served
                 result["development_grid"] = choose(development, trained, first)
                 best = max(result["development_grid"], key=lambda row: row["profiles"]["standard"]["score"])
                 chosen = Policy.parse(best["policy"])
                 result["chosen"] = chosen.spec
             bundles = {k: with_policy(t, chosen, Path(scratch) / f"s{seed}" / k.replace("/", "__"))
                        for k, t in trained.items()}
-            served = replay(bundles, files, f"seed {seed}")
+            served = replay(bundles, files, f"seed {seed}").served
             offline = {nab.key: offline_alarms(chosen, trained[nab.key], served[nab.key]) for nab in files}
             mismatched = [k for k in offline if not np.array_equal(offline[k], served[k].alarms)]
             alarms = {k: s.alarms for k, s in served.items()}
