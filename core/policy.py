@@ -142,9 +142,12 @@ class Policy:
         return self.run(terms)[0]
 
     def compatible(self, other: Policy) -> bool:
-        """Whether a stream's state under `other` can carry over to this policy (same rules and settings; the
-        fitted calibration may differ): what a new model version of a fleet keeps of its devices' state."""
-        return self.spec == other.spec and self.alarms_teach == other.alarms_teach
+        """Whether a stream's state under `other` can carry over to this policy: the same rules, settings and
+        fitted calibration (a re-deploy, a rollback to the same content). A retrained model scores on its own
+        scale, so a state learnt on the old one's scores would misjudge it: its devices start from its own
+        calibration (on NAB's development half, carrying over lost 41 standard points retraining every 1,000
+        readings, `benchmarks/results/nab/learning.md`)."""
+        return self.to_dict() == other.to_dict()
 
     def to_dict(self) -> dict:
         return {"alarms_teach": self.alarms_teach, "rules": [rule.to_dict() for rule in self.rules]}

@@ -64,8 +64,8 @@ class Metrics:
             "aelstm_device_events", "What happened to devices' state: evicted (forgotten, least recent first), "
             "resend_answered (a resend got its first verdict), late_refused (readings older than the newest, not a "
             "resend), gap_filled / gap_restarted (a gap filled by interpolation / too long: window restarted), "
-            "policy_carried_over / policy_restarted (a new model kept / could not keep the device's alarm-policy "
-            "state).", ["event"], registry=r)
+            "policy_carried_over / policy_restarted (a new model with the same calibrated policy kept / one with "
+            "another started afresh the device's alarm-policy state).", ["event"], registry=r)
         self.watchers = Gauge("aelstm_anomaly_watchers", "Open WatchAnomalies streams.", registry=r)
         self.watcher_dropped = Counter("aelstm_anomaly_watcher_dropped", "Anomalies dropped because a watcher "
                                        "fell behind.", registry=r)

@@ -1,7 +1,8 @@
 """The server's retraining loop: every `retrain_every_s`, write out what was recorded, then run `aelstm retrain` as
 a separate low-priority process. Training never runs on the ingress's event loop or in its process (torch stays
 out of it), and a retraining run that fails is logged and counted while scoring goes on. New versions reach every
-ingress through the registry like any publish, device state carrying over as the alarm policy allows.
+ingress through the registry like any publish; devices keep their windows and start from the new version's
+calibration.
 
 An ingress attached to a Ray cluster has the fits run there (`--ray-address`); an embedded or in-process ingress
 fits them one after another on its own host, in the idle scheduling class (`below_scoring`).

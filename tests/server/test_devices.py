@@ -166,21 +166,26 @@ async def test_an_unjudged_place_never_blocks_the_device():
     await asyncio.wait_for(waiting, timeout=1.0)
 
 
-async def test_a_new_model_keeps_the_policy_state_only_when_the_policies_match():
+async def test_a_new_model_keeps_the_policy_state_only_when_its_calibration_is_the_same():
     events = Counter()
     store = DeviceStore(count=lambda event: events.update([event]))
     admit(store, [0, 0])
     for i in range(50):
         await judged(admit(store, [i]), score=5.0)
     learnt = store.export("f", "d")["policy"]
-    refit = Policy.parse(DSPOT).fit(np.random.default_rng(1).exponential(size=(2_000, 2)))
-    await judged(admit(store, [50], model="m2", policy=refit))
+    same = Policy.from_dict(POLICY.to_dict())  # a re-deploy or a rollback to the same content
+    await judged(admit(store, [50], model="m2", policy=same))
     assert events["policy_carried_over"] == 1
     moved = store.export("f", "d")["policy"]
     assert moved["states"][1]["baseline"][:-1] == learnt["states"][1]["baseline"]  # DSPOT's baseline carried over
-    other = Policy.parse("sum | pot:risk=0.001").fit(np.random.default_rng(1).exponential(size=(2_000, 2)))
-    await judged(admit(store, [51], model="m3", policy=other))
+    refit = Policy.parse(DSPOT).fit(np.random.default_rng(1).exponential(size=(2_000, 2)))  # a retrained model
+    await judged(admit(store, [51], model="m3", policy=refit))
     assert events["policy_restarted"] == 1
+    restarted = store.export("f", "d")["policy"]
+    assert restarted["states"][1]["baseline"][:-1] == refit.start().to_dict()["states"][1]["baseline"][1:]
+    other = Policy.parse("sum | pot:risk=0.001").fit(np.random.default_rng(1).exponential(size=(2_000, 2)))
+    await judged(admit(store, [52], model="m4", policy=other))
+    assert events["policy_restarted"] == 2
 
 
 async def test_a_device_state_counts_against_the_byte_budget():
