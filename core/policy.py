@@ -21,6 +21,8 @@ flagged (and, when alarms do not teach, teach nothing either).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -141,13 +143,14 @@ class Policy:
         """Alarms over one stream in time order."""
         return self.run(terms)[0]
 
-    def compatible(self, other: Policy) -> bool:
-        """Whether a stream's state under `other` can carry over to this policy: the same rules, settings and
-        fitted calibration (a re-deploy, a rollback to the same content). A retrained model scores on its own
-        scale, so a state learnt on the old one's scores would misjudge it: its devices start from its own
-        calibration (on NAB's development half, carrying over lost 41 standard points retraining every 1,000
-        readings, `benchmarks/results/nab/learning.md`)."""
-        return self.to_dict() == other.to_dict()
+    @cached_property
+    def calibration(self) -> str:
+        """A digest of the rules, settings and fitted calibration: a stream's state carries over only to a policy
+        with the same (a re-deploy, a rollback to the same content, another ingress serving the same version). A
+        retrained model scores on its own scale, so a state learnt on the old one's scores would misjudge it: its
+        devices start from its own calibration (on NAB's development half, carrying over lost 41 standard points
+        retraining every 1,000 readings, `benchmarks/results/nab/learning.md`)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return {"alarms_teach": self.alarms_teach, "rules": [rule.to_dict() for rule in self.rules]}
@@ -212,11 +215,13 @@ class StreamState:
 
     def to_dict(self) -> dict:
         """What this stream has learnt, to carry it to another process or model version (`restore`)."""
-        return {"spec": self.policy.spec, "states": [state.to_dict() for state in self.states]}
+        return {"spec": self.policy.spec, "calibration": self.policy.calibration,
+                "states": [state.to_dict() for state in self.states]}
 
     def restore(self, data: dict) -> bool:
-        """Take over an exported state when its policy's rules match; False (nothing changed) when they do not."""
-        if data.get("spec") != self.policy.spec or len(data.get("states", ())) != len(self.states):
+        """Take over an exported state when it was learnt under the same calibrated policy (`Policy.calibration`);
+        False (nothing changed) when it was not."""
+        if data.get("calibration") != self.policy.calibration or len(data.get("states", ())) != len(self.states):
             return False
         for state, exported in zip(self.states, data["states"], strict=True):
             state.restore(exported)

@@ -84,15 +84,13 @@ class Ready:
 
 
 class _Device:
-    __slots__ = ("key", "outcomes", "period_ms", "policy", "readings", "size", "state", "state_bytes", "tail",
-                 "timestamp_ms")
+    __slots__ = ("key", "outcomes", "period_ms", "readings", "size", "state", "state_bytes", "tail", "timestamp_ms")
 
     def __init__(self, readings: np.ndarray) -> None:
         self.readings = readings
         self.timestamp_ms = 0
         self.period_ms: float | None = None  # learnt: the smallest time per reading seen
         self.key: str | None = None  # the model whose policy `state` follows
-        self.policy: Policy | None = None
         self.state: StreamState | None = None
         self.state_bytes = 0  # the policy state's size, taken once per state (its rings are preallocated)
         self.tail: asyncio.Future | None = None  # done when every judgement so far is
@@ -103,8 +101,8 @@ class _Device:
         return (self.readings.nbytes + len(fleet.encode()) + len(device.encode()) + ENTRY_OVERHEAD_BYTES
                 + self.state_bytes + OUTCOME_BYTES * len(self.outcomes))
 
-    def follow(self, key: str, policy: Policy, state: StreamState) -> None:
-        self.key, self.policy, self.state, self.state_bytes = key, policy, state, state.nbytes
+    def follow(self, key: str, state: StreamState) -> None:
+        self.key, self.state, self.state_bytes = key, state, state.nbytes
 
 
 class Ticket:
@@ -239,10 +237,11 @@ class DeviceStore:
                 "policy": None if held.state is None else held.state.to_dict()}
 
     def adopt(self, fleet: str, device: str, data: dict, model_key: str, policy: Policy) -> None:
-        """Take over a device exported by another ingress; its policy state only when the policies match."""
+        """Take over a device exported by another ingress; its policy state only when it was learnt under the same
+        calibrated policy."""
         held = _Device(np.asarray(data["readings"], np.float32).reshape(-1, int(data["features"])))
         held.timestamp_ms, held.period_ms = int(data["timestamp_ms"]), data["period_ms"]
-        held.follow(model_key, policy, policy.start())
+        held.follow(model_key, policy.start())
         if data["policy"] is not None and not held.state.restore(data["policy"]):
             self.count("policy_restarted")
         self._devices.pop((fleet, device), None)
@@ -269,7 +268,7 @@ class DeviceStore:
         if old is not None:
             self.bytes -= old.size
             fresh.timestamp_ms, fresh.period_ms = old.timestamp_ms, old.period_ms
-            fresh.key, fresh.policy, fresh.state, fresh.tail = old.key, old.policy, old.state, old.tail
+            fresh.key, fresh.state, fresh.tail = old.key, old.state, old.tail
             fresh.state_bytes = old.state_bytes
         self._devices[key] = fresh
         return fresh
@@ -305,14 +304,15 @@ class DeviceStore:
         return outcome
 
     def _follow(self, held: _Device, model_key: str, policy: Policy) -> None:
-        """Make the device's policy state the model's: carried over from the previous model where compatible."""
+        """Make the device's policy state the model's: carried over from the previous model where its calibrated
+        policy is the same."""
         if held.key == model_key and held.state is not None:
             return
         state = policy.start()
         if held.state is not None:
-            carried = held.policy is not None and policy.compatible(held.policy) and state.restore(held.state.to_dict())
+            carried = state.restore(held.state.to_dict())
             self.count("policy_carried_over" if carried else "policy_restarted")
-        held.follow(model_key, policy, state)
+        held.follow(model_key, state)
 
     def _resize(self, held: _Device, fleet: str, device: str) -> None:
         """Count `held`'s bytes, then forget the least recently updated devices while over the bounds."""
