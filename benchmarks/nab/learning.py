@@ -183,8 +183,9 @@ def markdown(result: dict) -> str:
         f"{result['model']}, policy `{result['policy']}`, chosen there on the development half without learning). "
         "With learning, the server records the readings it judged normal and, after every N readings of each "
         "device, runs its retraining loop (`aelstm retrain` in its own process with the fleet's own configuration "
-        "and publishing gate) and serves what it published before the next readings; a model only ever sees "
-        "readings already scored. The development half chose N from "
+        "and publishing gate) and serves what it published before the next readings, each device starting from "
+        "the new version's calibration; a model only ever sees readings already scored. The development half "
+        "chose N from "
         f"{', '.join(str(c) for c in result['cadences'])} (declared before any run) by standard score: "
         f"**every {every} readings**.",
         "",
