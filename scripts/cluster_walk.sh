@@ -27,7 +27,9 @@ node_ports() {  # every port a node opens, chosen free now
     --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)" \
     --min-worker-port "$low" --max-worker-port "$((low + 99))"
 }
-our_ray_processes() { grep -lsF "$WORK" /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx "$$" || true; }
+our_ray_processes() {  # $1: only those under this path (default: the whole walk)
+  grep -lsF "${1:-$WORK}" /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx "$$" || true
+}
 cleanup() {
   local status=$?
   if [ "$status" != 0 ]; then  # what the failed step's commands wrote, before the temp dir goes
@@ -59,7 +61,7 @@ start_node() {  # $1: name, then `ray start` options; fresh ports each try, sinc
     # shellcheck disable=SC2046
     ray start "$@" --num-cpus 1 --temp-dir "$WORK/$name" $(node_ports) > "$WORK/$name.log" 2>&1 && return
     echo "ray start ($name) failed on try $try: $(tail -3 "$WORK/$name.log")" >&2
-    for pid in $(grep -lsF "$WORK/$name" /proc/[0-9]*/cmdline | cut -d/ -f3); do kill -KILL "$pid" 2> /dev/null || true; done
+    for pid in $(our_ray_processes "$WORK/$name"); do kill -KILL "$pid" 2> /dev/null || true; done
   done
   echo "Ray could not start a $name node on this host" >&2; exit 3
 }

@@ -19,8 +19,6 @@ Writes `<out>/learning.json` and `learning.md`.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -31,23 +29,19 @@ import numpy as np
 
 from aelstm.core.errors import AelstmError
 from aelstm.core.policy import Policy
-from aelstm.core.progress import ProgressBar
-from aelstm.training.nab.corpus import NabFile, load_corpus
 from aelstm.training.nab.scoring import PROFILES
-from aelstm.training.nab.split import Split
 
 from ..harness import uptime
 from .report import PROFILE_TITLES, TARGETS
 from .served import (
-    DEFAULT_CACHE,
-    DEFAULT_DATA,
-    DEFAULT_OUT,
-    DEFAULT_SPLIT,
     MODEL,
     Learning,
     Replayed,
+    command_line,
+    corpus_parser,
+    halves,
     nab_scores,
-    replay_files,
+    replay_together,
     train_all,
     with_policy,
 )
@@ -61,26 +55,14 @@ def learning_at(every: int) -> Learning:
     return Learning(every=every, min_rows=every // 2)
 
 
-def replay_together(jobs: dict[str, tuple[dict[str, Path], list[NabFile], Learning | None]],
-                    label: str) -> dict[str, Replayed]:
-    """Several replays at once, each with its own server and registry (their retraining runs share the CPUs)."""
-    with ProgressBar(f"replay {label}", sum(len(files) for _, files, _ in jobs.values()), "files",
-                     transient=False) as bar:
-        async def run() -> dict[str, Replayed]:
-            done = await asyncio.gather(*(replay_files(bundles, files, bar, learning)
-                                          for bundles, files, learning in jobs.values()))
-            return dict(zip(jobs, done, strict=True))
-
-        return asyncio.run(run())
-
-
-def retraining_summary(replayed: Replayed) -> dict:
+def retraining_summary(*replays: Replayed) -> dict:
     """How the loop's runs went: fleets published, kept aside by the gate, skipped, failed; fit time."""
-    outcomes = [o for run in replayed.retraining for o in run["outcomes"]]
+    runs = [run for replayed in replays for run in replayed.retraining]
+    outcomes = [o for run in runs for o in run["outcomes"]]
     counts = {status: sum(o["status"] == status for o in outcomes)
               for status in ("published", "kept aside", "skipped", "failed")}
     seconds = [o["seconds"] for o in outcomes if o.get("seconds") is not None]
-    return {"runs": len(replayed.retraining), **counts,
+    return {"runs": len(runs), **counts,
             "median_fit_seconds": float(np.median(seconds)) if seconds else None,
             "fit_seconds": round(float(np.sum(seconds)), 1)}
 
@@ -90,36 +72,27 @@ def alarms_of(replayed: Replayed) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NAB root (data/ and labels/)")
-    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="development / held-out split by file")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="trained bundles, by file and seed")
+    parser = corpus_parser(__doc__, "the first chooses the cadence")
     parser.add_argument("--policy", help="the alarm policy (default: the development choice in <out>/served.json)")
     parser.add_argument("--cadences", default=",".join(map(str, CADENCES)),
                         help="readings per device between retraining runs, comma-separated; the development half "
                              "chooses one (default: the declared grid)")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated; the first chooses the cadence")
-    parser.add_argument("--jobs", type=int, default=2, choices=(1, 2), help="training processes")
-    parser.add_argument("--quick", action="store_true", help="two files of each half (a smoke run)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     try:
         cadences = [int(c) for c in args.cadences.split(",")]
         if min(cadences) < 4 * MODEL["window"]:
             raise AelstmError(f"a cadence needs at least {4 * MODEL['window']} readings to retrain on")
-        corpus = load_corpus(args.data)
-        development, held_out = Split.load(args.split).halves(corpus)
+        development, held_out = halves(args)
         spec = args.policy or json.loads((args.out / "served.json").read_text())["chosen"]
         policy = Policy.parse(spec)
     except (AelstmError, OSError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.quick:
-        development, held_out = development[:2], held_out[:2]
     files = development + held_out
+    subsets = (("development", development), ("held_out", held_out), ("full", files))
     load, started = uptime(), time.perf_counter()
-    result = {"command": " ".join(["python -m benchmarks.nab.learning", *(sys.argv[1:] if argv is None else argv)]),
+    result = {"command": command_line("benchmarks.nab.learning", argv),
               "uptime": load, "model": MODEL, "policy": policy.spec, "cadences": cadences, "seeds": seeds,
               "development_files": len(development), "held_out_files": len(held_out), "runs": []}
     chosen: int | None = None
@@ -142,20 +115,16 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = result["chosen_every"] = best["every"]
                 more = replay_together({"held-out": (bundles, held_out, learning_at(chosen))},
                                        f"seed {seed} held-out, every {chosen}")["held-out"]
-                learned = alarms_of(replayed[f"every {chosen}"]) | alarms_of(more)
-                summaries = [retraining_summary(replayed[f"every {chosen}"]), retraining_summary(more)]
+                learning_runs = [replayed[f"every {chosen}"], more]
             else:
-                learned = alarms_of(replayed[f"every {chosen}"])
-                summaries = [retraining_summary(replayed[f"every {chosen}"])]
+                learning_runs = [replayed[f"every {chosen}"]]
+            learned = {key: alarms for run in learning_runs for key, alarms in alarms_of(run).items()}
             static = alarms_of(replayed["without learning"])
             result["runs"].append({
                 "seed": seed,
-                "without_learning": {name: nab_scores(subset, static) for name, subset in
-                                     (("development", development), ("held_out", held_out), ("full", files))},
-                "with_learning": {name: nab_scores(subset, learned) for name, subset in
-                                  (("development", development), ("held_out", held_out), ("full", files))},
-                "retraining": {key: sum(s[key] or 0 for s in summaries)
-                               for key in ("runs", "published", "kept aside", "skipped", "failed", "fit_seconds")},
+                "without_learning": {name: nab_scores(subset, static) for name, subset in subsets},
+                "with_learning": {name: nab_scores(subset, learned) for name, subset in subsets},
+                "retraining": retraining_summary(*learning_runs),
                 "median_train_seconds": float(np.median([t.seconds for t in trained.values()])),
             })
     result["wall_seconds"] = round(time.perf_counter() - started, 1)

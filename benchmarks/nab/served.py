@@ -152,7 +152,7 @@ async def _replay_rows(stub, fleet: str, nab: NabFile, rows: range, served: Serv
     values = np.asarray(nab.values, dtype="<f4")
 
     def requests():
-        for start in range(rows.start, rows.stop, ITEMS_PER_REQUEST):
+        for start in rows[::ITEMS_PER_REQUEST]:
             items = [pb.Item(device_id="file", timestamp_ms=int(times[row]),
                              readings=pb.Tensor(shape=[1, 1], packed=values[row : row + 1].tobytes()))
                      for row in range(start, min(start + ITEMS_PER_REQUEST, rows.stop))]
@@ -233,10 +233,24 @@ async def replay_files(bundles: dict[str, Path], files: list[NabFile], bar: Prog
         return Replayed(served, retraining)
 
 
-def replay(bundles: dict[str, Path], files: list[NabFile], label: str,
-           learning: Learning | None = None) -> Replayed:
-    with ProgressBar(f"replay {label}", len(files), "files", transient=False) as bar:
-        return asyncio.run(replay_files(bundles, files, bar, learning))
+Job = tuple[dict[str, Path], list[NabFile], Learning | None]  # bundles, files, the loop (None: no learning)
+
+
+def replay_together(jobs: dict[str, Job], label: str) -> dict[str, Replayed]:
+    """Several replays at once, each with its own server and registry (their retraining runs share the CPUs)."""
+    with ProgressBar(f"replay {label}", sum(len(files) for _, files, _ in jobs.values()), "files",
+                     transient=False) as bar:
+        async def run() -> dict[str, Replayed]:
+            done = await asyncio.gather(*(replay_files(bundles, files, bar, learning)
+                                          for bundles, files, learning in jobs.values()))
+            return dict(zip(jobs, done, strict=True))
+
+        return asyncio.run(run())
+
+
+def replay(bundles: dict[str, Path], files: list[NabFile], label: str) -> dict[str, Served]:
+    """One replay without learning: what the server returned per file."""
+    return replay_together({label: (bundles, files, None)}, label)[label].served
 
 
 def offline_alarms(policy: Policy, trained: Trained, served: Served) -> np.ndarray:
@@ -268,28 +282,42 @@ def choose(development: list[NabFile], trained: dict[str, Trained], served: dict
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def corpus_parser(doc: str, seeds_help: str) -> argparse.ArgumentParser:
+    """The options every served-alarm NAB benchmark takes: the corpus, its split, results, cache, seeds, jobs."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NAB root (data/ and labels/)")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="development / held-out split by file")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="trained bundles, by file and seed")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated; the first chooses the policy")
+    parser.add_argument("--seeds", default="0,1,2", help=f"comma-separated; {seeds_help}")
     parser.add_argument("--jobs", type=int, default=2, choices=(1, 2), help="training processes")
     parser.add_argument("--quick", action="store_true", help="two files of each half (a smoke run)")
+    return parser
+
+
+def halves(args: argparse.Namespace) -> tuple[list[NabFile], list[NabFile]]:
+    """(development, held-out) files of the corpus by its split; two of each with `--quick`."""
+    development, held_out = Split.load(args.split).halves(load_corpus(args.data))
+    return (development[:2], held_out[:2]) if args.quick else (development, held_out)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces a run, for its results file."""
+    return " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = corpus_parser(__doc__, "the first chooses the policy")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     try:
-        corpus = load_corpus(args.data)
-        development, held_out = Split.load(args.split).halves(corpus)
+        development, held_out = halves(args)
     except AelstmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.quick:
-        development, held_out = development[:2], held_out[:2]
     files = development + held_out
     load, started = uptime(), time.perf_counter()
-    result = {"command": " ".join(["python -m benchmarks.nab.served", *(sys.argv[1:] if argv is None else argv)]),
+    result = {"command": command_line("benchmarks.nab.served", argv),
               "uptime": load, "model": MODEL, "grid": GRID, "grid_history": GRID_HISTORY, "seeds": seeds,
               "development_files": len(development), "held_out_files": len(held_out), "runs": []}
     chosen: Policy | None = None
@@ -297,15 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             trained = train_all(files, seed, args.cache, args.jobs)
             if chosen is None:
-                first = replay({k: t.bundle for k, t in trained.items()}, development,
-                               f"seed {seed} (choosing)").served
+                first = replay({k: t.bundle for k, t in trained.items()}, development, f"seed {seed} (choosing)")
                 result["development_grid"] = choose(development, trained, first)
                 best = max(result["development_grid"], key=lambda row: row["profiles"]["standard"]["score"])
                 chosen = Policy.parse(best["policy"])
                 result["chosen"] = chosen.spec
             bundles = {k: with_policy(t, chosen, Path(scratch) / f"s{seed}" / k.replace("/", "__"))
                        for k, t in trained.items()}
-            served = replay(bundles, files, f"seed {seed}").served
+            served = replay(bundles, files, f"seed {seed}")
             offline = {nab.key: offline_alarms(chosen, trained[nab.key], served[nab.key]) for nab in files}
             mismatched = [k for k in offline if not np.array_equal(offline[k], served[k].alarms)]
             alarms = {k: s.alarms for k, s in served.items()}

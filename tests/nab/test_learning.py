@@ -4,23 +4,20 @@ versions are published and served, and the report holds both modes side by side.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from aelstm.core.policy import Policy
-from support import REPO
+from support import run_module
 
 pytestmark = pytest.mark.integration
 
 POLICY = "sum | spot:risk=0.0001,depth=128"
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "benchmarks.nab.learning", *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+def _run(*args: str):
+    return run_module("benchmarks.nab.learning", *args)
 
 
 def test_learning_benchmark_retrains_between_segments_and_reports_both_modes(tiny_nab: Path, tmp_path: Path) -> None:

@@ -4,21 +4,18 @@ the served alarms equal to the policy run offline, one-line errors."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from support import REPO
+from support import run_module
 
 pytestmark = pytest.mark.integration
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "benchmarks.nab.served", *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+def _run(*args: str):
+    return run_module("benchmarks.nab.served", *args)
 
 
 def test_served_benchmark_writes_nab_layout_and_summary(tiny_nab: Path, tmp_path: Path) -> None:
