@@ -251,18 +251,21 @@ class RegistryScanner:
     def scan(self) -> RegistrySnapshot:
         """Per fleet its pinned version, or (unpinned, or the pinned one is gone or refused) its newest valid one;
         and the default model."""
-        fleets: dict[str, ModelEntry] = {}
-        for fleet in fleet_names(self.root):
-            held = pinned_version(self.root, fleet)
-            for path in sorted(version_dirs(self.root / fleet), key=lambda p: p.name != held):  # pinned first
-                entry = self._entry(path, fleet, path.name)
-                if entry is not None:
-                    fleets[fleet] = entry
-                    break
+        fleets = {fleet: entry for fleet in fleet_names(self.root) if (entry := self.serving(fleet)) is not None}
         default = fleets.pop(DEFAULT_FLEET, None)
         if default is None and self.default_bundle is not None:
             default = self._entry(self.default_bundle, DEFAULT_FLEET, None)
         return RegistrySnapshot(fleets, default)
+
+    def serving(self, fleet: str) -> ModelEntry | None:
+        """One fleet's pinned version, or its newest valid one; None when it has none. Reads only that fleet, so a
+        job settling one fleet at a time never re-reads the whole registry."""
+        held = pinned_version(self.root, fleet)
+        for path in sorted(version_dirs(self.root / fleet), key=lambda p: p.name != held):  # pinned first
+            entry = self._entry(path, fleet, path.name)
+            if entry is not None:
+                return entry
+        return None
 
     def refuse(self, entry: ModelEntry, reason: str) -> None:
         """Mark a version the backend could not load, so scans skip it while its folder stays as it is."""

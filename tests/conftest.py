@@ -41,7 +41,8 @@ def shared_datasets() -> Path:
 def tiny_bundle(tmp_path_factory):
     """A small joint AE-LSTM trained in seconds on the normal start of the EC2 latency fixture."""
     from aelstm.core.data import load_nab
-    from aelstm.training.train import TrainConfig, train_series, training_rows
+    from aelstm.training.config import TrainConfig, training_rows
+    from aelstm.training.train import train_series
 
     series = load_nab(EC2_LATENCY)
     config = TrainConfig(window=16, hidden=16, latent=4, epochs=4, patience=2)

@@ -109,7 +109,7 @@ def train_config(wavelet: str, wavelet_level: int, no_denoise: bool, **hyper):
     """The model options as a training configuration."""
     from aelstm.core.preprocess import DenoiseConfig
 
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     return TrainConfig(denoise=DenoiseConfig(enabled=not no_denoise, wavelet=wavelet, level=wavelet_level), **hyper)
 
@@ -155,7 +155,8 @@ def train(
     **hyper,
 ) -> None:
     """Train the joint AE-LSTM on the normal part of DATA and write a model bundle."""
-    from .train import train_series, training_rows
+    from .config import training_rows
+    from .train import train_series
 
     config = train_config(**hyper)
     series = read_series(data, dataset, time_column, label_column, features, delimiter, non_numeric)

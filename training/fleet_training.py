@@ -20,10 +20,10 @@ from aelstm.core.data import Series
 from aelstm.core.errors import AelstmError, DataError
 from aelstm.core.progress import ProgressBar
 
+from .config import TrainConfig, training_rows
 from .epoch_board import EpochBoard
 from .fleets import FleetData
 from .gate import DEFAULT_MARGIN, GateResult, gate
-from .train import TrainConfig, train_series, training_rows
 
 ASIDE_DIR = ".aside"  # registry/.aside/<fleet>/<stamp>/: candidates the gate kept out, with the reason
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -83,6 +83,8 @@ def plan_job(fleet: FleetData, holdout_fraction: float, config: TrainConfig) -> 
 def fit_candidate(name: str, normal: Series, config: TrainConfig, threads: int,
                   on_epoch: Callable[[dict], None] | None = None) -> CandidateFit:
     """Train one fleet's candidate (anywhere: this is a Ray task's body) and return its bundle's files."""
+    from .train import train_series  # torch: only where a fit runs, never in the driver
+
     with tempfile.TemporaryDirectory(prefix="aelstm-fleet-") as folder:
         fitted, _ = train_series(normal, folder, config, rows=len(normal), name=name, version="candidate",
                                  progress=False, threads=threads, on_epoch=on_epoch)
@@ -220,7 +222,7 @@ class FleetTrainer:
             for file_name, content in fit.files.items():
                 (staging / file_name).write_bytes(content)
             candidate = load_bundle(staging)
-            served = RegistryScanner(self.registry).scan().fleets.get(job.name)
+            served = RegistryScanner(self.registry).serving(job.name)
             result = gate(candidate, (served.version, served.bundle) if served else None, job.holdout, self.margin)
             outcome.gate = result
             if result.passed:

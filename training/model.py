@@ -14,12 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import ERROR_SCORES
+
 LSTM_INPUTS = ("latent", "reading")
-# How a step's error vector (one entry per scaled feature, p·F of them for a patch) becomes one number:
-# - pooled: the mean of the squared errors, every feature in min–max units (a noisy sensor dominates);
-# - standardised: each squared error over its mean on normal validation windows, then the mean;
-# - feature-max: the same standardised squared errors, their maximum (one sensor off is enough).
-ERROR_SCORES = ("pooled", "standardised", "feature-max")
 
 
 @dataclass(frozen=True)

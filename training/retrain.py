@@ -15,9 +15,9 @@ import numpy as np
 
 from aelstm.core.data import Series
 
+from .config import TrainConfig
 from .fleet_training import FleetOutcome
 from .fleets import FleetData
-from .train import TrainConfig
 
 RECORD_GLOB = "*.parquet"  # the recorder's files; names start with their UTC write time
 

@@ -26,7 +26,8 @@ class Trained:
 
 def _train(path: Path, csv: Path, name: str, max_rows: int) -> Trained:
     from aelstm.core.data import load_nab
-    from aelstm.training.train import TrainConfig, train_series, training_rows
+    from aelstm.training.config import TrainConfig, training_rows
+    from aelstm.training.train import train_series
 
     series = load_nab(csv)
     rows = min(training_rows(series, None, until_first_anomaly=True)[0], max_rows)

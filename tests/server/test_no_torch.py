@@ -26,3 +26,13 @@ def test_serving_path_builds_on_the_core_not_on_training():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_fleet_job_driver_plans_and_settles_without_torch():
+    """Only a fit imports torch: the process that reads the fleets, submits their fits to Ray, gates and publishes
+    (or plans a retraining) never spends seconds of CPU importing it beside the fits."""
+    code = ("import sys\nimport aelstm.training.fleet_training, aelstm.training.retrain, aelstm.training.config\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -18,6 +18,7 @@ import numpy as np
 from aelstm.core.policy import Policy
 from aelstm.core.progress import ProgressBar
 
+from ..config import ERROR_SCORES
 from .lineup import Settings, build
 from .protocols import Protocol
 from .runner import run_cases
@@ -27,7 +28,6 @@ DEPTHS = (0, 32, 128, 512)
 HOLDS = (None, 32)  # windows an alarm is held (None: no hold rule)
 PATCHES = (1, 4)
 SCORE_STEPS = (1, 8)
-ERROR_SCORES = ("pooled", "standardised", "feature-max")
 DETECTORS = ("ae-lstm", "pca", "isolation-forest")
 F1_SLACK = 0.02
 RULE = (f"means over {', '.join(DETECTORS)} on the development runs' pooled test rows: the lowest mean FAR among "
