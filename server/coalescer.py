@@ -3,13 +3,16 @@
 One window per backend call tops out near a thousand windows/s (the per-call overhead dominates), while calls of
 64–256 windows go an order of magnitude faster. Requests for the same model therefore share a queue. At most
 `max_calls` calls of a model are under way at once: past that the backend would only queue them where nobody can
-see or bound the wait, so here is the one queue. While a call may go, the queue is sent once the last call went out
-at least `min_gap_s` ago (so a lone request never waits), once `max_batch` windows wait, or once its oldest window
-waited `max_wait_s`; under load calls fill up by themselves, when idle nothing waits.
+see or bound the wait, so here is the one queue. While a call may go, the queue is sent at once when no call of
+the model is under way (so a lone request never waits), else once the last call went out at least `min_gap_s` ago,
+once `max_batch` windows wait, or once its oldest window waited `max_wait_s`; under load calls fill up by
+themselves, when idle nothing waits.
 
 `min_gap_s` is for backends whose calls cost far more than their windows (a Ray Serve call costs about a
-millisecond of CPU on each side): spacing calls a few milliseconds apart under load turns many small calls into
-few full ones, for a bounded wait well inside any latency objective.
+millisecond of CPU on each side): spacing the calls of a busy model a few milliseconds apart turns many small calls
+into few full ones, for a bounded wait well inside any latency objective. It spaces only calls that would overlap:
+a request finding the model idle goes at once (on Ray, 2 cores, one window per message at 320 messages/s: p50
+about 6 ms when every call kept the gap, 4 ms so).
 
 Fairness: inside a model's queue each fleet has its own line, and a call takes whole requests from the fleets in
 turn, the fleet with the fewest windows in the call so far first, so a fleet's burst fills calls only with what the
@@ -217,7 +220,8 @@ class Coalescer:
         if not queue.windows or len(queue.calls) >= self.max_calls:
             return
         loop = asyncio.get_running_loop()
-        due = min(queue.oldest() + self.max_wait_s, queue.last_call + self.min_gap_s)
+        gap_ends = queue.last_call + self.min_gap_s if queue.calls else -math.inf  # idle: a call may go now
+        due = min(queue.oldest() + self.max_wait_s, gap_ends)
         if queue.windows >= self.max_batch or due <= loop.time():
             self._send(key)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -135,29 +136,49 @@ def test_sizes_must_be_positive(sizes):
 
 
 async def test_calls_of_a_busy_model_go_out_at_most_one_gap_apart():
-    backend = RecordingBackend()
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
     coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0, max_calls=4, min_gap_s=0.05,
                           max_queue_s=60.0)
-    first = await asyncio.wait_for(coalescer.score("m", windows([1])), timeout=5)  # idle: at once
-    assert first.score.tolist() == [1] and backend.calls == [("m", 1)]
+    busy = asyncio.ensure_future(coalescer.score("m", windows([1])))
+    await asyncio.wait_for(_until(lambda: backend.calls == [("m", 1)]), timeout=5)  # the model was idle: at once
     loop = asyncio.get_running_loop()
     started = loop.time()
     following = [asyncio.ensure_future(coalescer.score("m", windows([v]))) for v in (2, 3, 4)]
     await asyncio.sleep(0.01)
-    assert backend.calls == [("m", 1)]  # within the gap: they wait and share one call
-    results = await asyncio.gather(*following)
-    assert backend.calls == [("m", 1), ("m", 3)]
-    assert loop.time() - started < 1.0
-    assert [r.score.tolist() for r in results] == [[2], [3], [4]]
+    assert backend.calls == [("m", 1)]  # a call is under way: within the gap they wait and share one call
+    while len(backend.calls) < 2:
+        await asyncio.sleep(0.005)
+    assert backend.calls == [("m", 1), ("m", 3)] and loop.time() - started < 1.0
+    gate.set()
+    assert [r.score.tolist() for r in await asyncio.gather(busy, *following)] == [[1], [2], [3], [4]]
+
+
+async def test_a_request_finding_the_model_idle_goes_at_once_whatever_the_gap():
+    backend = RecordingBackend()
+    coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0, max_calls=4, min_gap_s=60.0,
+                          max_queue_s=60.0)
+    for value in (1, 2, 3):  # each call has ended before the next request: none waits for the gap
+        scores = await asyncio.wait_for(coalescer.score("m", windows([value])), timeout=5)
+        assert scores.score.tolist() == [value]
+    assert backend.calls == [("m", 1)] * 3
 
 
 async def test_the_gap_never_holds_a_request_longer_than_max_wait():
-    backend = RecordingBackend()
+    gate = asyncio.Event()
+    backend = RecordingBackend(gate=gate)
     coalescer = Coalescer(backend, max_batch=256, max_wait_s=0.01, max_calls=4, min_gap_s=60.0,
                           max_queue_s=60.0)
-    await coalescer.score("m", windows([1]))
-    scores = await asyncio.wait_for(coalescer.score("m", windows([2])), timeout=5)
-    assert scores.score.tolist() == [2] and backend.calls == [("m", 1), ("m", 1)]
+    busy = asyncio.ensure_future(coalescer.score("m", windows([1])))
+    waiting = asyncio.ensure_future(coalescer.score("m", windows([2])))
+    await asyncio.wait_for(_until(lambda: len(backend.calls) == 2), timeout=5)  # well before the 60-s gap
+    gate.set()
+    assert (await waiting).score.tolist() == [2] and (await busy).score.tolist() == [1]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
 
 
 def fleet_score(coalescer: Coalescer, fleet: str, values: list[float]) -> asyncio.Future:
@@ -349,11 +370,13 @@ class SwitchedBackend(RecordingBackend):
 
 
 async def test_a_held_call_keeps_no_request_past_its_callers_deadline():
-    backend = SwitchedBackend()
+    gate = asyncio.Event()
+    backend = SwitchedBackend(gate=gate)
     held = []
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.05, max_calls=1, min_gap_s=0.05, grace_s=5.0,
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.05, max_calls=2, min_gap_s=0.05, grace_s=5.0,
                           on_held=held.append)
-    await coalescer.score("m", windows([0]))  # a call just went: the next two wait for the gap and share one
+    busy = asyncio.ensure_future(coalescer.score("m", windows([0])))  # under way: the next two wait for the gap
+    await asyncio.wait_for(_until(lambda: len(backend.calls) == 1), timeout=5)
     backend.down = True
     loop = asyncio.get_running_loop()
 
@@ -368,6 +391,8 @@ async def test_a_held_call_keeps_no_request_past_its_callers_deadline():
     assert {size for _, size in backend.calls[1:]} == {2}  # one call, held for both
     assert hasty < 0.3 and 0.3 < patient < 0.7  # each let go by its own deadline, well inside the 5-s grace
     assert held == ["gave_up"]
+    gate.set()
+    await busy
 
 
 async def test_a_held_call_stops_trying_once_every_caller_has_gone():
