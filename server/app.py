@@ -81,7 +81,8 @@ class ScoringServer:
         if handoff is None and config.backend == "ray":  # ingresses of one cluster hand devices to each other
             handoff = RayHandoff(config.max_devices)
         self.recorder = recorder_for(config, self.metrics)
-        self.retraining = RetrainLoop(config, self.recorder, self.metrics) if config.retrain_every_s else None
+        self.retraining = (RetrainLoop(config, self.recorder, self.metrics, drift=self._drift_by_fleet)
+                           if config.retrain_every_s or config.retrain_on_drift else None)
         self.scorer = RequestScorer(self.models, self.coalescer, devices, AnomalyHub(config.watcher_queue),
                                     self.metrics, config.limits(), handoff, self.recorder)
         self.service = AnomalyScorerService(self.scorer)
@@ -184,6 +185,12 @@ class ScoringServer:
                 await self.check_backend()
             except Exception:
                 log.exception("backend health check failed")
+
+    def _drift_by_fleet(self) -> dict[str, float]:
+        """Each fleet served by a model of its own, and its drift where known (fleets on the default model have
+        nothing of their own to retrain)."""
+        return {fleet: ratio for fleet, entry in self.models.snapshot.fleets.items()
+                if (ratio := self.scorer.drift.ratio(entry.key)) is not None}
 
     def _registry_event(self, event: str, fleet: str) -> None:
         """Counts refusals and replaced folders as the scanner meets them (it runs in a worker thread)."""

@@ -202,6 +202,14 @@ class ServeConfig(ScorerSettings):
                                             minimum=1)
     retrain_min_rows: int = setting(2000, "Readings a fleet needs recorded since its served version before it is "
                                           "retrained.", minimum=1)
+    retrain_on_drift: float | None = setting(
+        None, "Also retrain a served fleet as soon as its drift (aelstm_fleet_drift: how many times more often than at "
+              "calibration its scores pass the calibration p99; 1 = as calibrated) reaches this, checked every poll "
+              "(needs --record-dir and torch).", minimum=1)
+    retrain_drift_cooldown_s: float = setting(
+        3600.0, "Shortest time between two drift-triggered retrains of one fleet; a fleet with too few readings "
+                "recorded yet is looked at again after the next write of the recordings (--record-flush-s).",
+        minimum=0)
     drain_grace_s: float = setting(10.0, "Seconds to finish in-flight calls on shutdown.", minimum=0)
     log_format: str = setting("json", "Log lines as JSON or text.", choices=("json", "text"))
 
@@ -217,6 +225,8 @@ class ServeConfig(ScorerSettings):
             problems.extend(ray_temp_dir_problems(self.ray_temp_dir))
         if self.retrain_every_s is not None and not self.record_dir:
             problems.append("retrain-every-s retrains on recorded readings: it needs record-dir")
+        if self.retrain_on_drift is not None and not self.record_dir:
+            problems.append("retrain-on-drift retrains on recorded readings: it needs record-dir")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls-client-ca (mutual TLS) needs tls-cert and tls-key")
         if (self.tokens or self.tokens_file) and not self.tls_cert and not self.allow_plaintext_tokens:

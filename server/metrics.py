@@ -87,6 +87,8 @@ class Metrics:
         self.retrained = Counter("aelstm_retrained_fleets", "Fleets the retraining loop went through, by outcome: "
                                  "published, kept aside (gated out), skipped (too few new readings), failed.",
                                  ["outcome"], registry=r)
+        self.drift_retrains = Counter("aelstm_drift_retrains", "Retraining runs a fleet's drift started "
+                                      "(--retrain-on-drift).", ["fleet"], registry=r)
 
     def backend_call(self, timing: CallTiming) -> None:
         self.batch_windows.observe(timing.windows)

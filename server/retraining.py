@@ -1,8 +1,12 @@
-"""The server's retraining loop: every `retrain_every_s`, write out what was recorded, then run `aelstm retrain` as
-a separate low-priority process. Training never runs on the ingress's event loop or in its process (torch stays
-out of it), and a retraining run that fails is logged and counted while scoring goes on. New versions reach every
-ingress through the registry like any publish; devices keep their windows and start from the new version's
-calibration.
+"""The server's retraining loop: every `retrain_every_s`, and for a fleet whose drift reached `retrain_on_drift`
+(`server.drift`), write out what was recorded, then run `aelstm retrain` as a separate low-priority process.
+Training never runs on the ingress's event loop or in its process (torch stays out of it), and a retraining run that
+fails is logged and counted while scoring goes on. New versions reach every ingress through the registry like any
+publish; devices keep their windows and start from the new version's calibration.
+
+A drifted fleet is retrained at most once per `retrain_drift_cooldown_s`, except that a run which skipped it (too
+few readings recorded since its version: a drifting fleet alarms, and alarmed readings are not recorded) is tried
+again after the next write of the recordings. Drift starts afresh when a new version is served.
 
 An ingress attached to a Ray cluster has the fits run there (`--ray-address`); an embedded or in-process ingress
 fits them one after another on its own host, in the idle scheduling class (`below_scoring`).
@@ -15,9 +19,12 @@ import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aelstm.core.errors import AelstmError
@@ -48,22 +55,31 @@ def check_retraining_available() -> None:
                           "pip install 'aelstm[train]', or retrain elsewhere with `aelstm retrain`")
 
 
-def retrain_command(config: ServeConfig, summary: Path) -> list[str]:
-    """The `aelstm retrain` run for this ingress's registry and recordings."""
+def retrain_command(config: ServeConfig, summary: Path, fleets: Sequence[str] = ()) -> list[str]:
+    """The `aelstm retrain` run for this ingress's registry and recordings: of `fleets`, or every served fleet."""
     where = ["--ray-address", config.ray_address] if config.ray_address else ["--no-ray"]
     return [sys.executable, "-m", "aelstm.training.retrain", "--recorded", str(config.record_dir), "--registry",
             str(config.registry), "--min-rows", str(config.retrain_min_rows), "--quiet", "--summary", str(summary),
-            *where]
+            *where, *(arg for fleet in fleets for arg in ("--fleet", fleet))]
 
 
 class RetrainLoop:
-    """Runs retraining on a schedule until cancelled; one run at a time."""
+    """Runs retraining on a schedule and on drift until cancelled; one run at a time. `drift()`: each served
+    fleet's drift ratio, where known."""
 
-    def __init__(self, config: ServeConfig, recorder: Recorder, metrics: Metrics) -> None:
-        self.config, self.recorder, self.metrics = config, recorder, metrics
+    def __init__(self, config: ServeConfig, recorder: Recorder, metrics: Metrics,
+                 drift: Callable[[], dict[str, float]] = dict) -> None:
+        self.config, self.recorder, self.metrics, self.drift = config, recorder, metrics, drift
         self.runs = 0
+        self._one_at_a_time = asyncio.Lock()
+        self._drift_tried: dict[str, tuple[float, str]] = {}  # fleet -> when its drift last started a run, outcome
 
     async def run(self) -> None:
+        jobs = [job for job, wanted in ((self._every, self.config.retrain_every_s),
+                                        (self._on_drift, self.config.retrain_on_drift)) if wanted]
+        await asyncio.gather(*(job() for job in jobs))
+
+    async def _every(self) -> None:
         while True:
             await asyncio.sleep(self.config.retrain_every_s)
             try:
@@ -71,13 +87,54 @@ class RetrainLoop:
             except Exception:
                 log.exception("retraining failed; scoring goes on, next try in %.0f s", self.config.retrain_every_s)
 
-    async def retrain_once(self) -> list[dict]:
-        """Write the recordings, retrain, and return every fleet's outcome (as `aelstm retrain --summary`)."""
+    async def _on_drift(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_s)
+            try:
+                await self.retrain_drifted()
+            except Exception:
+                log.exception("drift-triggered retraining failed; scoring goes on")
+
+    def drifted(self) -> list[str]:
+        """Served fleets whose drift reached the trigger, and that may be retrained for it now."""
+        now = time.monotonic()
+
+        def due(fleet: str) -> bool:
+            when, outcome = self._drift_tried.get(fleet, (-math.inf, ""))
+            wait = self.config.record_flush_s if outcome == "skipped" else self.config.retrain_drift_cooldown_s
+            return now - when >= wait
+
+        return sorted(fleet for fleet, ratio in self.drift().items()
+                      if ratio >= self.config.retrain_on_drift and due(fleet))
+
+    async def retrain_drifted(self) -> list[dict]:
+        """Retrain the fleets whose drift calls for it (none: nothing runs); every such fleet's outcome."""
+        fleets = self.drifted()
+        if not fleets:
+            return []
+        for fleet in fleets:
+            self._drift_tried[fleet] = (time.monotonic(), "")
+            self.metrics.drift_retrains.labels(fleet).inc()
+            log.info("retraining: fleet %s drifted (%.1f× calibration's p99 exceedance)", fleet,
+                     self.drift().get(fleet, math.nan), extra={"fields": {"fleet": fleet}})
+        outcomes = await self.retrain_once(fleets)
+        for outcome in outcomes:
+            if outcome["fleet"] in self._drift_tried:
+                self._drift_tried[outcome["fleet"]] = (self._drift_tried[outcome["fleet"]][0], outcome["status"])
+        return outcomes
+
+    async def retrain_once(self, fleets: Sequence[str] = ()) -> list[dict]:
+        """Write the recordings, retrain `fleets` (or every served fleet), and return every fleet's outcome (as
+        `aelstm retrain --summary`)."""
+        async with self._one_at_a_time:
+            return await self._retrain(fleets)
+
+    async def _retrain(self, fleets: Sequence[str]) -> list[dict]:
         await self.recorder.flush()
         with tempfile.TemporaryDirectory(prefix="aelstm-retrain-") as folder:
             summary = Path(folder) / "summary.json"
             process = await asyncio.create_subprocess_exec(
-                *retrain_command(self.config, summary), stdout=asyncio.subprocess.PIPE,
+                *retrain_command(self.config, summary, fleets), stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, preexec_fn=below_scoring)
             try:
                 output, _ = await process.communicate()

@@ -31,6 +31,8 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
     ("replicas: 3\nmax-replicas: 2\n", "below replicas"),
     ("max-batch: many\n", "invalid serve settings"),
     ("ray-temp-dir: /no/such/folder\n", "not an existing folder"),
+    ("retrain-on-drift: 5\n", "retrain-on-drift retrains on recorded readings: it needs record-dir"),
+    ("retrain-on-drift: 0.5\nrecord-dir: rec\n", "retrain_on_drift must be ≥ 1"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path, text, message):
     path = tmp_path / "serve.yaml"

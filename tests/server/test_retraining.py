@@ -4,6 +4,7 @@ stops alarming; recordings are Parquet, sampled by device, and never hold alarme
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -87,6 +88,31 @@ async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain
         sample = server.metrics.registry.get_sample_value
         assert sample("aelstm_retrained_fleets_total", {"outcome": "published"}) == 1
         assert sample("aelstm_recorded_readings_total", {"fleet": FLEET, "outcome": "kept"}) > 500
+    finally:
+        await server.stop(0)
+
+
+async def test_a_fleet_whose_drift_reaches_the_trigger_is_retrained_without_a_schedule(tmp_path, level_zero_bundle):
+    registry, recorded = tmp_path / "registry", tmp_path / "recorded"
+    publish(level_zero_bundle, registry, FLEET)
+    config = ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0, poll_s=0.2,
+                         record_dir=str(recorded), record_devices=1.0, record_flush_s=0.5,
+                         retrain_on_drift=5.0, retrain_min_rows=500)
+    server = ScoringServer(config)
+    await server.start()
+    try:
+        moved = wave(1500, level=3.0, seed=1)
+        await alarms(server.address, "recorded", moved)
+        sample = server.metrics.registry.get_sample_value
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 240
+        while not (server.models.resolve(FLEET).version == "2"  # the drift check retrained, the poll serves it
+                   and sample("aelstm_retrained_fleets_total", {"outcome": "published"}) == 1):
+            assert loop.time() < deadline, "no retrained version served within 240 s of the drift"
+            await asyncio.sleep(0.2)
+        assert sample("aelstm_drift_retrains_total", {"fleet": FLEET}) >= 1
+        assert await alarms(server.address, "fresh", moved[:300]) <= 1
+        assert server.retraining.drifted() == []  # the new version's drift starts afresh
     finally:
         await server.stop(0)
 
