@@ -2,7 +2,8 @@
 twice that rate offered for a minute.
 
 For each model (the default `aelstm train` model of the NAB machine-temperature fixture, and the benchmarks' small
-EC2 model) and each backend (`aelstm serve` on an embedded Ray, and `--backend inprocess`), one server at a time:
+EC2 model) and each backend (`aelstm serve` on an embedded Ray, `--backend inprocess`, and with `--backends
+...,peer` Ray Serve's own gRPC proxy serving the same model, `peer.py`), one server at a time:
 
 1. the ceiling: onnxruntime alone on the bundle, one thread, at batch 16 and 256;
 2. capacity: a quick sweep (`aelstm-client loadtest --rate A:B:STEP`, 3-s steps) brackets the limit, a second
@@ -19,7 +20,8 @@ EC2 model) and each backend (`aelstm serve` on an embedded Ray, and `--backend i
 
     python -m benchmarks.performance.overload     # writes benchmarks/results/performance/overload.{json,md,png}
 
-Figures compare only within one run; `uptime` is recorded before each server, since a busy machine moves them.
+The peer answers unary `Score` calls only, so it is driven with `--rpc unary`, our servers with the streams gateways
+use. Figures compare only within one run; `uptime` is recorded before each server, since a busy machine moves them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from benchmarks.harness import (
     uptime,
 )
 from benchmarks.performance.limits import SLO_MS, Grid, Phase, Workload, find_limit, step_row
-from benchmarks.performance.run import git_commit, machine, now, say
+from benchmarks.performance.run import git_commit, machine, now, peer, say
 
 RESULTS = REPO / "benchmarks" / "results" / "performance"
 MACHINE_TEMPERATURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / \
@@ -189,16 +191,18 @@ def measure(name: str, backend: str, bundle: Path, plan: Plan, logs: Path) -> di
     top = ceiling(bundle, 1.5)
     say(f"{name}: onnxruntime alone {top['batch16']:.0f} windows/s at batch 16, {top['batch256']:.0f} at 256")
     port = free_port()
-    result = {"model": name, "backend": backend, "ceiling_windows_per_s": top, "uptime_before": uptime()}
-    process = start_server(bundle, Path(logs) / f"registry-{name}-{backend}", backend, port,
-                           Path(logs) / f"{name}-{backend}.log", ["--device", "cpu"])
+    rpc = "unary" if backend == "peer" else "stream"
+    result = {"model": name, "backend": backend, "rpc": rpc, "ceiling_windows_per_s": top, "uptime_before": uptime()}
+    log = Path(logs) / f"{name}-{backend}.log"
+    process = (peer(bundle).start(log, port) if backend == "peer" else
+               start_server(bundle, Path(logs) / f"registry-{name}-{backend}", backend, port, log, ["--device", "cpu"]))
     target = f"127.0.0.1:{port}"
     try:
-        workload = Workload(16)
+        workload = Workload(16, rpc)
         found = capacity(target, workload, plan, guess=top["batch256"] / 16 / 2)
         result["capacity"] = found
         say(f"{name} on {backend}: capacity {found['items_per_s'] or 0:.0f} items/s at {found['rate']} msgs/s")
-        report, command = loadtest(target, [*Workload(1).args(Phase(2.0, plan.light_s, 5.0)),
+        report, command = loadtest(target, [*Workload(1, rpc).args(Phase(2.0, plan.light_s, 5.0)),
                                             "--rate", f"{LIGHT_RATE:g}"])
         result["light"] = brief(report, command)
         say(f"{name} on {backend}: light load p50 {result['light']['p50_ms']:.2f} ms, p99 "
@@ -218,6 +222,24 @@ def measure(name: str, backend: str, bundle: Path, plan: Plan, logs: Path) -> di
     return result
 
 
+def shown_backend(result: dict) -> str:
+    return "Ray Serve gRPC proxy (unary)" if result["backend"] == "peer" else result["backend"]
+
+
+def ratios(summary: dict) -> list[str]:
+    """Confirmed capacity of our Ray backend against in-process and against the peer, per model, where both were
+    confirmed in this run."""
+    found = {(r["model"], r["backend"]): r["capacity"]["items_per_s"] for r in summary["results"]
+             if r["capacity"]["confirmed"]}
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in summary["results"]):
+        ray = found.get((model, "ray"))
+        for other, label in (("inprocess", "in-process"), ("peer", "Ray Serve's gRPC proxy")):
+            if ray and found.get((model, other)):
+                lines.append(f"- {model} model: Ray ÷ {label} = **{ray / found[(model, other)]:.2f}**")
+    return lines
+
+
 def markdown(summary: dict) -> str:
     lines = ["# Capacity confirmed, and overload at twice capacity", "",
              f"`{summary['command']}` at {summary['commit'][:12]}{' (dirty)' if summary['dirty'] else ''}, "
@@ -232,9 +254,11 @@ def markdown(summary: dict) -> str:
         figure = (f"{c['items_per_s']:,.0f} | {c['items_per_s'] / top:.2f} | {last['p99_ms']:.1f}" if c["confirmed"]
                   else f"not confirmed: the lowest rate tried, {last['items_per_s']:,.0f}, had p99 "
                        f"{last['p99_ms']:.1f} ms and {last['items_refused']} refused | – | –")
-        lines.append(f"| {r['model']} | {r['backend']} | {top:,.0f} | {figure} | "
+        lines.append(f"| {r['model']} | {shown_backend(r)} | {top:,.0f} | {figure} | "
                      f"{r['light']['p50_ms']:.2f} / {r['light']['p99_ms']:.2f} | "
                      f"{r['uptime_before'].split('load average:')[-1].strip()} |")
+    lines += ["", "Confirmed capacities compared (only where both were confirmed):", "",
+              *(ratios(summary) or ["- none"])]
     lines += ["", f"Overload: twice the reference rate for {summary['plan']['burst_s']:g} s (two clients). The "
               "reference is the confirmed capacity, or where none was confirmed (marked *not confirmed*) the last, "
               "lowest rate tried and what it delivered.", "",
@@ -246,7 +270,7 @@ def markdown(summary: dict) -> str:
         cap = o["reference_items_per_s"]
         errors = {k: v for k, v in o["errors"].items() if v} or 0
         marked = "" if o["capacity_confirmed"] else " (*not confirmed*)"
-        lines.append(f"| {r['model']} | {r['backend']} | {cap:,.0f}{marked} | {o['goodput_items_per_s']:,.0f} | "
+        lines.append(f"| {r['model']} | {shown_backend(r)} | {cap:,.0f}{marked} | {o['goodput_items_per_s']:,.0f} | "
                      f"{o['goodput_items_per_s'] / cap:.2f} | {o['burst_admitted_latency_ms']['p99']:.1f} | "
                      f"{o['items_refused']:,} of {o['items_sent']:,} | {o['lost']} | {errors} | "
                      f"{o['recovery_s']} | {r['uptime_before_overload'].split('load average:')[-1].strip()} |")
@@ -296,7 +320,8 @@ def plot(summary: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="default,small", help="default and/or small [default,small]")
-    parser.add_argument("--backends", default="ray,inprocess", help="ray and/or inprocess [ray,inprocess]")
+    parser.add_argument("--backends", default="ray,inprocess,peer",
+                        help="ray, inprocess and/or peer (Ray Serve's own gRPC proxy) [ray,inprocess,peer]")
     parser.add_argument("--confirm-s", type=float, default=30.0, help="fixed-rate confirmation run [30]")
     parser.add_argument("--burst-s", type=float, default=60.0, help="overload burst at twice capacity [60]")
     parser.add_argument("--default-bundle", type=Path, help="an already trained default model (else trained here)")
