@@ -9,7 +9,8 @@ EC2 model) and each backend (`aelstm serve` on an embedded Ray, `--backend inpro
 2. capacity: a quick sweep (`aelstm-client loadtest --rate A:B:STEP`, 3-s steps) brackets the limit, a second
    sweep at a quarter of the step refines it, and a `--confirm-s` (default 30 s) fixed-rate run at that rate must
    confirm it (p99 ≤ 50 ms, nothing lost or in error, at most 0.1 % of items refused); a rate that fails is lowered
-   by 10 % and run again, up to three times;
+   by 10 % and run again, up to `CONFIRM_TRIES` runs in all (near capacity admission refuses a few tenths of a
+   percent, so the first rates tried often miss the 0.1 % bound while their p99 holds);
 3. light load: one window per message at 320 msgs/s;
 4. overload: a base client offers the confirmed rate for `before + burst + after` seconds while a second client
    offers it again for `--burst-s` (default 60 s) in the middle: twice capacity during the burst. From the two
@@ -59,6 +60,7 @@ RESULTS = REPO / "benchmarks" / "results" / "performance"
 MACHINE_TEMPERATURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / \
     "machine_temperature_system_failure.csv"
 LOWER = 0.9  # a rate that fails its confirmation is retried this much lower
+CONFIRM_TRIES = 5  # down to 0.66 of the first candidate
 LIGHT_RATE = 320.0  # msgs/s of one window each: the light-load latency run
 
 
@@ -123,7 +125,7 @@ def capacity(target: str, workload: Workload, plan: Plan, guess: float) -> dict:
         held = [step["rate"] for step in swept["refined"]["steps"] if step["sustained"]]
         rate = max([rate, *held])
     confirmations = []
-    for _ in range(3):
+    for _ in range(CONFIRM_TRIES):
         report, command = loadtest(target, [*workload.args(Phase(3.0, plan.confirm_s, 5.0)), "--rate", f"{rate:g}"])
         confirmations.append(brief(report, command))
         say(f"  confirm {rate:g} msgs/s for {plan.confirm_s:g} s: {confirmations[-1]['items_per_s']:.0f} items/s, "
