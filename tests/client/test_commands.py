@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -163,19 +162,24 @@ def test_replay_paces_by_timestamps_or_interval():
 
 
 def test_watch_prints_what_the_server_flags(fake):
-    def score_a_spike() -> None:
-        time.sleep(0.5)
+    watched = threading.Event()
+
+    def score_spikes() -> None:  # until the watcher has seen one: it may subscribe after the first
         window = np.zeros((WINDOW, 1), np.float32)
         window[:-1, 0] = np.linspace(0, 0.1, WINDOW - 1)
         window[-1, 0] = 50.0
         with grpc.insecure_channel(fake.target) as channel:
             request = pb.ScoreRequest(request_id="r1", fleet_id="fleet-a", items=[window_item("spiky", window)])
-            scoring_pb2_grpc.AnomalyScorerStub(channel).Score(request, timeout=5)
+            while not watched.wait(0.05):
+                scoring_pb2_grpc.AnomalyScorerStub(channel).Score(request, timeout=5)
 
-    sender = threading.Thread(target=score_a_spike)
+    sender = threading.Thread(target=score_spikes)
     sender.start()
-    result = invoke("--target", fake.target, "watch", "--fleet", "fleet-a", "--count", "1", "--for", "10s")
-    sender.join()
+    try:
+        result = invoke("--target", fake.target, "watch", "--fleet", "fleet-a", "--count", "1", "--for", "10s")
+    finally:
+        watched.set()
+        sender.join()
     assert result.exit_code == 0, result.output
     assert "device=spiky" in result.output and "fleet=fleet-a" in result.output
 

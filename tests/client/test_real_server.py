@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 from contextlib import asynccontextmanager
 
 import grpc
@@ -81,19 +80,26 @@ def test_watch_prints_what_the_real_server_flags(real_server):
     target, bundle, series = real_server
     windows = sliding_windows(series.values, bundle.window, 1)
 
-    def score_the_series() -> None:
-        time.sleep(1.0)  # let the watcher subscribe first
+    watched = threading.Event()
+
+    def score_the_series() -> None:  # again and again until the watcher has seen three: it may subscribe late
         with grpc.insecure_channel(target) as channel:
             stub = scoring_pb2_grpc.AnomalyScorerStub(channel)
-            for start in range(0, len(windows), 500):
-                items = [window_item("watched", w) for w in windows[start : start + 500]]
-                stub.Score(pb.ScoreRequest(request_id=str(start), fleet_id="fleet-w", items=items), timeout=30)
+            while not watched.is_set():
+                for start in range(0, len(windows), 500):
+                    items = [window_item("watched", w) for w in windows[start : start + 500]]
+                    stub.Score(pb.ScoreRequest(request_id=str(start), fleet_id="fleet-w", items=items), timeout=30)
+                    if watched.is_set():
+                        return
 
     sender = threading.Thread(target=score_the_series)
     sender.start()
-    result = CliRunner().invoke(main, ["--target", target, "watch", "--fleet", "fleet-w", "--count", "3",
-                                       "--for", "60s"])
-    sender.join()
+    try:
+        result = CliRunner().invoke(main, ["--target", target, "watch", "--fleet", "fleet-w", "--count", "3",
+                                           "--for", "60s"])
+    finally:
+        watched.set()
+        sender.join()
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "device=watched" in line]
     assert len(lines) == 3 and all("fleet=fleet-w" in line for line in lines)

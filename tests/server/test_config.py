@@ -32,7 +32,7 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
     ("max-batch: many\n", "invalid serve settings"),
     ("ray-temp-dir: /no/such/folder\n", "not an existing folder"),
     ("retrain-on-drift: 5\n", "retrain-on-drift retrains on recorded readings: it needs record-dir"),
-    ("retrain-on-drift: 0.5\nrecord-dir: rec\n", "retrain_on_drift must be ≥ 1"),
+    ("retrain-on-drift: 0.5\nrecord-dir: rec\n", "retrain-on-drift must be ≥ 1, got 0.5"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path, text, message):
     path = tmp_path / "serve.yaml"
