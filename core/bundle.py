@@ -7,10 +7,18 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BundleError, DataError
 from .policy import Policy, StreamState, Verdict
 from .preprocess import DenoiseConfig, MinMaxScaler
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Scaled values (0..1 over the training range) beyond this many training ranges are refused: squared errors of
+# such windows would overflow float32 inside the model and the score would be +Inf.
+MAX_SCALED = 1e12
 
 SCHEMA_VERSION = 2  # 2: one alarm `policy` in place of version 1's `threshold`
 MANIFEST_FILE = "manifest.json"
@@ -91,6 +99,30 @@ class Bundle:
 
         scaler = self.manifest["preprocessing"]["scaler"]
         return MinMaxScaler(np.asarray(scaler["min"]), np.asarray(scaler["max"]))
+
+    @cached_property
+    def scorable_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature, the raw values this model scores with a finite result: MAX_SCALED training ranges around
+        its training range (the scaler maps that range to [0, 1]). Computed once: every scored item is checked."""
+        import numpy as np
+
+        scaler = self.scaler
+        low, high = scaler.minimum.astype(np.float64), scaler.maximum.astype(np.float64)
+        return low - MAX_SCALED * scaler.span, high + MAX_SCALED * scaler.span
+
+    @cached_property
+    def scorable_range32(self) -> tuple[np.ndarray, np.ndarray]:
+        """`scorable_range` as float32, rounded inward: a float32 reading inside it is inside the exact range, so
+        one comparison per value accepts the usual window (a reading outside it gets the exact check)."""
+        import numpy as np
+
+        low, high = self.scorable_range
+        largest = np.finfo(np.float32).max
+        low32 = np.clip(low, -largest, largest).astype(np.float32)
+        high32 = np.clip(high, -largest, largest).astype(np.float32)
+        low32 = np.where(low32 < low, np.nextafter(low32, np.float32(np.inf)), low32)
+        high32 = np.where(high32 > high, np.nextafter(high32, np.float32(-np.inf)), high32)
+        return low32, high32
 
     @property
     def model_path(self) -> Path:

@@ -8,6 +8,7 @@ import json
 import grpc
 import numpy as np
 
+from aelstm.core.bundle import MAX_SCALED
 from aelstm.core.policy import Verdict
 from aelstm.v1 import scoring_pb2 as pb
 
@@ -20,9 +21,6 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 
 
-# Scaled values (0..1 over the training range) beyond this many training ranges are refused: squared errors of
-# such windows would overflow float32 inside the model and the score would be +Inf.
-MAX_SCALED = 1e12
 QUOTE_CHARS = 64
 
 
@@ -67,14 +65,23 @@ def decode_tensor(tensor: pb.Tensor, what: str) -> np.ndarray:
     raise ItemProblem(INVALID_ARGUMENT, f"{what} carries no data: set `packed` or `values`")
 
 
+def plainly_scorable(values: np.ndarray, entry: ModelEntry) -> bool:
+    """Every value is a reading (no gap) well inside what the model scores: the usual item, accepted with one
+    comparison per value; anything else gets the checks that name its problem."""
+    low, high = entry.bundle.scorable_range32
+    return bool(((values >= low) & (values <= high)).all())
+
+
 def check_features(values: np.ndarray, entry: ModelEntry, what: str) -> None:
     features = len(entry.bundle.features)
     if values.shape[1] != features:
         raise ItemProblem(INVALID_ARGUMENT, f"{what} has {values.shape[1]} features; model {entry.bundle.name} "
                                             f"expects {features} {list(entry.bundle.features)}")
+    if plainly_scorable(values, entry):
+        return
     if np.isinf(values).any():
         raise ItemProblem(INVALID_ARGUMENT, f"{what} contains ±Inf; send NaN for a missing reading")
-    low, high = value_bounds(entry)
+    low, high = entry.bundle.scorable_range
     wide = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         outside = ((wide < low) | (wide > high)).any(axis=0)
@@ -86,15 +93,6 @@ def check_features(values: np.ndarray, entry: ModelEntry, what: str) -> None:
                                             f"the score would overflow float32")
 
 
-def value_bounds(entry: ModelEntry) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature, the raw values a model can score with a finite result: MAX_SCALED training ranges around
-    its training range (the scaler maps that range to [0, 1])."""
-    scaler = entry.bundle.manifest["preprocessing"]["scaler"]
-    low, high = np.asarray(scaler["min"], np.float64), np.asarray(scaler["max"], np.float64)
-    span = np.where(high - low > 0, high - low, 1.0)  # as MinMaxScaler.span
-    return low - MAX_SCALED * span, high + MAX_SCALED * span
-
-
 def check_window(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
     """A scorable `window` item: right shape, values the model can score, and a reading for every feature."""
     expected = (entry.bundle.window, len(entry.bundle.features))
@@ -102,6 +100,8 @@ def check_window(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
         raise ItemProblem(INVALID_ARGUMENT, f"window shape {list(window.shape)} does not match model "
                                             f"{entry.bundle.name}: expected [window={expected[0]}, "
                                             f"features={expected[1]}]")
+    if plainly_scorable(window, entry):  # no gap to fill
+        return window
     check_features(window, entry, "window")
     return check_fillable(window, entry)
 

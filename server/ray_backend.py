@@ -257,12 +257,17 @@ class RayServeBackend:
             return await asyncio.to_thread(self._try_attach)
         return True
 
-    def _for(self, digest: str):
+    def _for(self, digest: str, method: str = "score"):
+        """The handle calling `method` with `digest`'s model. The scoring one is made once per model: Ray builds a
+        handle's options anew on every attribute access (`handle.score`), pickling its request router class each
+        time, a few percent of the ingress's CPU under load."""
         if self._scorer is None:
             raise BackendUnavailable("the scoring application is not running")
+        if method != "score":
+            return self._scorer.options(multiplexed_model_id=digest, method_name=method)
         handle = self._handles.get(digest)
         if handle is None:
-            handle = self._handles[digest] = self._scorer.options(multiplexed_model_id=digest)
+            handle = self._handles[digest] = self._scorer.options(multiplexed_model_id=digest, method_name="score")
         return handle
 
     async def _put(self, digest: str, files: dict[str, bytes]) -> None:
@@ -275,7 +280,7 @@ class RayServeBackend:
         files = await asyncio.to_thread(bundle_files, entry.bundle.path)  # reads and hashes: off the loop
         digest = files_digest(files)
         await self._put(digest, files)
-        provider = await self._for(digest).check.remote(probe_windows(entry))
+        provider = await self._for(digest, "check").remote(probe_windows(entry))
         self._digests[entry.key] = digest
         self._files[digest] = files
         log.info("model %s v%s ready on %s", entry.fleet, entry.version, provider,
@@ -291,12 +296,12 @@ class RayServeBackend:
             raise LookupError(f"model {key} is not loaded")
         try:
             try:
-                return await self._for(digest).score.remote(windows)
+                return await self._for(digest).remote(windows)
             except MissingBundle:  # the store restarted: put the bundle back, then once more
                 await self._put(digest, self._files[digest])
             except self._replica_lost as exc:  # scoring is idempotent: another replica answers
                 replica_warnings.warning("a Scorer replica failed mid-call (%s); retrying once", type(exc).__name__)
-            return await self._for(digest).score.remote(windows)
+            return await self._for(digest).remote(windows)
         except (MissingBundle, *self._replacing) as exc:
             raise BackendUnavailable(f"the scoring application is being replaced ({type(exc).__name__})") from exc
 
