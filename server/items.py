@@ -77,8 +77,12 @@ def check_features(values: np.ndarray, entry: ModelEntry, what: str) -> None:
     if values.shape[1] != features:
         raise ItemProblem(INVALID_ARGUMENT, f"{what} has {values.shape[1]} features; model {entry.bundle.name} "
                                             f"expects {features} {list(entry.bundle.features)}")
-    if plainly_scorable(values, entry):
-        return
+    if not plainly_scorable(values, entry):
+        check_values(values, entry, what)
+
+
+def check_values(values: np.ndarray, entry: ModelEntry, what: str) -> None:
+    """The exact checks, naming the problem: no ±Inf, nothing outside the range the model scores."""
     if np.isinf(values).any():
         raise ItemProblem(INVALID_ARGUMENT, f"{what} contains ±Inf; send NaN for a missing reading")
     low, high = entry.bundle.scorable_range
@@ -102,7 +106,7 @@ def check_window(window: np.ndarray, entry: ModelEntry) -> np.ndarray:
                                             f"features={expected[1]}]")
     if plainly_scorable(window, entry):  # no gap to fill
         return window
-    check_features(window, entry, "window")
+    check_values(window, entry, "window")
     return check_fillable(window, entry)
 
 

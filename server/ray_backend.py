@@ -257,14 +257,12 @@ class RayServeBackend:
             return await asyncio.to_thread(self._try_attach)
         return True
 
-    def _for(self, digest: str, method: str = "score"):
-        """The handle calling `method` with `digest`'s model. The scoring one is made once per model: Ray builds a
-        handle's options anew on every attribute access (`handle.score`), pickling its request router class each
-        time, a few percent of the ingress's CPU under load."""
+    def _for(self, digest: str):
+        """The handle scoring with `digest`'s model, made once per model: Ray builds a handle's options anew on every
+        attribute access (`handle.score`), pickling its request router class each time, a few percent of the
+        ingress's CPU under load."""
         if self._scorer is None:
             raise BackendUnavailable("the scoring application is not running")
-        if method != "score":
-            return self._scorer.options(multiplexed_model_id=digest, method_name=method)
         handle = self._handles.get(digest)
         if handle is None:
             handle = self._handles[digest] = self._scorer.options(multiplexed_model_id=digest, method_name="score")
@@ -280,7 +278,7 @@ class RayServeBackend:
         files = await asyncio.to_thread(bundle_files, entry.bundle.path)  # reads and hashes: off the loop
         digest = files_digest(files)
         await self._put(digest, files)
-        provider = await self._for(digest, "check").remote(probe_windows(entry))
+        provider = await self._for(digest).options(method_name="check").remote(probe_windows(entry))
         self._digests[entry.key] = digest
         self._files[digest] = files
         log.info("model %s v%s ready on %s", entry.fleet, entry.version, provider,

@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aelstm.core.errors import AelstmError
@@ -75,28 +75,28 @@ class RetrainLoop:
         self._drift_tried: dict[str, tuple[float, str]] = {}  # fleet -> when its drift last started a run, outcome
 
     async def run(self) -> None:
-        jobs = [job for job, wanted in ((self._every, self.config.retrain_every_s),
-                                        (self._on_drift, self.config.retrain_on_drift)) if wanted]
-        await asyncio.gather(*(job() for job in jobs))
+        jobs = []
+        if self.config.retrain_every_s:
+            jobs.append(self._repeat(self.config.retrain_every_s, self.retrain_once, "retraining"))
+        if self.config.retrain_on_drift:
+            jobs.append(self._repeat(self.config.poll_s, self.retrain_drifted, "drift-triggered retraining"))
+        await asyncio.gather(*jobs)
 
-    async def _every(self) -> None:
+    @staticmethod
+    async def _repeat(every_s: float, job: Callable[[], Awaitable[list[dict]]], what: str) -> None:
+        """`job` every `every_s` seconds until cancelled; a run that fails is logged and scoring goes on."""
         while True:
-            await asyncio.sleep(self.config.retrain_every_s)
+            await asyncio.sleep(every_s)
             try:
-                await self.retrain_once()
+                await job()
             except Exception:
-                log.exception("retraining failed; scoring goes on, next try in %.0f s", self.config.retrain_every_s)
-
-    async def _on_drift(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.poll_s)
-            try:
-                await self.retrain_drifted()
-            except Exception:
-                log.exception("drift-triggered retraining failed; scoring goes on")
+                log.exception("%s failed; scoring goes on, next try in %.0f s", what, every_s)
 
     def drifted(self) -> list[str]:
         """Served fleets whose drift reached the trigger, and that may be retrained for it now."""
+        return self._due(self.drift())
+
+    def _due(self, ratios: dict[str, float]) -> list[str]:
         now = time.monotonic()
 
         def due(fleet: str) -> bool:
@@ -104,19 +104,19 @@ class RetrainLoop:
             wait = self.config.record_flush_s if outcome == "skipped" else self.config.retrain_drift_cooldown_s
             return now - when >= wait
 
-        return sorted(fleet for fleet, ratio in self.drift().items()
-                      if ratio >= self.config.retrain_on_drift and due(fleet))
+        return sorted(fleet for fleet, ratio in ratios.items() if ratio >= self.config.retrain_on_drift and due(fleet))
 
     async def retrain_drifted(self) -> list[dict]:
         """Retrain the fleets whose drift calls for it (none: nothing runs); every such fleet's outcome."""
-        fleets = self.drifted()
+        ratios = self.drift()
+        fleets = self._due(ratios)
         if not fleets:
             return []
         for fleet in fleets:
             self._drift_tried[fleet] = (time.monotonic(), "")
             self.metrics.drift_retrains.labels(fleet).inc()
-            log.info("retraining: fleet %s drifted (%.1f× calibration's p99 exceedance)", fleet,
-                     self.drift().get(fleet, math.nan), extra={"fields": {"fleet": fleet}})
+            log.info("retraining: fleet %s drifted (%.1f× calibration's p99 exceedance)", fleet, ratios[fleet],
+                     extra={"fields": {"fleet": fleet}})
         outcomes = await self.retrain_once(fleets)
         for outcome in outcomes:
             if outcome["fleet"] in self._drift_tried:

@@ -33,7 +33,7 @@ class TrainConfig:
     lstm_layers: int = 2
     patch: int = 1
     score_steps: int = 1
-    error_score: str = "pooled"  # how a step's error vector becomes one number (`model.ERROR_SCORES`)
+    error_score: str = "pooled"  # how a step's error vector becomes one number (`config.ERROR_SCORES`)
     epochs: int = 100
     patience: int = 5
     min_delta: float = 0.01  # an improvement lowers the validation loss by this fraction of its last improved value

@@ -1,4 +1,4 @@
-"""The per-dimension weights of the model's error score (`model.ERROR_SCORES`): 1 / each dimension's mean squared
+"""The per-dimension weights of the model's error score (`config.ERROR_SCORES`): 1 / each dimension's mean squared
 error on normal windows, so every sensor's error is counted in its own normal units.
 
 They are fitted on the held-out normal validation windows, after training: errors on windows the model trained on

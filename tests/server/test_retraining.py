@@ -57,14 +57,22 @@ async def model_info(address: str) -> pb.ModelInfo:
         return await pb_grpc.AnomalyScorerStub(channel).GetModel(pb.GetModelRequest(fleet_id=FLEET))
 
 
-async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain(tmp_path, level_zero_bundle):
-    registry, recorded = tmp_path / "registry", tmp_path / "recorded"
-    publish(level_zero_bundle, registry, FLEET)
-    config = ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0, poll_s=60.0,
-                         record_dir=str(recorded), record_devices=1.0, record_flush_s=3600.0,
-                         retrain_every_s=3600.0, retrain_min_rows=500)
-    server = ScoringServer(config)
+async def recording_server(tmp_path: Path, bundle: Path, **settings) -> ScoringServer:
+    """An in-process server of `bundle` as fleet FLEET that records every device's normal readings in
+    `tmp_path / "recorded"`, with these retraining settings; started."""
+    registry = tmp_path / "registry"
+    publish(bundle, registry, FLEET)
+    server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0,
+                                       record_dir=str(tmp_path / "recorded"), record_devices=1.0,
+                                       retrain_min_rows=500, **settings))
     await server.start()
+    return server
+
+
+async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain(tmp_path, level_zero_bundle):
+    recorded = tmp_path / "recorded"
+    server = await recording_server(tmp_path, level_zero_bundle, poll_s=60.0, record_flush_s=3600.0,
+                                    retrain_every_s=3600.0)
     try:
         moved = wave(1500, level=3.0, seed=1)
         before = await alarms(server.address, "fresh-1", moved[:300])
@@ -93,13 +101,8 @@ async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain
 
 
 async def test_a_fleet_whose_drift_reaches_the_trigger_is_retrained_without_a_schedule(tmp_path, level_zero_bundle):
-    registry, recorded = tmp_path / "registry", tmp_path / "recorded"
-    publish(level_zero_bundle, registry, FLEET)
-    config = ServeConfig(port=0, backend="inprocess", registry=str(registry), metrics_port=0, poll_s=0.2,
-                         record_dir=str(recorded), record_devices=1.0, record_flush_s=0.5,
-                         retrain_on_drift=5.0, retrain_min_rows=500)
-    server = ScoringServer(config)
-    await server.start()
+    server = await recording_server(tmp_path, level_zero_bundle, poll_s=0.2, record_flush_s=0.5,
+                                    retrain_on_drift=5.0)
     try:
         moved = wave(1500, level=3.0, seed=1)
         await alarms(server.address, "recorded", moved)
