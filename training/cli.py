@@ -53,6 +53,12 @@ def model_options(function):
         click.option(
             "--epochs", default=100, show_default=True, help="Maximum epochs (early stopping on validation loss)."
         ),
+        click.option(
+            "--epoch-windows",
+            type=click.IntRange(min=0),
+            help="Windows an epoch trains on, drawn afresh each epoch from all of them, so a long recording costs a "
+            "bounded time per epoch while a short one trains on every window [default: 4096; 0: every window].",
+        ),
         click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping."),
         click.option(
             "--min-delta",
@@ -111,6 +117,9 @@ def train_config(wavelet: str, wavelet_level: int, no_denoise: bool, **hyper):
 
     from .config import TrainConfig
 
+    epoch_windows = hyper.pop("epoch_windows", None)
+    if epoch_windows is not None:
+        hyper["epoch_windows"] = epoch_windows or None  # 0: every window
     return TrainConfig(denoise=DenoiseConfig(enabled=not no_denoise, wavelet=wavelet, level=wavelet_level), **hyper)
 
 

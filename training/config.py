@@ -35,6 +35,9 @@ class TrainConfig:
     score_steps: int = 1
     error_score: str = "pooled"  # how a step's error vector becomes one number (`config.ERROR_SCORES`)
     epochs: int = 100
+    # An epoch trains on at most this many windows (None: all), drawn afresh each epoch: a day of per-second
+    # readings costs the same per epoch as a few hours' (`benchmarks/results/training/multivariate_cost.md`).
+    epoch_windows: int | None = 4096
     patience: int = 5
     min_delta: float = 0.01  # an improvement lowers the validation loss by this fraction of its last improved value
     batch_size: int = 64
@@ -64,6 +67,7 @@ class TrainConfig:
              f"score steps must be in [1, window − patch = {self.window - self.patch}], got {self.score_steps}"),
             (self.error_score in ERROR_SCORES, f"error score must be one of {ERROR_SCORES}, got {self.error_score!r}"),
             (self.epochs >= 0, "epochs must be ≥ 0 (0 keeps the random initial weights: the untrained floor)"),
+            (self.epoch_windows is None or self.epoch_windows >= 1, "epoch windows must be ≥ 1 (or unset: all)"),
             (0.0 <= self.min_delta < 1.0, "min delta must be in [0, 1) (a fraction of the best validation loss)"),
             (self.learning_rate > 0, "learning rate must be > 0"),
         ]

@@ -110,16 +110,16 @@ def _fit_phase(
     with ProgressBar(label, config.epochs, "epochs", enabled=progress) as bar:
         for epoch in range(config.epochs):
             model.train()
-            order = torch.randperm(len(train), generator=generator)
+            order = torch.randperm(len(train), generator=generator)[: config.epoch_windows]
             sums = np.zeros(2)
-            for start in range(0, len(train), config.batch_size):
+            for start in range(0, len(order), config.batch_size):
                 rec, pred = _losses(model, train[order[start : start + config.batch_size]])
                 loss = weights[0] * rec + weights[1] * pred
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 sums += [rec.item(), pred.item()]
-            batches = -(-len(train) // config.batch_size)
+            batches = -(-len(order) // config.batch_size)
             model.eval()
             with torch.no_grad():
                 val_rec, val_pred = (x.item() for x in _losses(model, val))
@@ -178,6 +178,14 @@ def fit(
     (progress of a fit that runs elsewhere, e.g. in a Ray task)."""
     with torch_threads(threads):
         return _fit(normal, config, progress, init, reference, on_epoch)
+
+
+def evenly_spaced(windows: torch.Tensor, at_most: int | None) -> torch.Tensor:
+    """At most `at_most` of `windows`, spread evenly over them (all when `at_most` is None or not fewer): the normal
+    error sizes of a long recording, at the cost of a bounded number of windows."""
+    if at_most is None or len(windows) <= at_most:
+        return windows
+    return windows[torch.linspace(0, len(windows) - 1, at_most).round().long()]
 
 
 def _split(values: np.ndarray, config: TrainConfig, what: str) -> int:
@@ -252,7 +260,7 @@ def _fit(
     model.eval()
     with torch.no_grad():
         model.set_error_weights(*fit_error_weights(model, val_t))
-        rec, pred = model.last_errors(train_t)
+        rec, pred = model.last_errors(evenly_spaced(train_t, config.epoch_windows))
     scales = (max(rec.mean().item(), 1e-12), max(pred.mean().item(), 1e-12))
     model.set_score_weights(*config.score_weights, *scales)
     fitted = FittedModel(model, config, scaler, config.alarm_policy, scales, history, {}, 0.0)

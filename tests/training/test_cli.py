@@ -116,3 +116,11 @@ def test_a_window_no_longer_than_the_patch_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, ["train", str(EC2_LATENCY), "-o", str(tmp_path / "b"), "--window", "4",
                                        "--patch", "4"])
     assert result.exit_code == 1 and "window 4 is too short for patch 4" in result.output
+
+
+def test_the_epoch_windows_option_defaults_to_the_configuration_and_zero_means_every_window():
+    from aelstm.training.cli import train_config
+
+    assert train_config("db4", 1, False).epoch_windows == 4096  # the configuration's default
+    assert train_config("db4", 1, False, epoch_windows=0).epoch_windows is None
+    assert train_config("db4", 1, False, epoch_windows=512).epoch_windows == 512

@@ -165,6 +165,35 @@ def test_early_stopping_stops_before_the_budget_on_easy_data():
     assert fitted.validation["loss"] == min(losses)
 
 
+def test_an_epoch_trains_on_at_most_epoch_windows_drawn_afresh(monkeypatch):
+    import aelstm.training.train as train
+
+    seen: list[torch.Tensor] = []
+    losses = train._losses
+
+    def recording(model, batch):
+        if model.training:
+            seen.append(batch.clone())
+        return losses(model, batch)
+
+    monkeypatch.setattr(train, "_losses", recording)
+    config = TrainConfig(window=12, hidden=8, latent=2, epochs=2, patience=5, batch_size=16, epoch_windows=40)
+    fit(_sine(600), config, progress=False)
+    epochs = [torch.cat(seen[: len(seen) // 2]), torch.cat(seen[len(seen) // 2 :])]
+    assert [len(epoch) for epoch in epochs] == [40, 40]  # 600 readings give ~470 training windows
+    assert not torch.equal(epochs[0], epochs[1])  # a new draw each epoch, not the same 40 windows
+
+
+def test_a_cap_above_the_number_of_windows_trains_exactly_as_without_one():
+    config = TrainConfig(window=12, hidden=8, latent=2, epochs=2, seed=5, epoch_windows=None)
+    uncapped = fit(_sine(300), config, progress=False)
+    capped = fit(_sine(300), replace(config, epoch_windows=10_000), progress=False)
+    windows = np.lib.stride_tricks.sliding_window_view(_sine(100)[:, 0], 12)[:, :, None]
+    np.testing.assert_array_equal(uncapped.score(windows), capped.score(windows))
+    with pytest.raises(DataError, match="epoch windows"):
+        TrainConfig(epoch_windows=0)
+
+
 def test_score_steps_average_each_error_over_the_last_steps():
     model = JointAELSTM(ModelConfig(n_features=2, window=8, patch=2, score_steps=4)).eval()
     windows = torch.randn(3, 8, 2)
