@@ -125,3 +125,11 @@ def sliding_windows(values: np.ndarray, length: int, stride: int = 1) -> np.ndar
         raise DataError(f"series has {len(values)} readings, fewer than the window length {length}")
     view = np.lib.stride_tricks.sliding_window_view(values, length, axis=0)  # [n, features, length]
     return np.swapaxes(view, 1, 2)[::stride]
+
+
+def evenly_spaced(rows, at_most: int | None):
+    """At most `at_most` of `rows` (a numpy array or torch tensor), spread evenly over them, without randomness;
+    all of them when `at_most` is None or not fewer. Bounds what a long recording costs a fit."""
+    if at_most is None or len(rows) <= at_most:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, at_most).round().astype(np.int64)]

@@ -21,6 +21,7 @@ from aelstm.core.errors import DataError
 from aelstm.core.policy import Policy
 from aelstm.core.preprocess import (
     MinMaxScaler,
+    evenly_spaced,
     interpolate_gaps,
     prepare_windows,
     sliding_windows,
@@ -178,14 +179,6 @@ def fit(
     (progress of a fit that runs elsewhere, e.g. in a Ray task)."""
     with torch_threads(threads):
         return _fit(normal, config, progress, init, reference, on_epoch)
-
-
-def evenly_spaced(windows: torch.Tensor, at_most: int | None) -> torch.Tensor:
-    """At most `at_most` of `windows`, spread evenly over them (all when `at_most` is None or not fewer): the normal
-    error sizes of a long recording, at the cost of a bounded number of windows."""
-    if at_most is None or len(windows) <= at_most:
-        return windows
-    return windows[torch.linspace(0, len(windows) - 1, at_most).round().long()]
 
 
 def _split(values: np.ndarray, config: TrainConfig, what: str) -> int:

@@ -20,7 +20,7 @@ from sklearn.svm import SVC, OneClassSVM
 
 from aelstm.core.errors import DataError
 from aelstm.core.policy import Policy
-from aelstm.core.preprocess import MinMaxScaler, interpolate_gaps, sliding_windows
+from aelstm.core.preprocess import MinMaxScaler, evenly_spaced, interpolate_gaps, sliding_windows
 
 from ..train import TrainConfig
 from .aelstm import AELSTMDetector
@@ -33,13 +33,6 @@ def _causal(values: np.ndarray, window: int, row_scores) -> np.ndarray:
     if len(values) >= window:
         scores[window - 1 :] = row_scores(sliding_windows(values, window, 1))
     return scores
-
-
-def _evenly(rows: np.ndarray, limit: int) -> np.ndarray:
-    """At most `limit` rows spread evenly over time (keeps kernel methods tractable, no randomness)."""
-    if len(rows) <= limit:
-        return rows
-    return rows[np.linspace(0, len(rows) - 1, limit).round().astype(int)]
 
 
 class WindowedDetector(Detector):
@@ -81,7 +74,7 @@ class NormalWindowDetector(WindowedDetector):
         training = [part[:split] for part, split in zip(parts, splits, strict=True)]
         self.scaler_ = MinMaxScaler.fit(np.concatenate([interpolate_gaps(t) for t in training]))
         features = np.concatenate([self.features(sliding_windows(t, self.window, 1)) for t in training])
-        self.learn(_evenly(features, self.max_train))
+        self.learn(evenly_spaced(features, self.max_train))
         # windows ending in each held-out part (that part's earlier rows as context)
         held_out = [self.score(p)[s:] for p, s in zip(parts, splits, strict=True)]
         self.validation_terms_ = np.concatenate(held_out)[:, None]
@@ -191,7 +184,7 @@ class SupervisedDetector(WindowedDetector):
         targets = np.concatenate([y[self.window - 1 :] for _, y in segments]).astype(int)
         if len(np.unique(targets)) < 2:
             raise DataError(f"{self.name} needs labelled training windows of both classes")
-        keep = np.concatenate([_evenly(np.flatnonzero(targets == c), self.max_train // 2) for c in (0, 1)])
+        keep = np.concatenate([evenly_spaced(np.flatnonzero(targets == c), self.max_train // 2) for c in (0, 1)])
         self.learn_labelled(features[keep], targets[keep])
         return self.calibrate()
 
