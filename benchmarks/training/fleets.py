@@ -1,6 +1,7 @@
 """Wall time of training many small fleets: one after another in one process (`--no-ray`) against `aelstm
-train-fleets` on the embedded local Ray with this machine's CPUs, both as a user runs them (the CLI, start-up
-included), alternating in one run.
+train-fleets` on the embedded local Ray with this machine's CPUs, and against `aelstm train-fleets --ray-address`
+joining a running two-node Ray cluster on this machine (head and worker node, one CPU each: the test cluster), each
+as a user runs it (the CLI, start-up included), in turns in one run.
 
     python -m benchmarks.training.fleets                 # writes benchmarks/results/training/fleets.*
     python -m benchmarks.training.fleets --sizes 1,4 --repeats 1    # a quick look
@@ -8,11 +9,15 @@ included), alternating in one run.
 Each fleet is a 3,000-reading stretch of one of the two NAB fixture series (the stretches rotate through both
 files), trained with the same small model and a fixed epoch budget (no early stop), so both sides do the same work;
 a fresh registry per run makes every fleet a first version, and every fit is gated and published as in production.
+The cluster is started before each of its runs and stopped after it, outside the timing (a cluster runs before jobs
+are sent to it; an idle cluster beside the other sides' runs would take CPU from them); each run records on how
+many nodes its fits ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,6 +25,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from aelstm.core.data import load_nab
@@ -46,11 +52,38 @@ def write_fleets(folder: Path, count: int) -> Path:
     return folder
 
 
-def run_once(data: Path, work: Path, side: str) -> dict:
-    """One `aelstm train-fleets` run on a fresh registry: wall seconds and each fleet's outcome."""
+SIDES = ("sequential", "ray", "cluster")
+SIDE_NAMES = {"sequential": "one after another (`--no-ray`)", "ray": "`train-fleets` on the embedded Ray",
+              "cluster": "`train-fleets --ray-address` on the two-node cluster"}
+
+
+@contextlib.contextmanager
+def two_node_cluster() -> Iterator[str]:
+    """A head and a worker node on this machine, one CPU each (`ray.cluster_utils.Cluster`); yields its address."""
+    from ray.cluster_utils import Cluster
+
+    from aelstm.server.ray_backend import configure_ray_environment
+
+    configure_ray_environment()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+def side_options(side: str, cluster: str | None) -> list[str]:
+    return {"sequential": ["--no-ray"], "ray": [], "cluster": ["--ray-address", str(cluster)]}[side]
+
+
+def run_once(data: Path, work: Path, side: str, cluster: str | None = None) -> dict:
+    """One `aelstm train-fleets` run on a fresh registry: wall seconds, fitting seconds, epochs, and the nodes
+    the fits ran on."""
     summary = work / f"{side}.json"
     command = [*AELSTM, "train-fleets", str(data), "--registry", str(work / f"registry-{side}"),
-               "--summary", str(summary), "--quiet", *MODEL, *(["--no-ray"] if side == "sequential" else [])]
+               "--summary", str(summary), "--quiet", *MODEL, *side_options(side, cluster)]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=SERVER_ENV, cwd=REPO, timeout=3600)
     wall = time.perf_counter() - began
@@ -61,44 +94,71 @@ def run_once(data: Path, work: Path, side: str) -> dict:
     if published != len(outcomes):
         raise SystemExit(f"{side}: only {published} of {len(outcomes)} fleets published: {outcomes}")
     return {"wall_s": round(wall, 2), "fit_s": round(sum(o["seconds"] for o in outcomes), 2),
-            "epochs": sorted({o["epochs"] for o in outcomes})}
+            "epochs": sorted({o["epochs"] for o in outcomes}),
+            "nodes": len({o["node"] for o in outcomes if o["node"]})}
 
 
-def measure(sizes: list[int], repeats: int) -> list[dict]:
+def measure(sizes: list[int], repeats: int, sides: tuple[str, ...]) -> list[dict]:
+    """Per fleet count: every side's runs, in an order that rotates from one repeat to the next, and each side's
+    median wall time and speed-up over the sequential side."""
     rows = []
     for count in sizes:
         with tempfile.TemporaryDirectory(prefix="aelstm-fleets-bench-") as tmp:
             work = Path(tmp)
             data = write_fleets(work / "data", count)
-            runs: dict[str, list[dict]] = {"sequential": [], "ray": []}
+            runs: dict[str, list[dict]] = {side: [] for side in sides}
             for r in range(repeats):
-                order = ("sequential", "ray") if r % 2 == 0 else ("ray", "sequential")
-                for side in order:
-                    run = run_once(data, work / f"run-{r}", side)
+                for side in sides[r % len(sides):] + sides[: r % len(sides)]:
+                    with two_node_cluster() if side == "cluster" else contextlib.nullcontext() as cluster:
+                        run = run_once(data, work / f"run-{r}", side, cluster)
                     runs[side].append(run)
-                    print(f"{count:>3} fleets, {side:<10} run {r + 1}: {run['wall_s']:.1f} s", flush=True)
-        seq = statistics.median(run["wall_s"] for run in runs["sequential"])
-        ray = statistics.median(run["wall_s"] for run in runs["ray"])
-        rows.append({"fleets": count, "sequential_s": seq, "ray_s": ray, "speed_up": round(seq / ray, 2),
-                     "runs": runs})
+                    print(f"{count:>3} fleets, {side:<10} run {r + 1}: {run['wall_s']:.1f} s on {run['nodes']} "
+                          "node(s)", flush=True)
+        medians = {side: statistics.median(run["wall_s"] for run in runs[side]) for side in sides}
+        row = {"fleets": count, "median_s": medians, "runs": runs}
+        if "sequential" in sides:
+            row["speed_up"] = {side: round(medians["sequential"] / medians[side], 2) for side in sides
+                               if side != "sequential"}
+        rows.append(row)
     return rows
 
 
+def fit_per_fleet(row: dict, side: str) -> float:
+    """Median over a side's runs of the seconds each fit itself took (training only, in its worker), per fleet:
+    how fast the machine ran, which sets how much Ray's fixed cost weighs."""
+    return statistics.median(run["fit_s"] for run in row["runs"][side]) / row["fleets"]
+
+
 def markdown(result: dict) -> str:
-    lines = ["# Training many fleets: one after another against `aelstm train-fleets` on the embedded Ray", "",
+    sides = result["sides"]
+    header = ["fleets"]
+    for side in sides:
+        header.append(f"{SIDE_NAMES[side]}, s")
+        if side != "sequential" and "sequential" in sides:
+            header.append("speed-up")
+    header += ["nodes used", "fitting s per fleet", f"runs ({' / '.join(sides)}), s"]
+    lines = [f"# Training many fleets: {', against '.join(SIDE_NAMES[side] for side in sides)}", "",
              f"`{result['command']}` at {result['commit']}, {result['started']} to {result['ended']}; "
              f"{result['machine']}, {result['cpus']} CPUs.", "",
              f"**Machine load**: before `{result['uptime_before']}`; after `{result['uptime_after']}`.", "",
              f"Each fleet: {FLEET_ROWS:,} readings of a NAB fixture series, `{' '.join(MODEL)}`; wall time of the "
-             "whole CLI run (start-up, Ray start, fits, gates, publishing), median of "
-             f"{result['repeats']} alternating runs.", "",
-             "| fleets | one after another (`--no-ray`), s | `train-fleets` on the embedded Ray, s | speed-up | "
-             "runs (sequential / Ray), s |", "|---:|---:|---:|---:|---|"]
+             "whole CLI run (start-up, Ray start or joining the cluster, fits, gates, publishing), median of "
+             f"{result['repeats']} runs taken in turns. The two-node cluster (head and worker node on this machine, "
+             "one CPU each) is started before each of its runs and stopped after it, outside the timing. Fitting "
+             "seconds: each fit's training loop alone, per fleet (two fits at once on 2 cores each run slower than one "
+             "alone).", "",
+             "| " + " | ".join(header) + " |", "|" + "---:|" * (len(header) - 1) + "---|"]
     for row in result["rows"]:
-        seq = ", ".join(f"{run['wall_s']:.1f}" for run in row["runs"]["sequential"])
-        ray = ", ".join(f"{run['wall_s']:.1f}" for run in row["runs"]["ray"])
-        lines.append(f"| {row['fleets']} | {row['sequential_s']:.1f} | {row['ray_s']:.1f} | "
-                     f"**{row['speed_up']:.2f}×** | {seq} / {ray} |")
+        cells = [str(row["fleets"])]
+        for side in sides:
+            cells.append(f"{row['median_s'][side]:.1f}")
+            if side in row.get("speed_up", {}):
+                cells.append(f"**{row['speed_up'][side]:.2f}×**")
+        cells.append(", ".join(f"{side} {max(run['nodes'] for run in row['runs'][side])}" for side in sides
+                               if side != "sequential"))
+        cells.append(", ".join(f"{side} {fit_per_fleet(row, side):.2f}" for side in sides))
+        cells.append(" / ".join(", ".join(f"{run['wall_s']:.1f}" for run in row["runs"][side]) for side in sides))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,14 +166,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,4,16,64", help="fleet counts, comma-separated")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side per size (median reported)")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"of {', '.join(SIDES)}, comma-separated")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
-    result = {"command": f"python -m benchmarks.training.fleets --sizes {args.sizes} --repeats {args.repeats}",
+    sides = tuple(args.sides.split(","))
+    if unknown := set(sides) - set(SIDES):
+        parser.error(f"unknown side(s) {', '.join(sorted(unknown))}: choose from {', '.join(SIDES)}")
+    result = {"command": f"python -m benchmarks.training.fleets --sizes {args.sizes} --repeats {args.repeats} "
+                         f"--sides {args.sides}",
               "commit": short_revision(), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "repeats": args.repeats, "uptime_before": uptime(),
+              "cpus": os.cpu_count(), "repeats": args.repeats, "sides": sides, "uptime_before": uptime(),
               "started": now()}
-    result["rows"] = measure(sizes, args.repeats)
+    result["rows"] = measure(sizes, args.repeats, sides)
     result["ended"] = now()
     result["uptime_after"] = uptime()
     args.out.mkdir(parents=True, exist_ok=True)
