@@ -258,7 +258,7 @@ def train_fleets(data, dataset, time_column, label_column, features, delimiter, 
                    "delimiter": delimiter, "non_numeric": non_numeric}
     fleets = discover_fleets(data, read, key_column=fleet_column, key_options=key_options)
     click.echo(f"{len(fleets)} fleet(s) in {data}: {', '.join(f.name for f in fleets)}", err=True)
-    with fleet_runner(no_ray, ray_address, cpus_per_fleet) as runner:
+    with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(fleets)) as runner:
         trainer = FleetTrainer(registry, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
                                progress=not quiet)
         outcomes = trainer.train(fleets, lambda _: config)
@@ -300,7 +300,7 @@ def retrain(recorded, registry, fleets, min_rows, ray_address, no_ray, cpus_per_
         click.echo(f"{outcome.fleet}: skipped: {outcome.reason}", err=True)
     outcomes = list(plan.skipped)
     if plan.fleets:
-        with fleet_runner(no_ray, ray_address, cpus_per_fleet) as runner:
+        with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(plan.fleets)) as runner:
             trainer = FleetTrainer(registry, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
                                    progress=not quiet)
             outcomes += trainer.train(plan.fleets, plan.configs.__getitem__)
@@ -318,11 +318,21 @@ def finish_fleets(outcomes, summary: Path | None) -> None:
 
 
 @contextmanager
-def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int):
-    """Fits in this process, or on Ray (embedded, shut down and cleaned up at the end, or a cluster, left running)."""
+def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fleets: int):
+    """Fits in this process, or on Ray (embedded, shut down and cleaned up at the end, or a cluster, left running).
+
+    Without a cluster, a job whose fits could not run side by side here (one fleet, or CPUs for only one fit) fits
+    in this process: an embedded Ray would only add its start-up (about 8 s on 2 cores), and a fit asking for more
+    CPUs than the machine has would never be scheduled. `local` (Ray's name for a new local instance) is the
+    embedded Ray."""
     from .fleet_training import LocalRunner, RayRunner
 
-    if no_ray:
+    ray_address = None if ray_address == "local" else ray_address
+    at_once = min(fleets, (os.cpu_count() or 1) // cpus_per_fleet)
+    if no_ray or (not ray_address and at_once < 2):
+        if not no_ray and fleets:
+            click.echo(f"{fleets} fleet(s), {cpus_per_fleet} CPU(s) each on {os.cpu_count()}: no two fits can run at "
+                       "once here, so they run one after another in this process, without Ray", err=True)
         yield LocalRunner(threads=cpus_per_fleet)
         return
     from aelstm.server.ray_backend import configure_ray_environment, init_ray

@@ -53,7 +53,8 @@ def write_fleets(folder: Path, count: int) -> Path:
 
 
 SIDES = ("sequential", "ray", "cluster")
-SIDE_NAMES = {"sequential": "one after another (`--no-ray`)", "ray": "`train-fleets` on the embedded Ray",
+SIDE_NAMES = {"sequential": "one after another (`--no-ray`)",
+              "ray": "`train-fleets` on the embedded Ray (one fleet: in the process)",
               "cluster": "`train-fleets --ray-address` on the two-node cluster"}
 
 

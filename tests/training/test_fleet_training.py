@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import grpc
@@ -99,6 +100,27 @@ async def test_fleets_train_in_parallel_on_ray_and_each_is_served_by_its_own_mod
                 assert answer.results[0].score == pytest.approx(expected, rel=1e-4)
     finally:
         await server.stop(0)
+
+
+def test_fits_that_cannot_run_side_by_side_stay_in_the_process(tmp_path, monkeypatch):
+    """One fleet, or CPUs for one fit at a time: no embedded Ray is started (RAY_ADDRESS=local names it too), since
+    it could only add its start-up; the fits run here and publish."""
+    import aelstm.server.ray_backend as ray_backend
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an embedded Ray was started")
+
+    monkeypatch.setattr(ray_backend, "init_ray", refuse)
+    write(tmp_path / "one" / "pumps.csv", v=wave(600, 12))
+    for name, period in (("pumps", 12), ("fans", 30)):
+        write(tmp_path / "two" / f"{name}.csv", v=wave(600, period))
+    for data, extra in ((tmp_path / "one", []), (tmp_path / "two", ["--cpus-per-fleet", str(os.cpu_count())])):
+        registry = tmp_path / f"registry-{data.name}"
+        result = CliRunner().invoke(main, ["train-fleets", str(data), "--registry", str(registry), "--quiet", *SMALL,
+                                           *extra], env={"RAY_ADDRESS": "local"})
+        assert result.exit_code == 0, result.output
+        assert "one after another in this process, without Ray" in result.output
+        assert {r.state for r in list_versions(registry)} == {"served"}
 
 
 def test_a_new_model_is_published_only_when_the_gate_passes(tmp_path):
