@@ -222,6 +222,14 @@ def info(bundle_dir) -> None:
     click.echo(json.dumps(bundle.manifest, indent=2))
 
 
+# Where `train-fleets` and `retrain` fit (see `fleet_runner`).
+FIT_ON_RAY_OPTION = click.option(
+    "--ray-address", envvar="RAY_ADDRESS",
+    help="Fit on this Ray cluster (e.g. auto) [default: an embedded local Ray with this machine's CPUs, or this "
+         "process when no two fits could run at once here, e.g. one fleet; `local` is the embedded Ray] "
+         "(env RAY_ADDRESS).")
+
+
 @click.command("train-fleets")
 @click.argument("data", type=click.Path(path_type=Path))
 @data_options
@@ -229,8 +237,7 @@ def info(bundle_dir) -> None:
               "a folder with one CSV file or one folder of CSV files per fleet, or one file for one fleet].")
 @click.option("--registry", type=click.Path(path_type=Path), default="registry", show_default=True,
               envvar="AELSTM_REGISTRY", help="Registry to publish into (env AELSTM_REGISTRY).")
-@click.option("--ray-address", envvar="RAY_ADDRESS", help="Fit on this Ray cluster (e.g. auto) [default: an embedded "
-              "local Ray with this machine's CPUs] (env RAY_ADDRESS).")
+@FIT_ON_RAY_OPTION
 @click.option("--no-ray", is_flag=True, help="Fit the fleets one after another in this process, without Ray.")
 @click.option("--cpus-per-fleet", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPUs (and torch threads) each fleet's fit takes; Ray runs as many fits at once as CPUs allow.")
@@ -273,8 +280,7 @@ def train_fleets(data, dataset, time_column, label_column, features, delimiter, 
 @click.option("--fleet", "fleets", multiple=True, help="Only this fleet (repeatable) [default: every served fleet].")
 @click.option("--min-rows", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Skip a fleet with fewer readings recorded since its served version was published.")
-@click.option("--ray-address", envvar="RAY_ADDRESS", help="Fit on this Ray cluster (e.g. auto) [default: an embedded "
-              "local Ray] (env RAY_ADDRESS).")
+@FIT_ON_RAY_OPTION
 @click.option("--no-ray", is_flag=True, help="Fit the fleets one after another in this process, without Ray.")
 @click.option("--cpus-per-fleet", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPUs (and torch threads) each fleet's fit takes.")
@@ -322,7 +328,7 @@ def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fle
     """Fits in this process, or on Ray (embedded, shut down and cleaned up at the end, or a cluster, left running).
 
     Without a cluster, a job whose fits could not run side by side here (one fleet, or CPUs for only one fit) fits
-    in this process: an embedded Ray would only add its start-up (about 8 s on 2 cores), and a fit asking for more
+    in this process: an embedded Ray would only add its start-up (seconds), and a fit asking for more
     CPUs than the machine has would never be scheduled. `local` (Ray's name for a new local instance) is the
     embedded Ray."""
     from .fleet_training import LocalRunner, RayRunner
