@@ -15,11 +15,14 @@ EC2 model) and each backend (`aelstm serve` on an embedded Ray, `--backend inpro
 4. overload: a base client offers the confirmed rate for `before + burst + after` seconds while a second client
    offers it again for `--burst-s` (default 60 s) in the middle: twice capacity during the burst. From the two
    clients' per-second timelines: goodput during the burst (items scored/s) against the confirmed capacity, p99 of
-   admitted messages, refused, lost, and how long after the burst the base client saw refusals or p99 over 50 ms.
+   admitted messages, refused, lost, and recovery: how long after the burst the base client first had a second
+   with nothing refused and p99 within 50 ms, beside how many of its seconds missed that before the burst and
+   after it (near capacity a few do even before the burst: the steady state's, not the burst's).
    When no rate was confirmed (a busy machine), the overload runs at twice the last rate tried, marked so: its
    goodput is then compared with what that rate delivered, not with a confirmed capacity.
 
     python -m benchmarks.performance.overload     # writes benchmarks/results/performance/overload.{json,md,png}
+    python -m benchmarks.performance.overload --render   # the same tables and plot again from overload.json
 
 The peer answers unary `Score` calls only, so it is driven with `--rpc unary`, our servers with the streams gateways
 use. Figures compare only within one run; `uptime` is recorded before each server, since a busy machine moves them.
@@ -139,6 +142,24 @@ def capacity(target: str, workload: Workload, plan: Plan, guess: float) -> dict:
             "items_per_s": confirmed["items_per_s"] if confirmed else None, "confirmed": confirmed is not None}
 
 
+def clean(second: dict) -> bool:
+    """A second in which the base client had nothing refused and its p99 within the SLO."""
+    return not second["items_refused"] and (second["p99_ms"] or 0) <= SLO_MS
+
+
+def recovery(base: list[dict], start: int, end: int) -> dict:
+    """Seconds from the burst's end to the base client's first clean second (None: none before the run ended), and
+    how many of its whole seconds were not clean before the burst and after it: at a rate near capacity some are
+    not even before the burst, so a later one is the steady state's, not the burst's."""
+    whole = [second for second in base if min(s["t"] for s in base) < second["t"] < max(s["t"] for s in base)]
+    before = [second for second in whole if second["t"] < start]
+    after = [second for second in whole if second["t"] > end]
+    recovered_at = next((second["t"] for second in after if clean(second)), None)
+    return {"recovery_s": None if recovered_at is None else recovered_at - end,
+            "unclean_seconds": {"before": [sum(not clean(s) for s in before), len(before)],
+                                "after": [sum(not clean(s) for s in after), len(after)]}}
+
+
 def overload(target: str, workload: Workload, rate: float, plan: Plan) -> dict:
     """A base client at `rate` throughout and a burst client at `rate` for `plan.burst_s` in the middle."""
     reports: dict[str, tuple[dict, str]] = {}
@@ -164,9 +185,6 @@ def overload(target: str, workload: Workload, rate: float, plan: Plan) -> dict:
     burst_rows = {row["t"]: row for row in burst["timeline"]}
     scored = [by_second.get(t, {}).get("items_scored", 0) + burst_rows.get(t, {}).get("items_scored", 0)
               for t in inside]
-    after = [by_second[t] for t in sorted(by_second) if t > end]
-    recovered_at = next((row["t"] for i, row in enumerate(after)
-                         if all(not r["items_refused"] and (r["p99_ms"] or 0) <= SLO_MS for r in after[i:])), None)
     during_p99 = [by_second[t]["p99_ms"] for t in inside if by_second.get(t, {}).get("p99_ms") is not None]
     return {
         "rate_each": rate, "offered_items_per_s_during_burst": 2 * rate * workload.batch,
@@ -183,7 +201,7 @@ def overload(target: str, workload: Workload, rate: float, plan: Plan) -> dict:
         "lost": base["lost"] + burst["lost"],
         "errors": {name: reports[name][0]["measured"]["errors"] for name in reports},
         "item_errors": {name: reports[name][0]["measured"]["item_errors"] for name in reports},
-        "recovery_s": None if recovered_at is None else recovered_at - end,
+        **recovery(base["timeline"], start, end),
         "timelines": {"base": base["timeline"], "burst": burst["timeline"]},
     }
 
@@ -242,11 +260,19 @@ def ratios(summary: dict) -> list[str]:
     return lines
 
 
+def rendered(summary: dict) -> list[str]:
+    """Where the tables were derived again from the saved run (`--render`), a line saying by what."""
+    again = summary.get("rendered")
+    return [] if again is None else [
+        "", f"Tables derived again from this run's `overload.json` by `{again['command']}` at "
+            f"{again['commit'][:12]}{' (dirty)' if again['dirty'] else ''}, {again['at']}."]
+
+
 def markdown(summary: dict) -> str:
     lines = ["# Capacity confirmed, and overload at twice capacity", "",
              f"`{summary['command']}` at {summary['commit'][:12]}{' (dirty)' if summary['dirty'] else ''}, "
              f"{summary['started']} to {summary['finished']}; {summary['machine']['cpus']} × "
-             f"{summary['machine']['cpu_model']}.", "", f"**Machine load**: {summary['note']}", "",
+             f"{summary['machine']['cpu_model']}.", *rendered(summary), "", f"**Machine load**: {summary['note']}", "",
              "| model | backend | onnxruntime alone, batch 256 (windows/s) | capacity: items/s at p99 ≤ 50 ms, "
              f"{summary['plan']['confirm_s']:g}-s run | ÷ ceiling | its p99 ms | light load p50 / p99 ms (1 window, "
              f"{LIGHT_RATE:g} msgs/s) | uptime before |", "|---|---|---:|---:|---:|---:|---|---|"]
@@ -265,17 +291,20 @@ def markdown(summary: dict) -> str:
               "reference is the confirmed capacity, or where none was confirmed (marked *not confirmed*) the last, "
               "lowest rate tried and what it delivered.", "",
               "| model | backend | reference items/s | goodput items/s in the burst | ÷ reference | admitted p99 ms "
-              "(burst client) | refused items | lost | errors | recovery s | uptime before |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+              "(burst client) | refused items | lost | errors | recovery s | seconds refusing or over 50 ms, before / "
+              "after the burst | uptime before |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
     for r in summary["results"]:
         o = r["overload"]
         cap = o["reference_items_per_s"]
         errors = {k: v for k, v in o["errors"].items() if v} or 0
         marked = "" if o["capacity_confirmed"] else " (*not confirmed*)"
+        recovered = "not within the run" if o["recovery_s"] is None else o["recovery_s"]
+        unclean = " / ".join("{} of {}".format(*o["unclean_seconds"][when]) for when in ("before", "after"))
         lines.append(f"| {r['model']} | {shown_backend(r)} | {cap:,.0f}{marked} | {o['goodput_items_per_s']:,.0f} | "
                      f"{o['goodput_items_per_s'] / cap:.2f} | {o['burst_admitted_latency_ms']['p99']:.1f} | "
                      f"{o['items_refused']:,} of {o['items_sent']:,} | {o['lost']} | {errors} | "
-                     f"{o['recovery_s']} | {r['uptime_before_overload'].split('load average:')[-1].strip()} |")
+                     f"{recovered} | {unclean} | {r['uptime_before_overload'].split('load average:')[-1].strip()} |")
     lines += ["", "Every command, the sweeps, each confirmation run and the per-second timelines are in "
               "`overload.json`; `overload.png` plots the timelines.", ""]
     return "\n".join(lines)
@@ -329,7 +358,17 @@ def main() -> None:
     parser.add_argument("--default-bundle", type=Path, help="an already trained default model (else trained here)")
     parser.add_argument("--note", default="", help="what else ran on the machine (recorded in the results)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: derive the tables and plot again from --out's overload.json")
     args = parser.parse_args()
+    if args.render:
+        summary = json.loads((args.out / "overload.json").read_text())
+        for result in summary["results"]:
+            o = result["overload"]
+            o.update(recovery(o["timelines"]["base"], *o["burst_seconds"]))
+        summary["rendered"] = {"command": shlex.join(sys.orig_argv), "at": now(), **git_commit()}
+        write(summary, args.out)
+        return
     plan = Plan(sweep=Phase(1.0, 3.0, 3.0), confirm_s=args.confirm_s, light_s=10.0, before_s=10.0,
                 burst_s=args.burst_s, after_s=15.0)
     summary = {"command": shlex.join(sys.orig_argv), "started": now(), **git_commit(), "machine": machine(),
@@ -350,13 +389,17 @@ def main() -> None:
                 summary["results"].append(measure(name, backend, bundle, plan, Path(tmp)))
     summary["finished"] = now()
     summary["uptime_end"] = uptime()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "overload.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    (args.out / "overload.md").write_text(markdown(summary))
+    write(summary, args.out)
+
+
+def write(summary: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overload.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    (out / "overload.md").write_text(markdown(summary))
     with contextlib.suppress(ImportError):
-        plot(summary, args.out / "overload.png")
-    say(f"wrote {args.out}/overload.json, overload.md, overload.png")
-    print((args.out / "overload.md").read_text())
+        plot(summary, out / "overload.png")
+    say(f"wrote {out}/overload.json, overload.md, overload.png")
+    print((out / "overload.md").read_text())
 
 
 if __name__ == "__main__":
