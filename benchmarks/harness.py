@@ -90,12 +90,13 @@ def descendants(pid: int) -> list[int]:
 
 
 def start_process(command: Sequence[str], log: Path, ready: str, what: str, timeout_s: float = 300,
-                  env: dict | None = None) -> subprocess.Popen:
+                  env: dict | None = None, own_session: bool = True) -> subprocess.Popen:
     """Start `command` with its output in `log` (a file, so a chatty server never blocks on a full pipe) and wait
-    until `ready` appears there; a process that exits or overstays `timeout_s` first is stopped and reported."""
+    until `ready` appears there; a process that exits or overstays `timeout_s` first is stopped and reported.
+    `own_session`: in a session of its own, out of reach of the benchmark's terminal signals."""
     with log.open("w") as sink:
         process = subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT, env=env or SERVER_ENV,
-                                   cwd=REPO, start_new_session=True)
+                                   cwd=REPO, start_new_session=own_session)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
         if ready in log.read_text(errors="replace"):
@@ -106,12 +107,12 @@ def start_process(command: Sequence[str], log: Path, ready: str, what: str, time
 
 
 def start_server(bundle: Path, registry: Path, backend: str, port: int, log: Path,
-                 extra: Sequence[str] = ()) -> subprocess.Popen:
+                 extra: Sequence[str] = (), own_session: bool = True) -> subprocess.Popen:
     """`aelstm serve` on 127.0.0.1:`port` with `bundle` as the default model, metrics off."""
     command = [*AELSTM, "serve", "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
                "--default-bundle", str(bundle), "--registry", str(registry), "--metrics-port", "0",
                "--log-format", "text", *extra]
-    return start_process(command, log, "serving on", f"aelstm serve --backend {backend}")
+    return start_process(command, log, "serving on", f"aelstm serve --backend {backend}", own_session=own_session)
 
 
 def _started(pid: int) -> str | None:
