@@ -14,10 +14,10 @@ recorded, before the next repeat. The target: p99 while retraining at most 10 % 
 the repeats).
 
 The server runs in this benchmark's session, so the retraining run it starts shares a session with the server and
-its Ray workers, as when the server's loop starts it. That matters: Linux's autogroup scheduling shares the CPUs
-between sessions first, whatever the priorities inside them, so a retraining run in another session takes a whole
-session's share. `--classes idle,apart` also runs, in each repeat, the retraining in a session of its own, each
-after a phase alone, so that the two compare within one run.
+its Ray workers, as when the server's loop starts it: Linux's autogroup scheduling shares the CPUs between sessions
+first, whatever the priorities inside them, so a retraining run in another session could take a whole session's
+share. `--classes idle,apart` also runs, in each repeat, the retraining in a session of its own, each after a phase
+alone, so that the two compare within one run (on 2 cores they did not differ beyond the run-to-run noise).
 """
 
 from __future__ import annotations
