@@ -17,7 +17,7 @@ The server runs in this benchmark's session, so the retraining run it starts sha
 its Ray workers, as when the server's loop starts it: Linux's autogroup scheduling shares the CPUs between sessions
 first, whatever the priorities inside them, so a retraining run in another session could take a whole session's
 share. `--classes idle,apart` also runs, in each repeat, the retraining in a session of its own, each after a phase
-alone, so that the two compare within one run (on 2 cores they did not differ beyond the run-to-run noise).
+alone, so that the two compare within one run (on 2 cores they did not differ beyond the repeats' spread).
 """
 
 from __future__ import annotations
