@@ -151,9 +151,9 @@ def recovery(base: list[dict], start: int, end: int) -> dict:
     """Seconds from the burst's end to the base client's first clean second (None: none before the run ended), and
     how many of its whole seconds were not clean before the burst and after it: at a rate near capacity some are
     not even before the burst, so a later one is the steady state's, not the burst's."""
-    whole = [second for second in base if min(s["t"] for s in base) < second["t"] < max(s["t"] for s in base)]
-    before = [second for second in whole if second["t"] < start]
-    after = [second for second in whole if second["t"] > end]
+    first, last = min(second["t"] for second in base), max(second["t"] for second in base)  # partial seconds
+    before = [second for second in base if first < second["t"] < start]
+    after = [second for second in base if end < second["t"] < last]
     recovered_at = next((second["t"] for second in after if clean(second)), None)
     return {"recovery_s": None if recovered_at is None else recovered_at - end,
             "unclean_seconds": {"before": [sum(not clean(s) for s in before), len(before)],

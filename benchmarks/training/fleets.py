@@ -7,7 +7,7 @@ as a user runs it (the CLI, start-up included), in turns in one run.
     python -m benchmarks.training.fleets --sizes 1,4 --repeats 1    # a quick look
 
 Each fleet is a 3,000-reading stretch of one of the two NAB fixture series (the stretches rotate through both
-files), trained with the same small model and a fixed epoch budget (no early stop), so every side do the same work;
+files), trained with the same small model and a fixed epoch budget (no early stop), so every side does the same work;
 a fresh registry per run makes every fleet a first version, and every fit is gated and published as in production.
 The cluster is started before each of its runs and stopped after it, outside the timing (a cluster runs before jobs
 are sent to it, and an idle one is kept from running beside the other sides' runs); each run records on how many
