@@ -3,7 +3,7 @@
 A model scores a window as error terms (the AE-LSTM's weighted reconstruction and prediction errors; a baseline's
 single score). The policy turns each stream's terms into a verdict, in time order:
 
-    terms ─► rule ─► rule ─► … ─► threshold rule ─► Verdict(alarm score, threshold in force, alarm) [─► hold]
+    terms ─► rule ─► … ─► threshold rule ─► Verdict(alarm score, threshold in force, alarm) [─► confirm] [─► hold]
 
 for example `sum | spot:depth=512` (the score A(t) = α·rec + β·pred against a drift-aware SPOT threshold) or
 `likelihood | refractory:n=100 | fixed:value=0.5` (each term's anomaly likelihood against the device's own past,
@@ -16,7 +16,8 @@ anything, `StreamState.learn` does. `StreamState.step` judges, then learns unles
 teach (`alarms_teach=False`): then a stream's alarms never move its baseline or tail, so a long anomaly stays
 flagged, at the price that a real shift of normal behaviour keeps alarming until the model is retrained. A `hold`
 after the threshold keeps an alarm raised for its next `n` windows, so the dips of a long anomaly's score stay
-flagged (and, when alarms do not teach, teach nothing either).
+flagged (and, when alarms do not teach, teach nothing either); a `confirm` before it raises an alarm only when `k` of
+the threshold's last `n` verdicts alarmed, so lone spikes stay quiet (an unconfirmed window is no alarm: it teaches).
 """
 
 from __future__ import annotations
@@ -61,14 +62,15 @@ class Policy:
         thresholds = [i for i, rule in enumerate(self.rules) if isinstance(rule, ThresholdRule)]
         if not thresholds:
             raise DataError("an alarm policy must end with a threshold rule (fixed, quantile, pot or spot), "
-                            "optionally followed by a hold")
+                            "optionally followed by confirm and hold rules")
         if len(thresholds) > 1:
             raise DataError("an alarm policy has exactly one threshold rule")
         before, after = self.rules[: thresholds[0]], self.rules[thresholds[0] + 1 :]
         if any(rule.reads_verdict for rule in before):
-            raise DataError("a hold rule comes after the threshold rule (it holds the threshold's alarms)")
-        if len(after) > 1 or not all(rule.reads_verdict for rule in after):
-            raise DataError("after its threshold rule an alarm policy may only have one hold rule")
+            raise DataError("confirm and hold rules come after the threshold rule (they read its alarms)")
+        kinds = [rule.kind for rule in after]
+        if kinds not in ([], ["confirm"], ["hold"], ["confirm", "hold"]):
+            raise DataError("after its threshold rule an alarm policy may have one confirm rule, then one hold rule")
 
     @classmethod
     def parse(cls, spec: str, alarms_teach: bool = True) -> Policy:
@@ -175,38 +177,33 @@ class StreamState:
 
     def judge(self, terms) -> Verdict:
         """The verdict on one window's terms; changes nothing."""
-        return self._judged(_row(terms))[2]
+        return self._judged(_row(terms))[1]
 
-    def _judged(self, terms: tuple[float, ...]) -> tuple[list, Verdict, Verdict]:
-        """(what each rule up to the threshold read, the threshold's verdict, the final verdict)."""
-        cut = self.policy.threshold_index
+    def _judged(self, terms: tuple[float, ...]) -> tuple[list, Verdict]:
+        """(what each rule read, the final verdict)."""
         value, inputs = terms, []
-        for state in self.states[:cut]:
+        for state in self.states:
             inputs.append(value)
             value = state.judge(value)
-        inputs.append(value)
-        raised = verdict = self.states[cut].judge(value)
-        for state in self.states[cut + 1 :]:
-            verdict = state.judge(verdict)
-        return inputs, raised, verdict
+        return inputs, value
 
     def learn(self, terms) -> None:
         """Learn from one window's terms (every rule from what the rules before it made of them)."""
-        inputs, raised, _ = self._judged(_row(terms))
-        self._learn(inputs, raised)
+        inputs, _ = self._judged(_row(terms))
+        self._learn(inputs)
 
-    def _learn(self, inputs: list, raised: Verdict, teach: bool = True) -> None:
+    def _learn(self, inputs: list, teach: bool = True) -> None:
         cut = self.policy.threshold_index
         if teach:
-            for state, given in zip(self.states[: cut + 1], inputs, strict=True):
+            for state, given in zip(self.states[: cut + 1], inputs[: cut + 1], strict=True):
                 state.learn(given)
-        for state in self.states[cut + 1 :]:  # a hold counts every window, taught or not
-            state.learn(raised)
+        for state, given in zip(self.states[cut + 1 :], inputs[cut + 1 :], strict=True):  # every window, taught or not
+            state.learn(given)
 
     def step(self, terms) -> Verdict:
-        """Judge, then learn (unless it alarmed, held alarms included, and alarms do not teach)."""
-        inputs, raised, verdict = self._judged(_row(terms))
-        self._learn(inputs, raised, teach=self.policy.alarms_teach or not verdict.alarm)
+        """Judge, then learn (unless it alarmed, confirmed and held alarms included, and alarms do not teach)."""
+        inputs, verdict = self._judged(_row(terms))
+        self._learn(inputs, teach=self.policy.alarms_teach or not verdict.alarm)
         return verdict
 
     @property

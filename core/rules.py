@@ -12,6 +12,8 @@ does. The first rule of a policy reads a window's error terms and gives one valu
 - `fixed`, `quantile`, `pot`, `spot` (value → verdict): a fixed level `value`; the `q` quantile of the validation
   values; peaks over threshold (a GPD tail fit, the level exceeded with probability `risk`); SPOT (`depth` 0) or
   drift-aware DSPOT, the POT level refitted per stream as it goes (`core.spot`).
+- `confirm` (verdict → verdict, after the threshold): an alarm is raised only while at least `k` of the last `n`
+  threshold verdicts alarmed, so a lone spike over the threshold stays quiet (alerting's "for" duration, as k of n).
 - `hold` (verdict → verdict, after the threshold): an alarm stays raised for the next `n` windows, so a long
   anomaly whose score dips below the threshold now and then stays flagged over its length.
 """
@@ -426,6 +428,60 @@ class Spot(ThresholdRule):
         return spot_threshold(scores, SpotConfig(self.risk, self.initial_q, self.depth, self.max_peaks))
 
 
+@dataclass(frozen=True)
+class VerdictRule(PostRule):
+    """A rule after the threshold (verdict → verdict): it learns from the verdicts it is given, nothing from fitting."""
+
+    reads_verdict: ClassVar[bool] = True
+
+    def fit(self, values: np.ndarray) -> tuple[PostRule, np.ndarray]:
+        return replace(self, fitted_state={}), values
+
+
+class _ConfirmState(RuleState):
+    def __init__(self, k: int, n: int) -> None:
+        self.k = k
+        self.recent: deque[bool] = deque(maxlen=n - 1)  # the previous n − 1 verdicts' alarms (n = 1: none)
+
+    def judge(self, verdict: Verdict) -> Verdict:
+        if math.isnan(verdict.alarm_score):
+            return verdict
+        confirmed = sum(self.recent) + verdict.alarm >= self.k
+        return verdict if confirmed == verdict.alarm else Verdict(verdict.alarm_score, verdict.threshold, confirmed)
+
+    def learn(self, verdict: Verdict) -> None:
+        """Remember the verdict it was given (a window not yet scorable counts for nothing)."""
+        if self.recent.maxlen and not math.isnan(verdict.alarm_score):
+            self.recent.append(verdict.alarm)
+
+    @property
+    def nbytes(self) -> int:
+        return 64 + (self.recent.maxlen or 0)
+
+    def to_dict(self) -> dict:
+        return {"recent": [int(alarm) for alarm in self.recent]}
+
+    def restore(self, data: dict) -> None:
+        self.recent.clear()
+        self.recent.extend(bool(alarm) for alarm in data.get("recent", ()))
+
+
+@dataclass(frozen=True)
+class Confirm(VerdictRule):
+    """`k` of the last `n` verdicts (this one included) must have alarmed for an alarm to be raised."""
+
+    kind: ClassVar[str] = "confirm"
+    k: int = 6
+    n: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.n:
+            raise DataError(f"confirm needs 1 ≤ k ≤ n, got k={self.k}, n={self.n}")
+
+    def _empty(self) -> RuleState:
+        return _ConfirmState(self.k, self.n)
+
+
 class _HoldState(RuleState):
     def __init__(self, n: int) -> None:
         self.n = n
@@ -437,7 +493,7 @@ class _HoldState(RuleState):
         return Verdict(verdict.alarm_score, verdict.threshold, True)
 
     def learn(self, verdict: Verdict) -> None:
-        """Count from the threshold's own alarms (not the held ones: a hold never extends itself)."""
+        """Count from the alarms it was given (not the held ones: a hold never extends itself)."""
         if verdict.alarm:
             self.since = 0
         elif self.since is not None and not math.isnan(verdict.alarm_score):
@@ -452,26 +508,22 @@ class _HoldState(RuleState):
 
 
 @dataclass(frozen=True)
-class Hold(PostRule):
-    """`n`: the threshold's alarm is held for the next `n` windows."""
+class Hold(VerdictRule):
+    """`n`: an alarm it is given is held for the next `n` windows."""
 
     kind: ClassVar[str] = "hold"
-    reads_verdict: ClassVar[bool] = True
     n: int = 32
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise DataError(f"hold needs n ≥ 1 windows, got {self.n}")
 
-    def fit(self, values: np.ndarray) -> tuple[PostRule, np.ndarray]:
-        return replace(self, fitted_state={}), values
-
     def _empty(self) -> RuleState:
         return _HoldState(self.n)
 
 
 RULES: dict[str, type[PostRule]] = {
-    rule.kind: rule for rule in (Sum, Likelihood, Refractory, Fixed, Quantile, Pot, Spot, Hold)
+    rule.kind: rule for rule in (Sum, Likelihood, Refractory, Fixed, Quantile, Pot, Spot, Confirm, Hold)
 }
 
 

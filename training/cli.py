@@ -85,7 +85,8 @@ def model_options(function):
             "`sum` (the score) or `likelihood[:short=N,long=N]` (each error term against the device's own past); then "
             "optionally `refractory:n=N` (one alarm per episode); last a threshold: `spot:risk=R,depth=D` (streaming, "
             "drift-aware with depth > 0), `pot:risk=R`, `quantile:q=Q` or `fixed:value=V`; optionally after it "
-            "`hold:n=N` (an alarm stays raised N more windows).",
+            "`confirm:k=K,n=N` (an alarm only while K of the last N threshold verdicts alarmed), then `hold:n=N` (an "
+            "alarm stays raised N more windows).",
         ),
         click.option(
             "--alarms-teach/--alarms-do-not-teach",

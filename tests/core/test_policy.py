@@ -13,7 +13,8 @@ from aelstm.core.policy import DEFAULT_POLICY, Policy
 LIKELIHOOD = "likelihood | refractory:n=50 | fixed:value=0.5"
 DSPOT = "sum | spot:risk=0.0001,depth=512"
 SPECS = [DEFAULT_POLICY, DSPOT, "sum | pot:risk=0.001", "sum | quantile:q=0.99", LIKELIHOOD,
-         "likelihood:short=5,long=200 | fixed:value=0.5", DSPOT + " | hold:n=16"]
+         "likelihood:short=5,long=200 | fixed:value=0.5", DSPOT + " | hold:n=16",
+         DSPOT + " | confirm:k=2,n=3 | hold:n=16"]
 
 
 def normal_terms(rows: int, seed: int) -> np.ndarray:
@@ -81,6 +82,31 @@ def test_a_hold_keeps_an_alarm_raised_through_dips_and_then_lets_go():
     np.testing.assert_array_equal(alarms, [0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
 
 
+def test_confirm_raises_an_alarm_only_while_k_of_the_last_n_verdicts_alarmed():
+    policy = Policy.parse("sum | fixed:value=1 | confirm:k=2,n=3").fit(np.zeros((5, 1)))
+    scores = np.array([2, 0, 0, 2, 0, 2, np.nan, 2, 2, 2, 0, 0, 0], dtype=float)
+    alarms = policy.flags(scores[:, None])
+    np.testing.assert_array_equal(alarms, [0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0])
+
+
+def test_a_hold_after_confirm_holds_the_confirmed_alarms_only():
+    policy = Policy.parse("sum | fixed:value=1 | confirm:k=2,n=2 | hold:n=2").fit(np.zeros((5, 1)))
+    scores = np.array([2, 0, 0, 0, 2, 2, 0, 0, 0, 0], dtype=float)
+    alarms = policy.flags(scores[:, None])
+    np.testing.assert_array_equal(alarms, [0, 0, 0, 0, 0, 1, 1, 1, 0, 0])
+
+
+def test_a_confirm_state_moves_mid_episode_with_the_same_verdicts():
+    policy = Policy.parse("sum | fixed:value=1 | confirm:k=3,n=4").fit(np.zeros((5, 1)))
+    state = policy.start()
+    for score in (2.0, 0.0, 2.0):
+        state.step((score,))
+    moved = policy.start()
+    assert moved.restore(json.loads(json.dumps(state.to_dict())))
+    assert moved.step((2.0,)) == state.step((2.0,))
+    assert moved.judge((2.0,)).alarm and not policy.start().judge((2.0,)).alarm
+
+
 def test_held_alarms_do_not_teach_when_alarms_do_not_teach():
     """A long anomaly whose score dips under the threshold now and then: without the hold its dips teach DSPOT
     and the alarm fades; with it the anomaly stays flagged, and a normal stream afterwards goes quiet again."""
@@ -131,9 +157,13 @@ def test_rows_without_a_score_never_alarm_and_teach_nothing():
     ("sum | pot:colour=3", "has no setting"),
     ("sum || pot", "empty rule"),
     ("sum | spot:risk=0.5", "risk must be in"),
-    ("sum | hold:n=4 | pot", "comes after the threshold rule"),
-    ("sum | pot | hold | hold", "only have one hold rule"),
+    ("sum | hold:n=4 | pot", "come after the threshold rule"),
+    ("sum | pot | hold | hold", "one confirm rule, then one hold rule"),
+    ("sum | pot | hold | confirm", "one confirm rule, then one hold rule"),
+    ("sum | confirm | pot", "come after the threshold rule"),
     ("sum | pot | hold:n=0", "hold needs n ≥ 1"),
+    ("sum | pot | confirm:k=5,n=4", "confirm needs 1 ≤ k ≤ n"),
+    ("sum | pot | confirm:k=0", "confirm needs 1 ≤ k ≤ n"),
 ])
 def test_bad_policies_are_refused_with_what_to_fix(spec, message):
     with pytest.raises(DataError, match=message):
