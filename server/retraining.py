@@ -9,18 +9,18 @@ few readings recorded since its version: a drifting fleet alarms, and alarmed re
 again after the next write of the recordings. Drift starts afresh when a new version is served.
 
 An ingress attached to a Ray cluster has the fits run there (`--ray-address`); an embedded or in-process ingress
-fits them one after another on its own host, in the idle scheduling class (`below_scoring`).
+fits them one after another on its own host. Either way the run and each fit are in the idle scheduling class
+(`core.priority.below_scoring`): a cluster's fit runs in a Ray worker of its own that lowers itself, since the nodes
+it lands on may score too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import json
 import logging
 import math
-import os
 import sys
 import tempfile
 import time
@@ -28,25 +28,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aelstm.core.errors import AelstmError
+from aelstm.core.priority import below_scoring
 
 from .config import ServeConfig
 from .metrics import Metrics
 from .recorder import Recorder
 
 log = logging.getLogger(__name__)
-
-RETRAIN_NICENESS = 19  # where the OS has no idle scheduling class: as far below scoring as nice goes
-
-
-def below_scoring() -> None:
-    """Put the calling (retraining) process below everything scoring does: in Linux's SCHED_IDLE class it gets a
-    CPU only when nothing else wants one, so training on the ingress's own host does not take time from scoring
-    (nice alone still lets it take about a tenth of a busy CPU, and its wake-ups delay the scoring ones)."""
-    os.nice(RETRAIN_NICENESS)
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
-        with contextlib.suppress(OSError):  # not allowed here (a container's seccomp policy): nice 19 it is
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
 
 def check_retraining_available() -> None:
     """Retraining needs torch; say so when the server starts, not hours later."""
@@ -60,7 +48,7 @@ def retrain_command(config: ServeConfig, summary: Path, fleets: Sequence[str] = 
     where = ["--ray-address", config.ray_address] if config.ray_address else ["--no-ray"]
     return [sys.executable, "-m", "aelstm.training.retrain", "--recorded", str(config.record_dir), "--registry",
             str(config.registry), "--min-rows", str(config.retrain_min_rows), "--quiet", "--summary", str(summary),
-            *where, *(arg for fleet in fleets for arg in ("--fleet", fleet))]
+            "--below-scoring", *where, *(arg for fleet in fleets for arg in ("--fleet", fleet))]
 
 
 class RetrainLoop:

@@ -291,23 +291,30 @@ def train_fleets(data, dataset, time_column, label_column, features, delimiter, 
               help="Publish only if the new model flags at most this fraction more held-out windows than the served "
               "version.")
 @click.option("--summary", type=click.Path(path_type=Path), help="Write every fleet's outcome to this JSON file.")
+@click.option("--below-scoring", is_flag=True, help="Run below scoring, for hosts that also score: this process and "
+              "every fit in Linux's idle scheduling class (nice 19 where there is none), each Ray fit in a worker of "
+              "its own. The server's retraining loop always sets it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def retrain(recorded, registry, fleets, min_rows, ray_address, no_ray, cpus_per_fleet, holdout_fraction, gate_margin,
-            summary, quiet) -> None:
+            summary, below_scoring, quiet) -> None:
     """Retrain each served fleet on the normal readings the server recorded since its version was published.
 
     Each fleet is trained with its served model's own configuration, on recorded devices one after another, and is
     gated and published like `train-fleets` (the held-out part is the last devices' readings). Fleets with fewer
     than --min-rows new readings are skipped. Exits 1 when any fleet failed."""
+    from aelstm.core.priority import below_scoring as lower_this_process
+
     from .fleet_training import FleetTrainer
     from .retrain import plan_retraining
 
+    if below_scoring:
+        lower_this_process()
     plan = plan_retraining(recorded, registry, list(fleets) or None, min_rows)
     for outcome in plan.skipped:
         click.echo(f"{outcome.fleet}: skipped: {outcome.reason}", err=True)
     outcomes = list(plan.skipped)
     if plan.fleets:
-        with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(plan.fleets)) as runner:
+        with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(plan.fleets), below_scoring) as runner:
             trainer = FleetTrainer(registry, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
                                    progress=not quiet)
             outcomes += trainer.train(plan.fleets, plan.configs.__getitem__)
@@ -325,13 +332,13 @@ def finish_fleets(outcomes, summary: Path | None) -> None:
 
 
 @contextmanager
-def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fleets: int):
+def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fleets: int, below_scoring: bool = False):
     """Fits in this process, or on Ray (embedded, shut down and cleaned up at the end, or a cluster, left running).
 
     Without a cluster, a job whose fits could not run side by side here (one fleet, or CPUs for only one fit) fits
     in this process: an embedded Ray would only add its start-up (seconds), and a fit asking for more
     CPUs than the machine has would never be scheduled. `local` (Ray's name for a new local instance) is the
-    embedded Ray."""
+    embedded Ray. `below_scoring`: each Ray fit lowers the worker it runs in (`RayRunner`)."""
     from .fleet_training import LocalRunner, RayRunner
 
     ray_address = None if ray_address == "local" else ray_address
@@ -349,7 +356,7 @@ def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fle
 
     temp_dir = init_ray(ray_address, num_cpus=os.cpu_count() or 1)
     try:
-        yield RayRunner(cpus_per_fleet=cpus_per_fleet, threads=cpus_per_fleet)
+        yield RayRunner(cpus_per_fleet=cpus_per_fleet, threads=cpus_per_fleet, below_scoring=below_scoring)
     finally:
         ray.shutdown()
         if temp_dir is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from aelstm.core.bundle import load_bundle
 from aelstm.core.data import Series
 from aelstm.core.errors import AelstmError, DataError
+from aelstm.core.priority import below_scoring, is_below_scoring
 from aelstm.core.progress import ProgressBar
 
 from .config import TrainConfig, training_rows
@@ -48,6 +49,7 @@ class CandidateFit:
     seconds: float
     validation: dict
     node: str | None = None  # the Ray node it trained on
+    below_scoring: bool = False  # whether it trained in the idle scheduling class (`core.priority`)
 
 
 @dataclass
@@ -64,11 +66,13 @@ class FleetOutcome:
     validation: dict = field(default_factory=dict)
     gate: GateResult | None = None
     node: str | None = None
+    below_scoring: bool | None = None
 
     def to_dict(self) -> dict:
         return {"fleet": self.fleet, "status": self.status, "reason": self.reason, "rows": self.rows,
                 "version": self.version, "epochs": self.epochs, "seconds": self.seconds, "node": self.node,
-                "validation": self.validation, "gate": self.gate.to_dict() if self.gate else None}
+                "below_scoring": self.below_scoring, "validation": self.validation,
+                "gate": self.gate.to_dict() if self.gate else None}
 
 
 def plan_job(fleet: FleetData, holdout_fraction: float, config: TrainConfig) -> FleetJob:
@@ -89,7 +93,8 @@ def fit_candidate(name: str, normal: Series, config: TrainConfig, threads: int,
         fitted, _ = train_series(normal, folder, config, rows=len(normal), name=name, version="candidate",
                                  progress=False, threads=threads, on_epoch=on_epoch)
         files = {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
-    return CandidateFit(files, len(fitted.history), round(fitted.seconds, 2), fitted.validation)
+    return CandidateFit(files, len(fitted.history), round(fitted.seconds, 2), fitted.validation,
+                        below_scoring=is_below_scoring())
 
 
 FitResult = tuple[str, CandidateFit | None, str | None]  # fleet, its fit or None, the failure's reason
@@ -120,20 +125,22 @@ class LocalRunner:
 
 
 class RayRunner:
-    """Fits every fleet as a Ray task of `cpus_per_fleet` CPUs (as many at once as the cluster has room for)."""
+    """Fits every fleet as a Ray task of `cpus_per_fleet` CPUs (as many at once as the cluster has room for).
+    `below_scoring`: each fit runs in a fresh worker that puts itself in the idle scheduling class (and exits after
+    it, so no lowered worker is reused for anything else), for a cluster whose nodes also score."""
 
-    def __init__(self, cpus_per_fleet: float = 1.0, threads: int = 1) -> None:
+    def __init__(self, cpus_per_fleet: float = 1.0, threads: int = 1, below_scoring: bool = False) -> None:
         import ray
 
         self.ray = ray
-        self.cpus_per_fleet, self.threads = cpus_per_fleet, threads
+        self.cpus_per_fleet, self.threads, self.below_scoring = cpus_per_fleet, threads, below_scoring
         self.board = ray.remote(num_cpus=0)(EpochBoard).remote()
-        self._fit = ray.remote(_fit_task)
+        self._fit = ray.remote(max_calls=1)(_fit_task) if below_scoring else ray.remote(_fit_task)
 
     def run(self, jobs: list[FleetJob], poll: Callable[[], None]) -> Iterator[FitResult]:
         ray = self.ray
         pending = {self._fit.options(num_cpus=self.cpus_per_fleet, name=f"fit {job.name}").remote(
-            job.name, job.normal, job.config, self.threads, self.board): job.name for job in jobs}
+            job.name, job.normal, job.config, self.threads, self.board, self.below_scoring): job.name for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             poll()
@@ -161,10 +168,13 @@ def _task_failure(exc: Exception) -> str:
     return lines[-1].strip() if lines else type(exc).__name__
 
 
-def _fit_task(name: str, normal: Series, config: TrainConfig, threads: int, board) -> CandidateFit:
-    """A Ray task: fit, telling the board each epoch (fire and forget), and say on which node."""
+def _fit_task(name: str, normal: Series, config: TrainConfig, threads: int, board, lowered: bool) -> CandidateFit:
+    """A Ray task: fit (below scoring when `lowered`), telling the board each epoch (fire and forget), and say on
+    which node."""
     import ray
 
+    if lowered:
+        below_scoring()
     try:
         fit = fit_candidate(name, normal, config, threads, lambda record: board.report.remote(name, record["epoch"]))
         return replace(fit, node=ray.get_runtime_context().get_node_id())
@@ -216,7 +226,7 @@ class FleetTrainer:
         from aelstm.server.registry import RegistryScanner, publish
 
         outcome = FleetOutcome(job.name, "", "", epochs=fit.epochs, seconds=fit.seconds, validation=fit.validation,
-                               node=fit.node)
+                               node=fit.node, below_scoring=fit.below_scoring)
         staging = Path(tempfile.mkdtemp(prefix=f".candidate-{job.name}-", dir=self._ensure_registry()))
         try:
             for file_name, content in fit.files.items():

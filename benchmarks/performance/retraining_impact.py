@@ -33,9 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from aelstm.core.priority import below_scoring
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
-from aelstm.server.retraining import below_scoring, retrain_command
+from aelstm.server.retraining import retrain_command
 from aelstm.training.retrain import plan_retraining
 from benchmarks.harness import REPO, SERVER_ENV, free_port, loadtest, start_server, stop, uptime
 from benchmarks.performance.limits import SLO_MS

@@ -80,6 +80,7 @@ async def test_a_fleet_whose_normal_level_moved_stops_alarming_after_one_retrain
         drifted = (await model_info(server.address)).drift
         outcomes = await server.retraining.retrain_once()
         assert [(o["fleet"], o["status"], o["version"]) for o in outcomes] == [(FLEET, "published", "2")], outcomes
+        assert outcomes[0]["below_scoring"], "the loop's fits run in the idle scheduling class"
         assert await server.models.refresh()
         after = await alarms(server.address, "fresh-2", moved[:300])
         assert before >= 3 and after <= 1, (before, after)  # the level shift alarms until the model learns it

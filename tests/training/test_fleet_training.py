@@ -102,6 +102,25 @@ async def test_fleets_train_in_parallel_on_ray_and_each_is_served_by_its_own_mod
         await server.stop(0)
 
 
+def test_fits_below_scoring_lower_their_own_ray_workers_and_nothing_else(tmp_path, monkeypatch):
+    """On a cluster whose nodes also score, each retraining fit lowers the worker it runs in (a fresh one, so no
+    lowered worker is reused); the process that runs the job is left as it is."""
+    from aelstm.core.priority import is_below_scoring
+    from aelstm.training.cli import fleet_runner
+    from aelstm.training.config import TrainConfig
+    from aelstm.training.fleet_training import FleetTrainer
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    for name, period in (("pumps", 12), ("fans", 30)):
+        write(tmp_path / "data" / f"{name}.csv", v=wave(600, period))
+    fleets = discover_fleets(tmp_path / "data", read)
+    config = TrainConfig(window=16, hidden=16, latent=4, epochs=4, patience=2)
+    with fleet_runner(False, None, 1, len(fleets), below_scoring=True) as runner:
+        outcomes = FleetTrainer(tmp_path / "registry", runner, progress=False).train(fleets, lambda _: config)
+    assert [(o.status, o.below_scoring) for o in outcomes] == [("published", True)] * 2
+    assert not is_below_scoring()
+
+
 def test_fits_that_cannot_run_side_by_side_stay_in_the_process(tmp_path, monkeypatch):
     """One fleet, or CPUs for one fit at a time: no embedded Ray is started (RAY_ADDRESS=local names it too), since
     it could only add its start-up; the fits run here and publish."""
