@@ -17,7 +17,8 @@ teach (`alarms_teach=False`): then a stream's alarms never move its baseline or 
 flagged, at the price that a real shift of normal behaviour keeps alarming until the model is retrained. A `hold`
 after the threshold keeps an alarm raised for its next `n` windows, so the dips of a long anomaly's score stay
 flagged (and, when alarms do not teach, teach nothing either); a `confirm` before it raises an alarm only when `k` of
-the threshold's last `n` verdicts alarmed, so lone spikes stay quiet (an unconfirmed window is no alarm: it teaches).
+the threshold's last `n` verdicts alarmed, so lone spikes stay quiet (when alarms do not teach, a window over the
+threshold teaches nothing, confirmed or not: a long anomaly's first windows never raise the level it must cross).
 """
 
 from __future__ import annotations
@@ -202,9 +203,11 @@ class StreamState:
             state.learn(given)
 
     def step(self, terms) -> Verdict:
-        """Judge, then learn (unless it alarmed, confirmed and held alarms included, and alarms do not teach)."""
+        """Judge, then learn, unless alarms do not teach and the window went over the threshold (confirmed yet or
+        not) or is held."""
         inputs, verdict = self._judged(_row(terms))
-        self._learn(inputs, teach=self.policy.alarms_teach or not verdict.alarm)
+        over = inputs[self.policy.threshold_index + 1] if len(inputs) > self.policy.threshold_index + 1 else verdict
+        self._learn(inputs, teach=self.policy.alarms_teach or not (verdict.alarm or over.alarm))
         return verdict
 
     @property

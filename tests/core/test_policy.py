@@ -107,6 +107,15 @@ def test_a_confirm_state_moves_mid_episode_with_the_same_verdicts():
     assert moved.judge((2.0,)).alarm and not policy.start().judge((2.0,)).alarm
 
 
+def test_windows_over_the_threshold_do_not_teach_before_they_are_confirmed_when_alarms_do_not_teach():
+    """A long anomaly under a streaming threshold: its first windows, over the threshold but not yet confirmed,
+    must not raise the level the rest of it has to cross."""
+    spec = "sum | spot:risk=0.001,depth=0 | confirm:k=12,n=16"
+    anomaly = np.vstack([normal_terms(500, 16), normal_terms(1_000, 17) + 6.0])
+    quiet = Policy.parse(spec, alarms_teach=False).fit(normal_terms(400, 18)).flags(anomaly)
+    assert quiet[520:].mean() > 0.95
+
+
 def test_held_alarms_do_not_teach_when_alarms_do_not_teach():
     """A long anomaly whose score dips under the threshold now and then: without the hold its dips teach DSPOT
     and the alarm fades; with it the anomaly stays flagged, and a normal stream afterwards goes quiet again."""
