@@ -6,16 +6,20 @@ be sent to the backend within it is refused at once with RESOURCE_EXHAUSTED and 
 past it anyway (the estimate was wrong) is refused instead of being sent late. What is admitted is served within its
 budget; the rest hears so immediately and can go elsewhere or come back.
 
-The wait is estimated from the windows ahead of a request and the measured scoring time per window (an EWMA over
-calls large enough that their fixed cost does not dominate). Under per-fleet fair queuing (see the coalescer) the
-windows ahead of a fleet's request are its own queued windows plus, of every other fleet, no more than that: a
-fleet's burst makes its own requests wait, not its neighbours'.
+The wait is estimated in calls, as the coalescer sends them: a request goes with the next call when its windows
+fit in it (behind the windows queued ahead of it), else after as many full calls as it takes to reach them. A call's
+time is measured as it goes (`ServiceTime`: a fixed part per call plus a part per window, fitted over recent calls),
+so a backend whose calls cost far more than their windows (Ray) is not taken for one that is slow per window. Under
+per-fleet fair queuing (see the coalescer) the windows ahead of a fleet's request are its own queued windows plus, of
+every other fleet, no more than that: a fleet's burst makes its own requests wait, not its neighbours'.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+
+import numpy as np
 
 from aelstm.core.errors import AelstmError
 from aelstm.v1 import scoring_pb2 as pb
@@ -41,24 +45,43 @@ class Overloaded(AelstmError):
 
 
 class ServiceTime:
-    """Seconds of backend call per window, as an EWMA over calls of at least `min_windows` windows.
+    """Seconds a backend call of n windows takes, `call_s(n) = fixed + per_window · n`, fitted by exponentially
+    weighted least squares over the calls seen (`weight`: the newest call's share).
 
-    Small calls are left out: their time is mostly per-call overhead, and counting it per window would make a
-    lightly loaded server refuse its first burst. Until a large call was seen the estimate is unknown (None) and
-    nothing is refused: a lightly loaded service never needs to.
+    On Ray a call costs milliseconds whatever its size; counting that per window made a queue that fits the next call
+    look like many calls of wait, and refused work well below capacity. Until a call of at least `min_windows` was
+    seen the pace is unknown (`known` False) and nothing is refused: a cold first call cannot be told from overload.
     """
 
     def __init__(self, min_windows: int, weight: float = 0.2) -> None:
         self.min_windows = max(1, min_windows)
         self.weight = weight
-        self.per_window_s: float | None = None
+        self.known = False
+        self._moments: np.ndarray | None = None  # weighted means of n, t, n², n·t
 
     def observe(self, windows: int, seconds: float) -> None:
-        if windows < self.min_windows:
-            return
-        sample = seconds / windows
-        previous = self.per_window_s
-        self.per_window_s = sample if previous is None else previous + self.weight * (sample - previous)
+        sample = np.array([windows, seconds, windows * windows, windows * seconds], dtype=np.float64)
+        self._moments = sample if self._moments is None else self._moments + self.weight * (sample - self._moments)
+        self.known = self.known or windows >= self.min_windows
+
+    @property
+    def fit(self) -> tuple[float, float]:
+        """(fixed seconds per call, seconds per window); with calls of one size only, all of it per window."""
+        if self._moments is None:
+            return 0.0, 0.0
+        n, t, nn, nt = self._moments
+        spread = nn - n * n
+        if spread <= 1e-9 * max(nn, 1.0):
+            return 0.0, t / max(n, 1.0)
+        per_window = max(0.0, (nt - n * t) / spread)
+        fixed = t - per_window * n
+        if fixed < 0.0:  # slower than linear: no fixed part
+            return 0.0, t / max(n, 1.0)
+        return fixed, per_window
+
+    def call_s(self, windows: int) -> float:
+        fixed, per_window = self.fit
+        return fixed + per_window * windows
 
 
 def windows_ahead(own: int, others: Iterable[int], new: int) -> int:
@@ -68,17 +91,17 @@ def windows_ahead(own: int, others: Iterable[int], new: int) -> int:
     return mine + sum(min(other, mine) for other in others)
 
 
-def refusal(wait_s: float, budget_s: float, per_window_s: float, call_windows: int) -> Overloaded:
+def refusal(wait_s: float, budget_s: float, full_call_s: float) -> Overloaded:
     """The refusal of a request that would wait `wait_s`: retry once the backlog ahead fits the budget again,
     and not sooner than one full call."""
-    retry = min(MAX_RETRY_S, max(MIN_RETRY_S, wait_s - budget_s, per_window_s * call_windows))
+    retry = min(MAX_RETRY_S, max(MIN_RETRY_S, wait_s - budget_s, full_call_s))
     return Overloaded(f"overloaded: this request would wait about {wait_s * 1000:.0f} ms to be scored, over the "
                       f"{budget_s * 1000:.0f} ms queue budget; retry after {retry * 1000:.0f} ms", retry)
 
 
-def expired(waited_s: float, budget_s: float, per_window_s: float | None, call_windows: int) -> Overloaded:
+def expired(waited_s: float, budget_s: float, full_call_s: float) -> Overloaded:
     """The refusal of a request that already waited past the budget (the estimate admitted it too optimistically)."""
-    retry = min(MAX_RETRY_S, max(MIN_RETRY_S, (per_window_s or 0.0) * call_windows))
+    retry = min(MAX_RETRY_S, max(MIN_RETRY_S, full_call_s))
     return Overloaded(f"overloaded: this request waited {waited_s * 1000:.0f} ms without being scored, over the "
                       f"{budget_s * 1000:.0f} ms queue budget; retry after {retry * 1000:.0f} ms", retry)
 

@@ -175,14 +175,14 @@ class Coalescer:
         model's scoring time is unknown)."""
         queue = self._queues.get(key)
         service = self._service.get(key)
-        if queue is None or service is None or service.per_window_s is None:
+        if queue is None or service is None or not service.known:
             return 0.0
         others = [n for f, n in queue.fleet_windows.items() if f != fleet]
-        per_window = service.per_window_s
-        wait = (windows_ahead(queue.fleet_windows.get(fleet, 0), others, windows) - windows) * per_window
+        last = windows_ahead(queue.fleet_windows.get(fleet, 0), others, windows)  # its last window's place
+        wait = (math.ceil(last / self.max_batch) - 1) * service.call_s(self.max_batch)  # full calls before its own
         if len(queue.calls) >= self.max_calls:  # every call slot is taken: the calls under way finish first
             now = asyncio.get_running_loop().time()
-            wait += sum(max(0.0, size * per_window - (now - sent)) for sent, size in queue.calls.values())
+            wait += sum(max(0.0, service.call_s(size) - (now - sent)) for sent, size in queue.calls.values())
         return wait / self.max_calls + (self._lag() if self._lag is not None else 0.0)
 
     def admit(self, key: str, windows: int) -> None:
@@ -191,7 +191,7 @@ class Coalescer:
         wait = self.wait_s(key, windows, current_fleet.get())
         if wait > self.max_queue_s:
             self._refused("predicted", windows)
-            raise refusal(wait, self.max_queue_s, self._service[key].per_window_s, self.max_batch)
+            raise refusal(wait, self.max_queue_s, self._service[key].call_s(self.max_batch))
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
         fleet = current_fleet.get()
@@ -232,15 +232,14 @@ class Coalescer:
         queue = self._queues[key]
         loop = asyncio.get_running_loop()
         now = loop.time()
-        paced = self._service[key].per_window_s is not None
+        service = self._service[key]
         parts = []
         for part in queue.take(self.max_batch):
             waited = now - part.since
-            if waited > self.max_queue_s and paced and not force:
+            if waited > self.max_queue_s and service.known and not force:
                 self._refused("expired", len(part.windows))
                 if not part.future.done():
-                    part.future.set_exception(expired(waited, self.max_queue_s, self._service[key].per_window_s,
-                                                      self.max_batch))
+                    part.future.set_exception(expired(waited, self.max_queue_s, service.call_s(self.max_batch)))
             else:
                 parts.append(part)
         if not parts:

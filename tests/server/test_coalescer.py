@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aelstm.core.runtime import Scores
-from aelstm.server.admission import Overloaded
+from aelstm.server.admission import Overloaded, ServiceTime
 from aelstm.server.backend import BackendUnavailable
 from aelstm.server.coalescer import Coalescer, current_deadline, current_fleet
 from aelstm.server.loop_lag import LoopLag
@@ -225,10 +225,11 @@ async def test_a_backlog_past_the_budget_is_refused_at_once_with_a_retry_hint():
     await coalescer.score("m", windows([0] * 64))  # one full call teaches it ~1 ms per window
     backend.gate = gate
     queued = [asyncio.ensure_future(coalescer.score("m", windows([1] * 16))) for _ in range(4)]
-    await asyncio.sleep(0)  # one call under way (16), 48 windows waiting: about 48 + 16 ms ahead of the next
+    await asyncio.sleep(0)  # one call under way (16), 48 windows waiting: 64 more do not fit the next call, so
+    # they wait for it too (about 64 ms) behind the one under way (16 ms)
     started = asyncio.get_running_loop().time()
     with pytest.raises(Overloaded, match="would wait") as caught:
-        await coalescer.score("m", windows([2] * 16))
+        await coalescer.score("m", windows([2] * 64))
     assert asyncio.get_running_loop().time() - started < 0.01  # refused at once, not after waiting
     assert caught.value.retry_after_ms >= 10  # at least the backlog beyond the budget
     gate.set()
@@ -261,6 +262,41 @@ async def test_loop_lag_measures_how_late_the_loop_runs():
     await asyncio.sleep(0.001)
     assert lag.seconds > 0.03
     task.cancel()
+
+
+async def test_a_backlog_that_fits_the_next_call_is_admitted_whatever_each_call_costs():
+    """Calls that cost far more than their windows (Ray: milliseconds a call): 48 windows waiting go with the
+    next call, so a request that fits behind them waits for the call under way only; one that does not waits for
+    full calls more."""
+    gate = asyncio.Event()
+    coalescer = Coalescer(RecordingBackend(gate=gate), max_batch=64, max_wait_s=0.001, max_calls=1,
+                          max_queue_s=0.03)
+    under_way = asyncio.ensure_future(coalescer.score("m", windows([1] * 16)))
+    await asyncio.sleep(0)
+    for size in (64, 16, 64, 16):  # 10 ms a call and 10 µs a window
+        coalescer._service["m"].observe(size, 0.010 + 0.00001 * size)
+    waiting = [asyncio.ensure_future(coalescer.score("m", windows([2] * 16))) for _ in range(3)]
+    await asyncio.sleep(0)
+    coalescer.admit("m", 16)  # goes with the next call: about 10 ms, for the call under way
+    with pytest.raises(Overloaded, match="would wait"):
+        coalescer.admit("m", 192)  # three full calls more: about 42 ms
+    gate.set()
+    assert [(await f).score.tolist() for f in (under_way, *waiting)] == [[1] * 16] + [[2] * 16] * 3
+
+
+def test_service_time_tells_a_calls_fixed_cost_from_its_cost_per_window():
+    service = ServiceTime(min_windows=16)
+    assert not service.known
+    for size in (64, 16) * 5:
+        service.observe(size, 0.010 + 0.00001 * size)
+    assert service.known
+    assert service.fit == pytest.approx((0.010, 0.00001), rel=1e-3)
+    one_size = ServiceTime(min_windows=16)
+    one_size.observe(32, 0.008)
+    assert one_size.fit == (0.0, 0.00025) and one_size.call_s(64) == pytest.approx(0.016)
+    small = ServiceTime(min_windows=16)
+    small.observe(4, 0.001)
+    assert not small.known  # a small call alone says nothing of the pace under load: nothing is refused yet
 
 
 async def test_a_fleets_burst_does_not_delay_another_fleet():
@@ -339,7 +375,7 @@ async def test_held_time_is_not_taken_for_service_time():
     backend = ReplacedBackend(outages=2)  # 50 + 100 ms held
     coalescer = Coalescer(backend, max_batch=4, max_wait_s=0.001, max_calls=1, grace_s=5.0)
     await coalescer.score("m", windows([1, 2, 3, 4]))  # a full call: its time counts, the time held does not
-    assert coalescer._service["m"].per_window_s < 0.01
+    assert coalescer._service["m"].call_s(4) < 0.04
 
 
 async def test_past_its_grace_a_call_fails_and_without_one_at_once():
