@@ -7,9 +7,10 @@ past it anyway (the estimate was wrong) is refused instead of being sent late. W
 budget; the rest hears so immediately and can go elsewhere or come back.
 
 The wait is estimated in calls, as the coalescer sends them: a request goes with the next call when its windows
-fit in it (behind the windows queued ahead of it), else after as many full calls as it takes to reach them. A call's
-time is measured as it goes (`ServiceTime`: a fixed part per call plus a part per window, fitted over recent calls),
-so a backend whose calls cost far more than their windows (Ray) is not taken for one that is slow per window. Under
+fit in it (behind the windows queued ahead of it), else after as many full calls as it takes to reach them, each
+timed at the measured pace per window (an EWMA over calls large enough that their fixed cost does not dominate).
+Counting every queued window at that pace instead charged a request for windows that leave in the same call as its
+own, and refused work well below capacity. Under
 per-fleet fair queuing (see the coalescer) the windows ahead of a fleet's request are its own queued windows plus, of
 every other fleet, no more than that: a fleet's burst makes its own requests wait, not its neighbours'.
 """
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-
-import numpy as np
 
 from aelstm.core.errors import AelstmError
 from aelstm.v1 import scoring_pb2 as pb
@@ -45,43 +44,33 @@ class Overloaded(AelstmError):
 
 
 class ServiceTime:
-    """Seconds a backend call of n windows takes, `call_s(n) = fixed + per_window · n`, fitted by exponentially
-    weighted least squares over the calls seen (`weight`: the newest call's share).
+    """Seconds of backend call per window, as an EWMA over calls of at least `min_windows` windows.
 
-    On Ray a call costs milliseconds whatever its size; counting that per window made a queue that fits the next call
-    look like many calls of wait, and refused work well below capacity. Until a call of at least `min_windows` was
-    seen the pace is unknown (`known` False) and nothing is refused: a cold first call cannot be told from overload.
+    Small calls are left out: their time is mostly per-call overhead, and counting it per window would make a
+    lightly loaded server refuse its first burst; a full call's time is then estimated from the pace of calls
+    large enough that their fixed cost does not dominate. Until a large call was seen the pace is unknown (`known`
+    False) and nothing is refused: a cold first call cannot be told from overload.
     """
 
     def __init__(self, min_windows: int, weight: float = 0.2) -> None:
         self.min_windows = max(1, min_windows)
         self.weight = weight
-        self.known = False
-        self._moments: np.ndarray | None = None  # weighted means of n, t, n², n·t
-
-    def observe(self, windows: int, seconds: float) -> None:
-        sample = np.array([windows, seconds, windows * windows, windows * seconds], dtype=np.float64)
-        self._moments = sample if self._moments is None else self._moments + self.weight * (sample - self._moments)
-        self.known = self.known or windows >= self.min_windows
+        self.per_window_s: float | None = None
 
     @property
-    def fit(self) -> tuple[float, float]:
-        """(fixed seconds per call, seconds per window); with calls of one size only, all of it per window."""
-        if self._moments is None:
-            return 0.0, 0.0
-        n, t, nn, nt = self._moments
-        spread = nn - n * n
-        if spread <= 1e-9 * max(nn, 1.0):
-            return 0.0, t / max(n, 1.0)
-        per_window = max(0.0, (nt - n * t) / spread)
-        fixed = t - per_window * n
-        if fixed < 0.0:  # slower than linear: no fixed part
-            return 0.0, t / max(n, 1.0)
-        return fixed, per_window
+    def known(self) -> bool:
+        return self.per_window_s is not None
+
+    def observe(self, windows: int, seconds: float) -> None:
+        if windows < self.min_windows:
+            return
+        sample = seconds / windows
+        previous = self.per_window_s
+        self.per_window_s = sample if previous is None else previous + self.weight * (sample - previous)
 
     def call_s(self, windows: int) -> float:
-        fixed, per_window = self.fit
-        return fixed + per_window * windows
+        """The time of a call of `windows` at the measured pace."""
+        return (self.per_window_s or 0.0) * windows
 
 
 def windows_ahead(own: int, others: Iterable[int], new: int) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aelstm.core.runtime import Scores
-from aelstm.server.admission import Overloaded, ServiceTime
+from aelstm.server.admission import Overloaded
 from aelstm.server.backend import BackendUnavailable
 from aelstm.server.coalescer import Coalescer, current_deadline, current_fleet
 from aelstm.server.loop_lag import LoopLag
@@ -264,39 +264,22 @@ async def test_loop_lag_measures_how_late_the_loop_runs():
     task.cancel()
 
 
-async def test_a_backlog_that_fits_the_next_call_is_admitted_whatever_each_call_costs():
-    """Calls that cost far more than their windows (Ray: milliseconds a call): 48 windows waiting go with the
-    next call, so a request that fits behind them waits for the call under way only; one that does not waits for
-    full calls more."""
+async def test_a_backlog_that_fits_the_next_call_is_admitted():
+    """48 windows waiting go with the next call: a request that fits behind them waits for the call under way
+    only, not for 48 windows' worth at the measured pace; one that does not fit waits for a full call more."""
     gate = asyncio.Event()
     coalescer = Coalescer(RecordingBackend(gate=gate), max_batch=64, max_wait_s=0.001, max_calls=1,
                           max_queue_s=0.03)
     under_way = asyncio.ensure_future(coalescer.score("m", windows([1] * 16)))
     await asyncio.sleep(0)
-    for size in (64, 16, 64, 16):  # 10 ms a call and 10 µs a window
-        coalescer._service["m"].observe(size, 0.010 + 0.00001 * size)
+    coalescer._service["m"].observe(64, 0.032)  # 0.5 ms a window
     waiting = [asyncio.ensure_future(coalescer.score("m", windows([2] * 16))) for _ in range(3)]
     await asyncio.sleep(0)
-    coalescer.admit("m", 16)  # goes with the next call: about 10 ms, for the call under way
+    coalescer.admit("m", 16)  # goes with the next call: about 8 ms, for the call under way (48 windows: 24 ms)
     with pytest.raises(Overloaded, match="would wait"):
-        coalescer.admit("m", 192)  # three full calls more: about 42 ms
+        coalescer.admit("m", 64)  # after the next call: about 8 + 32 ms
     gate.set()
     assert [(await f).score.tolist() for f in (under_way, *waiting)] == [[1] * 16] + [[2] * 16] * 3
-
-
-def test_service_time_tells_a_calls_fixed_cost_from_its_cost_per_window():
-    service = ServiceTime(min_windows=16)
-    assert not service.known
-    for size in (64, 16) * 5:
-        service.observe(size, 0.010 + 0.00001 * size)
-    assert service.known
-    assert service.fit == pytest.approx((0.010, 0.00001), rel=1e-3)
-    one_size = ServiceTime(min_windows=16)
-    one_size.observe(32, 0.008)
-    assert one_size.fit == (0.0, 0.00025) and one_size.call_s(64) == pytest.approx(0.016)
-    small = ServiceTime(min_windows=16)
-    small.observe(4, 0.001)
-    assert not small.known  # a small call alone says nothing of the pace under load: nothing is refused yet
 
 
 async def test_a_fleets_burst_does_not_delay_another_fleet():
@@ -375,7 +358,7 @@ async def test_held_time_is_not_taken_for_service_time():
     backend = ReplacedBackend(outages=2)  # 50 + 100 ms held
     coalescer = Coalescer(backend, max_batch=4, max_wait_s=0.001, max_calls=1, grace_s=5.0)
     await coalescer.score("m", windows([1, 2, 3, 4]))  # a full call: its time counts, the time held does not
-    assert coalescer._service["m"].call_s(4) < 0.04
+    assert coalescer._service["m"].per_window_s < 0.01
 
 
 async def test_past_its_grace_a_call_fails_and_without_one_at_once():
