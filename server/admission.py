@@ -9,10 +9,9 @@ budget; the rest hears so immediately and can go elsewhere or come back.
 The wait is estimated in calls, as the coalescer sends them: a request goes with the next call when its windows
 fit in it (behind the windows queued ahead of it), else after as many full calls as it takes to reach them, each
 timed at the measured pace per window (an EWMA over calls large enough that their fixed cost does not dominate).
-Counting every queued window at that pace instead charged a request for windows that leave in the same call as its
-own, and refused work well below capacity. Under
-per-fleet fair queuing (see the coalescer) the windows ahead of a fleet's request are its own queued windows plus, of
-every other fleet, no more than that: a fleet's burst makes its own requests wait, not its neighbours'.
+Windows that leave in the same call as a request's own cost it no wait, so they are not charged to it. Under
+per-fleet fair queuing (see the coalescer) the windows ahead of a fleet's request are its own queued windows plus,
+of every other fleet, no more than that: a fleet's burst makes its own requests wait, not its neighbours'.
 """
 
 from __future__ import annotations
