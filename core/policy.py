@@ -206,7 +206,8 @@ class StreamState:
         """Judge, then learn, unless alarms do not teach and the window went over the threshold (confirmed yet or
         not) or is held."""
         inputs, verdict = self._judged(_row(terms))
-        over = inputs[self.policy.threshold_index + 1] if len(inputs) > self.policy.threshold_index + 1 else verdict
+        after = inputs[self.policy.threshold_index + 1 :]  # the threshold's own verdict leads, when rules follow it
+        over = after[0] if after else verdict
         self._learn(inputs, teach=self.policy.alarms_teach or not (verdict.alarm or over.alarm))
         return verdict
 

@@ -16,7 +16,8 @@ from support import EC2_LATENCY
 
 OK = pb.ITEM_STATUS_OK
 ROWS = 700
-POLICIES = {"dspot": "sum | spot:risk=0.01,depth=20", "likelihood": "likelihood | refractory:n=20 | fixed:value=0.3"}
+POLICIES = {"dspot": "sum | spot:risk=0.01,depth=20", "likelihood": "likelihood | refractory:n=20 | fixed:value=0.3",
+            "confirmed": "sum | spot:risk=0.015,depth=20 | confirm:k=2,n=3 | hold:n=4"}
 
 
 @pytest.fixture(scope="module", params=sorted(POLICIES))
