@@ -154,12 +154,19 @@ def wait_running(timeout_s: float) -> None:
 
 def running_replicas() -> int:
     """Running Scorer replicas of the scoring application (0 when it is missing). Models already loaded keep
-    scoring while a replaced model store starts, so the store is not counted."""
-    from ray import serve
+    scoring while a replaced model store starts, so the store is not counted.
 
-    app = serve.status().applications.get(APP_NAME)
-    scorer = app.deployments.get(SCORER) if app is not None else None
-    return scorer.replica_states.get("RUNNING", 0) if scorer is not None else 0
+    Read from the controller's plain details rather than `serve.status()`, which rebuilds every deployment's config
+    and so pickles Serve's request router class by value: tens of milliseconds holding the GIL, a stall of the
+    ingress's event loop at every health check."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return 0
+    app = client.get_serve_details().get("applications", {}).get(APP_NAME, {})
+    replicas = app.get("deployments", {}).get(SCORER, {}).get("replicas", [])
+    return sum(1 for replica in replicas if replica.get("state") == "RUNNING")
 
 
 async def replica_placement() -> dict[int, str]:
