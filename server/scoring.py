@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import grpc
@@ -115,9 +116,11 @@ class RequestScorer:
         fleet = self._fleet_label(request.fleet_id)
         self.metrics.requests.labels(fleet, rpc).inc()
         self.metrics.request_latency.labels(rpc).observe(elapsed)
+        statuses = Counter(_STATUS_NAMES.get(result.status) or _CODE_NAMES.get(result.error.code, "error")
+                           for result in results)
+        for status, count in statuses.items():  # one update per status, not per item: a label lookup costs
+            self.metrics.items.labels(fleet, status).inc(count)
         for result in results:
-            status = _STATUS_NAMES.get(result.status) or _CODE_NAMES.get(result.error.code, "error")
-            self.metrics.items.labels(fleet, status).inc()
             if self._too_long(result.device_id):
                 result.device_id = ""  # refused above; never echoed
         response = pb.ScoreResponse(request_id=self._echo(request.request_id), fleet_id=self._echo(request.fleet_id),
