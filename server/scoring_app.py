@@ -218,7 +218,7 @@ def scorer_options(settings: ScorerSettings) -> dict:
     """The Scorer's deployment options that Ray Serve changes on running replicas: how many (or autoscaling
     bounds), calls each takes, and the live settings (`user_config`). The same in code (`build`) and in a config
     file (`aelstm deploy`, `serve deploy`)."""
-    # no access log: a log line per call costs the replica more CPU than a small call's scoring
+    # no access log: a log line per call was a few percent of a busy replica's CPU
     options: dict = {"max_ongoing_requests": max(4 * settings.max_batch, 64), "user_config": settings.tuning(),
                      "logging_config": {"enable_access_log": False}}
     if settings.max_replicas and settings.max_replicas > settings.replicas:
