@@ -1,4 +1,4 @@
-"""The Ray backend's calls, without Ray: what replacing the application looks like to the coalescer."""
+"""The Ray backend's calls and health check, without Ray: what replacing the application looks like to the coalescer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ray.serve.exceptions import DeploymentUnavailableError
 from aelstm.core.runtime import Scores
 from aelstm.server.backend import BackendUnavailable
 from aelstm.server.config import ScorerSettings
-from aelstm.server.ray_backend import RayServeBackend, call_errors
+from aelstm.server.ray_backend import RayServeBackend, call_errors, running_replicas
 
 WINDOWS = np.zeros((2, 16, 1), np.float32)
 SCORES = Scores(np.zeros(2), np.zeros(2), np.zeros(2))
@@ -62,3 +62,30 @@ async def test_a_detached_application_is_backend_unavailable_and_other_failures_
     backend._scorer = None  # what a health check that saw no running replica leaves
     with pytest.raises(BackendUnavailable, match="not running"):
         await backend.score("ec2@1", WINDOWS)
+
+
+class Client:
+    """Serve's controller client as the health check sees it: the plain details of the application."""
+
+    def __init__(self, applications: dict) -> None:
+        self.applications = applications
+
+    def get_serve_details(self) -> dict:
+        return {"applications": self.applications}
+
+
+def replicas(*states: str) -> dict:
+    return {"replicas": [{"replica_id": str(i), "state": state} for i, state in enumerate(states)]}
+
+
+@pytest.mark.parametrize(("client", "running"), [
+    (None, 0),  # no Serve on the cluster
+    (Client({}), 0),  # Serve, but no scoring application
+    (Client({"aelstm": {"deployments": {"ModelStore": replicas("RUNNING")}}}), 0),  # the store alone scores nothing
+    (Client({"aelstm": {"deployments": {"Scorer": replicas("RUNNING", "STARTING", "RUNNING", "STOPPING"),
+                                        "ModelStore": replicas("RUNNING")}},
+             "other": {"deployments": {"Scorer": replicas("RUNNING")}}}), 2),
+])
+def test_the_health_check_counts_running_scorer_replicas_of_the_application(monkeypatch, client, running):
+    monkeypatch.setattr("ray.serve.context._get_global_client", lambda **_: client)
+    assert running_replicas() == running
