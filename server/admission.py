@@ -79,17 +79,22 @@ def windows_ahead(own: int, others: Iterable[int], new: int) -> int:
     return mine + sum(min(other, mine) for other in others)
 
 
+def _retry_s(*at_least_s: float) -> float:
+    """A retry hint: the longest of `at_least_s`, within [MIN_RETRY_S, MAX_RETRY_S]."""
+    return min(MAX_RETRY_S, max(MIN_RETRY_S, *at_least_s))
+
+
 def refusal(wait_s: float, budget_s: float, full_call_s: float) -> Overloaded:
     """The refusal of a request that would wait `wait_s`: retry once the backlog ahead fits the budget again,
     and not sooner than one full call."""
-    retry = min(MAX_RETRY_S, max(MIN_RETRY_S, wait_s - budget_s, full_call_s))
+    retry = _retry_s(wait_s - budget_s, full_call_s)
     return Overloaded(f"overloaded: this request would wait about {wait_s * 1000:.0f} ms to be scored, over the "
                       f"{budget_s * 1000:.0f} ms queue budget; retry after {retry * 1000:.0f} ms", retry)
 
 
 def expired(waited_s: float, budget_s: float, full_call_s: float) -> Overloaded:
     """The refusal of a request that already waited past the budget (the estimate admitted it too optimistically)."""
-    retry = min(MAX_RETRY_S, max(MIN_RETRY_S, full_call_s))
+    retry = _retry_s(full_call_s)
     return Overloaded(f"overloaded: this request waited {waited_s * 1000:.0f} ms without being scored, over the "
                       f"{budget_s * 1000:.0f} ms queue budget; retry after {retry * 1000:.0f} ms", retry)
 
