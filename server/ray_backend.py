@@ -16,7 +16,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 replica_warnings = Throttled(log)  # replicas lost mid-call: one line per 10 s, however many calls they held
 
 HEALTH_TIMEOUT_S = 10.0
+T = TypeVar("T")
 RETIRED_GRACE_S = 300.0
 GCS_PORT_WAIT_S = 90
 DEPLOY_TIMEOUT_S = 300.0
@@ -159,8 +162,11 @@ def running_replicas() -> int:
     Read from the controller's plain details rather than `serve.status()`, which rebuilds every deployment's config
     and so pickles Serve's request router class by value: tens of milliseconds holding the GIL, a stall of the
     ingress's event loop at every health check."""
+    import ray
     from ray.serve.context import _get_global_client
 
+    if not ray.is_initialized():  # stopped: Ray's own lookup would start a new local Ray
+        return 0
     client = _get_global_client(raise_if_no_controller_running=False)
     if client is None:
         return 0
@@ -209,6 +215,7 @@ class RayServeBackend:
         self._files: dict[str, dict[str, bytes]] = {}  # digest -> files, to put again into a new store
         self._handles: dict[str, object] = {}  # digest -> handle bound to that model
         self._retired: dict[str, float] = {}  # registry key -> when it stopped being served
+        self._threads: set[asyncio.Future] = set()  # Ray calls under way in worker threads (see _off_loop)
 
     async def start(self) -> None:
         """Runs off the event loop: starting Ray takes seconds, and health must answer meanwhile."""
@@ -253,7 +260,7 @@ class RayServeBackend:
         prepared again: the caller does that when this turns True)."""
         was_attached = self._scorer is not None
         try:
-            self.replicas = await asyncio.wait_for(asyncio.to_thread(running_replicas), HEALTH_TIMEOUT_S)
+            self.replicas = await asyncio.wait_for(self._off_loop(running_replicas), HEALTH_TIMEOUT_S)
         except Exception as exc:
             log.debug("scoring application status unknown: %s", exc)
             self.replicas = 0
@@ -261,8 +268,17 @@ class RayServeBackend:
             self._scorer = self._store = None
             return False
         if not was_attached:
-            return await asyncio.to_thread(self._try_attach)
+            return await self._off_loop(self._try_attach)
         return True
+
+    async def _off_loop(self, call: Callable[[], T]) -> T:
+        """`call` in a worker thread that close() waits for before it stops Serve and Ray. Cancelling the caller
+        (a health check timed out, the server stopping) does not stop the thread: left running, its Ray call would
+        meet a Ray shutting down under it and could block the thread, and with it the event loop's close, for ever."""
+        future = asyncio.ensure_future(asyncio.to_thread(call))
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
+        return await asyncio.shield(future)
 
     def _for(self, digest: str):
         """The handle scoring with `digest`'s model, made once per model: Ray builds a handle's options anew on every
@@ -331,6 +347,8 @@ class RayServeBackend:
 
         self._scorer = self._store = None
         self._handles.clear()
+        if self._threads:
+            await asyncio.wait(set(self._threads), timeout=HEALTH_TIMEOUT_S)
         if self.owner and ray.is_initialized():
             from ray import serve
 

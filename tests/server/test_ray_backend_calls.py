@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import numpy as np
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError
@@ -87,5 +90,34 @@ def replicas(*states: str) -> dict:
              "other": {"deployments": {"Scorer": replicas("RUNNING")}}}), 2),
 ])
 def test_the_health_check_counts_running_scorer_replicas_of_the_application(monkeypatch, client, running):
+    monkeypatch.setattr("ray.is_initialized", lambda: True)
     monkeypatch.setattr("ray.serve.context._get_global_client", lambda **_: client)
     assert running_replicas() == running
+
+
+def test_the_health_check_of_a_stopped_ray_looks_nothing_up(monkeypatch):
+    """Ray's own lookup of the controller would start a new local Ray."""
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+    monkeypatch.setattr("ray.serve.context._get_global_client", pytest.fail)
+    assert running_replicas() == 0
+
+
+async def test_closing_waits_for_a_health_check_still_running_in_its_thread(monkeypatch):
+    """Stopping cancels the health check's task, not its thread: Ray is stopped only once the thread is done."""
+    started, release, order = threading.Event(), threading.Event(), []
+
+    def slow_check() -> int:
+        started.set()
+        release.wait(5)
+        order.append("health check ended")
+        return 1
+
+    monkeypatch.setattr("aelstm.server.ray_backend.running_replicas", slow_check)
+    backend = RayServeBackend(ScorerSettings())
+    check = asyncio.create_task(backend.healthy())
+    assert await asyncio.to_thread(started.wait, 5)
+    check.cancel()
+    threading.Timer(0.2, release.set).start()
+    await backend.close()
+    order.append("closed")
+    assert order == ["health check ended", "closed"]
