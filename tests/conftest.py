@@ -2,28 +2,55 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from leaks import left_running
 from support import EC2_LATENCY, SHARED_DATASETS
 
 _exit_status: list[int] = []
+_ray_started_here: list[bool] = []
+
+
+def pytest_configure(config) -> None:
+    """Note each Ray this process starts or joins (`ray.init`): only then is the interpreter's exit skipped."""
+    import ray
+
+    start = ray.init
+
+    @functools.wraps(start)
+    def noted(*args, **kwargs):
+        _ray_started_here.append(True)
+        return start(*args, **kwargs)
+
+    ray.init = noted
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    _exit_status.append(int(exitstatus))
+    """A session that left Ray or a process running fails, whatever its tests said."""
+    leaks = left_running()
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.ensure_newline()
+        reporter.write_sep("=", "left running by the tests (stopped now)", red=True)
+        for leak in leaks:
+            reporter.write_line(leak)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    _exit_status.append(int(session.exitstatus))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config) -> None:
-    """Exit with pytest's own status without finalising the interpreter. After every result was reported, one of
-    the native extensions the suite loads into one process (Ray's core worker, gRPC, onnxruntime, torch) once
-    crashed while Python tore its modules down: a segmentation fault after "338 passed", in one of nine full runs.
-    Nothing is left to report by then, so the teardown is skipped rather than allowed to turn a result red."""
-    if _exit_status:
+    """Where Ray ran in this process, exit with pytest's own status without finalising the interpreter. After every
+    result was reported, one of the native extensions the suite loads into one process (Ray's core worker, gRPC,
+    onnxruntime, torch) once crashed while Python tore its modules down: a segmentation fault after "338 passed",
+    in one of nine full runs, each of which had started Ray in process. Nothing is left to report by then, and the
+    leak check above has run, so the teardown is skipped rather than allowed to turn a result red."""
+    if _exit_status and _ray_started_here:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[-1])
