@@ -26,10 +26,25 @@ def _running(pid: int) -> str | None:
         return None
 
 
+def _ends_with_this_process(pid: int, command: str) -> bool:
+    """The stdlib's multiprocessing resource tracker, started by a library on first use: a child of this process that
+    ends when the pipe from it closes at exit, so it is not something a test left behind."""
+    if "multiprocessing.resource_tracker" not in command:
+        return False
+    try:
+        return stat_fields(pid)[1] == str(os.getpid())
+    except (OSError, IndexError):
+        return True  # gone since: nothing left running
+
+
 def running_children() -> dict[int, str]:
-    """Every live process below this one, with its command line."""
+    """Every live process below this one that should have stopped by now, with its command line."""
     found = {pid: _running(pid) for pid in descendants(os.getpid())}
-    return {pid: command for pid, command in found.items() if command is not None}
+    return {
+        pid: command
+        for pid, command in found.items()
+        if command is not None and not _ends_with_this_process(pid, command)
+    }
 
 
 def left_running(settle_s: float = SETTLE_S) -> list[str]:
