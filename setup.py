@@ -3,7 +3,7 @@ beneath it, so a new subpackage can never be left out of the wheel (everything e
 
 from setuptools import find_packages, setup
 
-FOLDERS = {"aelstm.core": "core", "aelstm.training": "training", "aelstm.server": "server",
+FOLDERS = {"aelstm.cli": "cli", "aelstm.core": "core", "aelstm.training": "training", "aelstm.server": "server",
            "aelstm.client": "client", "aelstm.v1": "protos/aelstm/v1"}
 
 setup(

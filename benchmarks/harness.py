@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "nab" / "data" / "realKnownCause" / "ec2_request_latency_system_failure.csv"
-AELSTM = [sys.executable, "-c", "from aelstm.server.cli import main; main()"]
+AELSTM = [sys.executable, "-m", "aelstm.cli"]
 CLIENT = [sys.executable, "-c", "from aelstm.client.cli import main; main()"]
 WINDOW = 16
 # Ray must not phone home, and a benchmark's servers must never join a Ray someone else started on this machine

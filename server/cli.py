@@ -1,4 +1,5 @@
-"""`aelstm`: the model commands (train, score, info) and the server commands."""
+"""The service commands of `aelstm` (publish, registry, serve, deploy, undeploy, status): `aelstm.cli` gathers them
+with the model commands."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from pathlib import Path
 
 import click
 
-from aelstm.core.cli_options import OneLineErrorGroup
 from aelstm.core.errors import AelstmError
-from aelstm.training.cli import MODEL_COMMANDS
 
 from .config import ScorerSettings, ServeConfig, cpu_shortfall, load_config, shown_default
 from .registry import DEFAULT_FLEET, list_versions
@@ -29,20 +28,7 @@ RAY_ADDRESS_OPTION = click.option("--ray-address", required=True, envvar="RAY_AD
                                   help="The Ray cluster, e.g. auto or 10.0.0.1:6379 (env RAY_ADDRESS).")
 
 
-@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="aelstm")
-def main() -> None:
-    """aelstm: anomaly detection for IoT fleets with a joint autoencoder + LSTM.
-
-    Train a model per fleet on normal history, inspect it, and serve it over gRPC on Ray Serve.
-    """
-
-
-for command in MODEL_COMMANDS:
-    main.add_command(command)
-
-
-@main.command()
+@click.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--fleet", required=True, help=f"Fleet the model serves ({DEFAULT_FLEET} for the default model).")
 @REGISTRY_OPTION
@@ -60,7 +46,7 @@ def published(entry) -> None:
                f"(sha256 {entry.digest[:12]}, {entry.bundle.path})")
 
 
-@main.group()
+@click.group()
 def registry() -> None:
     """Inspect the model registry, roll a fleet back, pin a fleet to a version."""
 
@@ -139,7 +125,7 @@ def settings_options(kind: type[ScorerSettings]):
     return decorate
 
 
-@main.command()
+@click.command()
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML file of settings (same names as the flags); flags override it.")
 @settings_options(ServeConfig)
@@ -212,7 +198,7 @@ def hopeless(server) -> bool:
             and not server.models.snapshot.entries())
 
 
-@main.command()
+@click.command()
 @RAY_ADDRESS_OPTION
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="The settings file `aelstm serve --config` reads (server/serve.example.yaml): its scorer keys "
@@ -251,7 +237,7 @@ def scorer_settings(config_file: Path | None, flags: dict) -> ScorerSettings:
     return ScorerSettings.from_mapping(flags, base=base)
 
 
-@main.command()
+@click.command()
 @RAY_ADDRESS_OPTION
 def undeploy(ray_address: str) -> None:
     """Delete the scoring application from a Ray cluster (ingresses attached to it turn NOT_SERVING)."""
@@ -267,7 +253,7 @@ def undeploy(ray_address: str) -> None:
     click.echo(f"scoring application {APP_NAME!r} deleted from {ray_address}")
 
 
-@main.command()
+@click.command()
 @click.option("--ray-address", envvar="RAY_ADDRESS", help="The Ray cluster to report on (env RAY_ADDRESS).")
 @click.option("--ingress", "ingresses", multiple=True, metavar="HOST:PORT",
               help="An ingress to ask for its health and models (repeatable).")
@@ -317,3 +303,6 @@ def serve_config_yaml(settings: ScorerSettings) -> str:
     from .scoring_app import app_config
 
     return yaml.safe_dump({"proxy_location": "Disabled", "applications": [app_config(settings)]}, sort_keys=False)
+
+
+SERVICE_COMMANDS = (publish, registry, serve, deploy, undeploy, status)

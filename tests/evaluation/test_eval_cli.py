@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from aelstm.server.cli import main
+from aelstm.cli import main
 
 
 def test_quick_nbaiot_run_writes_json_markdown_and_figures(shared_datasets, tmp_path):

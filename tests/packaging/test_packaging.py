@@ -26,7 +26,7 @@ def test_wheel_holds_only_the_aelstm_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"aelstm", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
-    for package in ("core", "training", "server", "client", "v1"):
+    for package in ("cli", "core", "training", "server", "client", "v1"):
         assert f"aelstm/{package}/__init__.py" in names
     assert "aelstm/v1/scoring.proto" in names
 
@@ -39,7 +39,7 @@ def test_installed_wheel_imports_from_outside_the_checkout(wheel, tmp_path):
         timeout=300,
     )
     code = (
-        "import aelstm.core.bundle, aelstm.server, aelstm.client, aelstm.v1.scoring_pb2_grpc as g, sys;"
+        "import aelstm.core.bundle, aelstm.cli, aelstm.server, aelstm.client, aelstm.v1.scoring_pb2_grpc as g, sys;"
         "assert aelstm.core.bundle.__file__.startswith(sys.argv[1]), aelstm.core.bundle.__file__;"
         "assert 'torch' not in sys.modules"
     )
@@ -58,7 +58,7 @@ def test_generated_grpc_code_is_current(tmp_path):
 
 def test_every_subpackage_reaches_the_wheel(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder in ("core", "training", "server", "client"):
+    for folder in ("cli", "core", "training", "server", "client"):
         for init in (REPO / folder).rglob("__init__.py"):
             assert f"aelstm/{init.relative_to(REPO).as_posix()}" in names
 

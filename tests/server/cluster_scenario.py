@@ -115,7 +115,7 @@ def train_fleets_on(address: str, tmp_path: Path) -> list[dict]:
         rows = "\n".join(f"{np.sin(2 * np.pi * i / period):.5f}" for i in t)
         (data / f"{name}.csv").write_text("v\n" + rows + "\n")
     summary = tmp_path / "fleets.json"
-    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "train-fleets", str(data),
+    command = [sys.executable, "-m", "aelstm.cli", "train-fleets", str(data),
                "--registry", str(tmp_path / "fleet-registry"), "--ray-address", address, "--summary", str(summary),
                "--quiet", "--window", "16", "--hidden", "16", "--latent", "4", "--epochs", "3"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
@@ -124,7 +124,7 @@ def train_fleets_on(address: str, tmp_path: Path) -> list[dict]:
 
 
 def start_second_ingress(registry, address: str) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+    command = [sys.executable, "-m", "aelstm.cli", "serve", "--port", "0",
                "--metrics-port", "0", "--registry", str(registry), "--ray-address", address, "--poll-s", "0.5",
                "--max-queue-ms", str(NO_REFUSAL_MS)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

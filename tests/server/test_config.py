@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from aelstm.cli import main
 from aelstm.core.errors import AelstmError
-from aelstm.server.cli import main
 from aelstm.server.config import ServeConfig, load_config
 
 

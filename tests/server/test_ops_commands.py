@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 import aelstm.server
+from aelstm.cli import main
 from aelstm.server import cli
 from aelstm.server.config import ScorerSettings, cpu_shortfall
 from aelstm.server.registry import publish
@@ -18,7 +19,7 @@ SERVE_CONFIG = Path(__file__).parents[2] / "deploy" / "serve_config.yaml"
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(cli.main, [str(a) for a in args])
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_registry_list_and_rollback(tmp_path, ec2_bundle, machine_bundle):

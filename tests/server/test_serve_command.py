@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 def serve(tmp_path, bundle, *flags: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+    command = [sys.executable, "-m", "aelstm.cli", "serve", "--port", "0",
                "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--default-bundle", str(bundle),
                *flags]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -74,7 +74,7 @@ def test_a_server_that_can_never_serve_exits_with_one_error_line(tmp_path):
     bad = tmp_path / "bad-bundle"
     bad.mkdir()
     (bad / "manifest.json").write_text("{not json")
-    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+    command = [sys.executable, "-m", "aelstm.cli", "serve", "--port", "0",
                "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--default-bundle", str(bad),
                "--backend", "inprocess", "--log-format", "text"]
     process = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -85,7 +85,7 @@ def test_a_server_that_can_never_serve_exits_with_one_error_line(tmp_path):
 
 
 def test_the_start_line_does_not_say_serving_while_not_serving(tmp_path):
-    command = [sys.executable, "-c", "from aelstm.server.cli import main; main()", "serve", "--port", "0",
+    command = [sys.executable, "-m", "aelstm.cli", "serve", "--port", "0",
                "--metrics-port", "0", "--registry", str(tmp_path / "registry"), "--backend", "inprocess"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -100,7 +100,7 @@ def test_the_start_line_does_not_say_serving_while_not_serving(tmp_path):
 def test_status_reports_each_ingress_and_fails_when_one_is_not_serving(tmp_path, ec2_bundle):
     from click.testing import CliRunner
 
-    from aelstm.server.cli import main
+    from aelstm.cli import main
 
     process, address = serve(tmp_path, ec2_bundle.path, "--backend", "inprocess")
     try:

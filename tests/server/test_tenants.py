@@ -11,10 +11,10 @@ import pytest_asyncio
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aelstm.cli import main
 from aelstm.core.errors import AelstmError
 from aelstm.core.preprocess import sliding_windows
 from aelstm.server.app import ScoringServer
-from aelstm.server.cli import main
 from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
 from aelstm.server.security import read_tokens_file

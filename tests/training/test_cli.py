@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from click.testing import CliRunner
 
-from aelstm.server.cli import main
+from aelstm.cli import main
 from support import EC2_LATENCY
 
 

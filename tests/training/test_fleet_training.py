@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from aelstm.cli import main
 from aelstm.core.bundle import load_bundle
 from aelstm.core.cli_options import read_series
 from aelstm.core.errors import DataError
 from aelstm.core.scoring import score_series
-from aelstm.server.cli import main
 from aelstm.server.registry import list_versions
 from aelstm.training.fleets import discover_fleets
 
