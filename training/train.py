@@ -33,6 +33,10 @@ from .error_weights import fit_error_weights
 from .model import JointAELSTM, ModelConfig
 
 ONNX_OPSET = 17
+# Early stopping judges each epoch on at most this many validation windows, evenly spaced over the validation part:
+# windows one reading apart nearly repeat each other, and a pass over thousands of them cost as much as half an epoch
+# of training (`benchmarks.training.multivariate_cost`). Calibration and the alarm policy use every validation window.
+EARLY_STOPPING_WINDOWS = 1024
 EpochCallback = Callable[[dict], None]  # one epoch's record: phase, epoch, rec, pred, val_loss
 
 
@@ -239,8 +243,9 @@ def _fit(
     model = _initial_model(values.shape[1], config, init)
     model.set_scaling(scaler.minimum, scaler.span, clip=config.out_of_range == "clip")
     train_t, val_t = torch.from_numpy(train_windows), torch.from_numpy(val_windows)
+    judged = evenly_spaced(val_t, EARLY_STOPPING_WINDOWS)
     phase = lambda params, weights, label: _fit_phase(  # noqa: E731 - binds the shared arguments
-        model, list(params), weights, train_t, val_t, config, generator, label, progress, on_epoch
+        model, list(params), weights, train_t, judged, config, generator, label, progress, on_epoch
     )
     temporal = [*model.lstm.parameters(), *model.head.parameters()]
     spatial = [*model.encoder.parameters(), *model.decoder.parameters()]

@@ -6,6 +6,7 @@ import torch
 
 from aelstm.core.errors import DataError
 from aelstm.core.policy import DEFAULT_POLICY, MULTIVARIATE_POLICY, Policy
+from aelstm.training import train as training_train
 from aelstm.training.model import JointAELSTM, ModelConfig
 from aelstm.training.train import TrainConfig, fit
 
@@ -273,3 +274,21 @@ def test_the_shipped_policy_follows_the_data_shape():
     assert fit(several, chosen, progress=False).policy.spec == "sum | quantile:q=0.99"
     with pytest.raises(DataError, match="no alarm policy chosen yet"):
         quick.alarm_policy  # noqa: B018
+
+
+
+def test_early_stopping_judges_at_most_its_share_of_the_validation_windows(monkeypatch):
+    monkeypatch.setattr(training_train, "EARLY_STOPPING_WINDOWS", 40)
+    judged: list[int] = []
+    step_errors = JointAELSTM.step_errors
+
+    def counting(self, windows):
+        if not torch.is_grad_enabled():  # the validation pass of each epoch, not a training batch
+            judged.append(len(windows))
+        return step_errors(self, windows)
+
+    monkeypatch.setattr(JointAELSTM, "step_errors", counting)
+    values = np.sin(np.arange(1000) / 7.0)[:, None] + 0.01 * np.random.default_rng(0).normal(size=(1000, 1))
+    fitted = fit(values, TrainConfig(window=8, hidden=8, latent=2, epochs=3, patience=5))
+    assert judged == [40, 40, 40]  # 193 validation windows, 40 of them judged each epoch
+    assert fitted.validation["windows"] == 193  # the calibration still sees every one
