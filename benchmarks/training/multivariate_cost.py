@@ -119,7 +119,8 @@ def markdown(result: dict) -> str:
              f"An epoch of the default model trains on {result['config']['epoch_windows']:,} windows drawn afresh "
              f"from the device's {result['training_windows']:,}; the last row trains "
              "on all of them every epoch, as before the cap. Validation loss: the AE-LSTM's lowest on the held-out "
-             "normal windows (the same windows for every 38-sensor fit).", "",
+             "normal windows early stopping judges (at most 1,024, evenly spaced; the same windows for every 38-sensor "
+             "fit).", "",
              "| detector | fit s (median) | runs | epochs | validation loss |", "|---|---:|---|---:|---:|"]
     for name, cell in fits.items():
         loss = result["validation_loss"].get(name)
