@@ -165,11 +165,6 @@ class Coalescer:
                    on_refuse=metrics.refused, grace_s=config.backend_grace_s, lag=lag,
                    on_held=lambda outcome: metrics.held_calls.labels(outcome).inc())
 
-    @property
-    def queued(self) -> int:
-        """Windows waiting for a call, all models."""
-        return sum(queue.windows for queue in self._queues.values())
-
     def wait_s(self, key: str, windows: int, fleet: str = "") -> float:
         """How long `windows` more of `fleet` would wait to be sent, the event loop's lag included (0 while the
         model's scoring time is unknown)."""

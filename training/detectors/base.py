@@ -43,10 +43,6 @@ class Detector(ABC):
         """Error terms per row `[time, k]` whose sum is the score; one term unless the model has several."""
         return self.score(values)[:, None]
 
-    @property
-    def validation_scores_(self) -> np.ndarray:
-        return self.validation_terms_.sum(axis=1)
-
     def calibrated(self, policy: Policy) -> Policy:
         """`policy` fitted on this fit's validation terms (no refit of the model)."""
         return policy.fit(self.validation_terms_)

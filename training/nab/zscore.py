@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-THREE_SIGMA = float(erf(3.0 / np.sqrt(2.0)))  # production threshold: |z| ≥ 3
-
 
 def rolling_zscore(values: np.ndarray, history: int = 288, chunk: int = 4096) -> np.ndarray:
     """score_t = erf(|z_t|/√2), z_t against the mean and population std of the previous `history` values only.
