@@ -37,7 +37,7 @@ ONNX_OPSET = 17
 # windows one reading apart nearly repeat each other, and a pass over thousands of them cost as much as half an epoch
 # of training (`benchmarks.training.multivariate_cost`). Calibration and the alarm policy use every validation window.
 EARLY_STOPPING_WINDOWS = 1024
-# Windows per forward pass when the torch model scores: on one CPU thread, passes of 4,096 windows ran 20–35 % slower
+# Windows per forward pass when the torch model scores: on one CPU thread, passes of 4,096 windows took 18–46 % longer
 # per window than passes of 1,024 (the default model, 1 and 38 sensors).
 SCORING_BATCH = 1024
 EpochCallback = Callable[[dict], None]  # one epoch's record: phase, epoch, rec, pred, val_loss
