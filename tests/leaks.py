@@ -26,15 +26,10 @@ def _running(pid: int) -> str | None:
         return None
 
 
-def _ends_with_this_process(pid: int, command: str) -> bool:
-    """The stdlib's multiprocessing resource tracker, started by a library on first use: a child of this process that
-    ends when the pipe from it closes at exit, so it is not something a test left behind."""
-    if "multiprocessing.resource_tracker" not in command:
-        return False
-    try:
-        return stat_fields(pid)[1] == str(os.getpid())
-    except (OSError, IndexError):
-        return True  # gone since: nothing left running
+def _ends_with_its_parent(command: str) -> bool:
+    """The stdlib's multiprocessing resource tracker, started by a library on first use: it ends when the pipe from
+    the process that started it closes (at that process's exit), so it is not something a test left behind."""
+    return "multiprocessing.resource_tracker" in command
 
 
 def running_children() -> dict[int, str]:
@@ -43,7 +38,7 @@ def running_children() -> dict[int, str]:
     return {
         pid: command
         for pid, command in found.items()
-        if command is not None and not _ends_with_this_process(pid, command)
+        if command is not None and not _ends_with_its_parent(command)
     }
 
 

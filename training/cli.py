@@ -59,7 +59,13 @@ def model_options(function):
             help="Windows an epoch trains on, drawn afresh each epoch from all of them, so a long recording costs a "
             "bounded time per epoch while a short one trains on every window [default: 4096; 0: every window].",
         ),
-        click.option("--patience", default=5, show_default=True, help="Epochs without improvement before stopping."),
+        click.option(
+            "--patience",
+            default=5,
+            show_default=True,
+            help="Epochs without improvement of the validation loss (judged on at most 1,024 evenly spaced "
+            "validation windows) before stopping.",
+        ),
         click.option(
             "--min-delta",
             default=0.01,

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from aelstm.core.runtime import BundleScorer
 from aelstm.training.detectors.baselines import IsolationForestDetector, PCADetector
-from aelstm.training.train import TrainConfig, fit, write_bundle
+from aelstm.training.train import EARLY_STOPPING_WINDOWS, TrainConfig, fit, write_bundle
 
 from ..harness import REPO, uptime
 from ..performance.run import now, short_revision
@@ -119,8 +119,8 @@ def markdown(result: dict) -> str:
              f"An epoch of the default model trains on {result['config']['epoch_windows']:,} windows drawn afresh "
              f"from the device's {result['training_windows']:,}; the last row trains "
              "on all of them every epoch, as before the cap. Validation loss: the AE-LSTM's lowest on the held-out "
-             "normal windows early stopping judges (at most 1,024, evenly spaced; the same windows for every 38-sensor "
-             "fit).", "",
+             f"normal windows early stopping judges (at most {EARLY_STOPPING_WINDOWS:,}, evenly spaced; the same "
+             "windows for every 38-sensor fit).", "",
              "| detector | fit s (median) | runs | epochs | validation loss |", "|---|---:|---|---:|---:|"]
     for name, cell in fits.items():
         loss = result["validation_loss"].get(name)

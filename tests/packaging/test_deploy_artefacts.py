@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import REPO
+from support import PACKAGE_FOLDERS, REPO
 
 DEPLOY = REPO / "deploy"
 
@@ -25,9 +25,8 @@ def test_the_rayservice_runs_exactly_the_serve_config():
 def test_the_image_installs_what_the_wheel_needs():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     copied = {source for line in dockerfile.splitlines() if line.startswith("COPY ") for source in line.split()[1:-1]}
-    packages = {folder.name for folder in REPO.iterdir() if (folder / "__init__.py").is_file()}
-    assert {"cli", "core", "training", "server", "client"} <= packages
-    assert {"pyproject.toml", "setup.py", "protos", *packages} <= copied
+    assert {"cli", "core", "training", "server", "client"} <= set(PACKAGE_FOLDERS)
+    assert {"pyproject.toml", "setup.py", "protos", *PACKAGE_FOLDERS} <= copied
     assert 'pip install --no-cache-dir ".[cpu]"' in dockerfile
 
 

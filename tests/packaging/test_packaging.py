@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from support import REPO
+from support import PACKAGE_FOLDERS, REPO
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_generated_grpc_code_is_current(tmp_path):
 
 def test_every_subpackage_reaches_the_wheel(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder in ("cli", "core", "training", "server", "client"):
+    assert {"cli", "core", "training", "server", "client"} <= set(PACKAGE_FOLDERS)
+    for folder in PACKAGE_FOLDERS:
         for init in (REPO / folder).rglob("__init__.py"):
             assert f"aelstm/{init.relative_to(REPO).as_posix()}" in names
 

@@ -276,7 +276,6 @@ def test_the_shipped_policy_follows_the_data_shape():
         quick.alarm_policy  # noqa: B018
 
 
-
 def test_early_stopping_judges_at_most_its_share_of_the_validation_windows(monkeypatch):
     monkeypatch.setattr(training_train, "EARLY_STOPPING_WINDOWS", 40)
     judged: list[int] = []
