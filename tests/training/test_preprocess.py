@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import pywt
 
 from aelstm.core.errors import DataError
 from aelstm.core.preprocess import (
@@ -42,7 +43,38 @@ def test_each_window_is_denoised_on_its_own():
     windows = rng.normal(size=(5, 32, 2))
     batch = prepare_windows(windows, DenoiseConfig())
     single = prepare_windows(windows[3:4], DenoiseConfig())
-    np.testing.assert_array_equal(batch[3:4], single)
+    np.testing.assert_allclose(batch[3:4], single, rtol=1e-6)
+    changed = windows.copy()
+    changed[[0, 1, 2, 4]] += 100.0
+    np.testing.assert_allclose(prepare_windows(changed, DenoiseConfig())[3:4], single, rtol=1e-6)
+
+
+def pywt_denoise(windows: np.ndarray, config: DenoiseConfig) -> np.ndarray:
+    """VisuShrink written directly with pywt's multilevel transform: what `wavelet_denoise` must compute."""
+    length = windows.shape[1]
+    level = min(config.level, pywt.dwt_max_level(length, config.wavelet))
+    if level < 1:
+        return windows
+    coeffs = pywt.wavedec(windows, config.wavelet, level=level, axis=1, mode="periodization")
+    sigma = np.median(np.abs(coeffs[-1]), axis=1, keepdims=True) / 0.6745
+    threshold = sigma * np.sqrt(2.0 * np.log(length))
+    if config.mode == "soft":
+        shrunk = [np.sign(d) * np.maximum(np.abs(d) - threshold, 0.0) for d in coeffs[1:]]
+    else:
+        shrunk = [np.where(np.abs(d) > threshold, d, 0.0) for d in coeffs[1:]]
+    return pywt.waverec([coeffs[0], *shrunk], config.wavelet, axis=1, mode="periodization")[:, :length]
+
+
+@pytest.mark.parametrize(("length", "wavelet", "level", "mode"), [
+    (32, "db4", 1, "soft"), (31, "db4", 1, "soft"), (33, "db4", 2, "hard"), (64, "sym5", 3, "soft"),
+    (17, "haar", 4, "hard"), (6, "db4", 1, "soft"),  # db4 cannot split 6 readings: left as they are
+])
+def test_wavelet_denoising_is_pywts_visushrink(length, wavelet, level, mode):
+    config = DenoiseConfig(wavelet=wavelet, level=level, mode=mode)
+    windows = np.random.default_rng(length).normal(size=(40, length, 3)) * np.array([0.01, 1.0, 300.0])
+    denoised = wavelet_denoise(windows, config)
+    assert denoised.shape == windows.shape and denoised.flags.c_contiguous
+    np.testing.assert_allclose(denoised, pywt_denoise(windows, config), rtol=1e-12, atol=1e-12 * 300)
 
 
 def test_prepare_rejects_inf_and_bad_shapes():
