@@ -82,9 +82,9 @@ def interpolate_gaps(values: np.ndarray, axis: int = 0) -> np.ndarray:
 def wavelet_transform(length: int, wavelet: str, level: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """pywt's multilevel DWT of windows of `length` (periodization) as matrices: `forward` `[length, m]` maps a
     window to its coefficients `[cA_level, cD_level, ..., cD_1]` (`forward.T @ window`), `inverse` `[m, length]`
-    maps them back, and
-    `sizes` are the parts' lengths. The transform is linear, so applying pywt to the unit vectors gives it exactly;
-    one matrix product then replaces pywt's per-call work (a fixed 0.2–0.3 ms, most of a one-window call)."""
+    maps them back, and `sizes` are the parts' lengths. The transform is linear, so applying pywt to the unit
+    vectors gives it exactly; one matrix product then replaces pywt's per-call work (a fixed 0.2–0.3 ms, most of
+    a one-window call)."""
     coeffs = pywt.wavedec(np.eye(length), wavelet, level=level, axis=1, mode="periodization")
     sizes = tuple(part.shape[1] for part in coeffs)
     parts = np.split(np.eye(sum(sizes)), np.cumsum(sizes)[:-1], axis=1)
