@@ -79,12 +79,16 @@ def interpolate_gaps(values: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def wavelet_transform(length: int, wavelet: str, level: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """pywt's multilevel DWT of windows of `length` (periodization) as matrices: `forward` `[length, m]` maps a
-    window to its coefficients `[cA_level, cD_level, ..., cD_1]` (`forward.T @ window`), `inverse` `[m, length]`
-    maps them back, and `sizes` are the parts' lengths. The transform is linear, so applying pywt to the unit
-    vectors gives it exactly; one matrix product then replaces pywt's per-call work (a fixed 0.2–0.3 ms, most of
-    a one-window call)."""
+def wavelet_transform(length: int, wavelet: str, level: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]] | None:
+    """pywt's multilevel DWT of windows of `length` (periodization), at `level` or the deepest level a window of
+    `length` allows, as matrices: `forward` `[length, m]` maps a window to its coefficients `[cA, cD_level, ...,
+    cD_1]` (`forward.T @ window`), `inverse` `[m, length]` maps them back, and `sizes` are the parts' lengths; None
+    when the window is too short to split. The transform is linear, so applying pywt to the unit vectors gives it
+    exactly; one matrix product then replaces pywt's per-call work (a fixed 0.2–0.3 ms, most of a one-window
+    call)."""
+    level = min(level, pywt.dwt_max_level(length, wavelet))
+    if level < 1:
+        return None
     coeffs = pywt.wavedec(np.eye(length), wavelet, level=level, axis=1, mode="periodization")
     sizes = tuple(part.shape[1] for part in coeffs)
     parts = np.split(np.eye(sum(sizes)), np.cumsum(sizes)[:-1], axis=1)
@@ -93,12 +97,6 @@ def wavelet_transform(length: int, wavelet: str, level: int) -> tuple[np.ndarray
     for matrix in (forward, inverse):
         matrix.setflags(write=False)  # shared by every caller through the cache
     return forward, inverse, sizes
-
-
-@lru_cache(maxsize=32)
-def usable_level(length: int, wavelet: str, level: int) -> int:
-    """The configured level, capped at the deepest one a window of `length` allows (0: too short to denoise)."""
-    return min(level, pywt.dwt_max_level(length, wavelet))
 
 
 def wavelet_denoise(windows: np.ndarray, config: DenoiseConfig) -> np.ndarray:
@@ -111,10 +109,10 @@ def wavelet_denoise(windows: np.ndarray, config: DenoiseConfig) -> np.ndarray:
     if not config.enabled:
         return windows
     length = windows.shape[1]
-    level = usable_level(length, config.wavelet, config.level)
-    if level < 1:
+    transform = wavelet_transform(length, config.wavelet, config.level)
+    if transform is None:
         return windows
-    forward, inverse, sizes = wavelet_transform(length, config.wavelet, level)
+    forward, inverse, sizes = transform
     coeffs = forward.T @ windows  # [batch, coefficients, features]: one small product per window
     finest = np.sort(np.abs(coeffs[:, -sizes[-1]:]), axis=1)
     middle = sizes[-1] // 2

@@ -15,6 +15,7 @@ from aelstm.core.cli_options import data_options, echo_features, read_series
 from aelstm.core.errors import AelstmError
 from aelstm.core.policy import DEFAULT_POLICY, MULTIVARIATE_POLICY
 
+from .config import EARLY_STOPPING_WINDOWS
 from .evaluation.cli import evaluate
 
 
@@ -63,8 +64,8 @@ def model_options(function):
             "--patience",
             default=5,
             show_default=True,
-            help="Epochs without improvement of the validation loss (judged on at most 1,024 evenly spaced "
-            "validation windows) before stopping.",
+            help=f"Epochs without improvement of the validation loss (judged on at most {EARLY_STOPPING_WINDOWS:,} "
+            "evenly spaced validation windows) before stopping.",
         ),
         click.option(
             "--min-delta",

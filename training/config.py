@@ -20,6 +20,10 @@ TRAINING_MODES = ("joint", "separate", "ae", "lstm")
 # - standardised: each squared error over its mean on normal validation windows, then the mean;
 # - feature-max: the same standardised squared errors, their maximum (one sensor off is enough).
 ERROR_SCORES = ("pooled", "standardised", "feature-max")
+# Early stopping judges each epoch on at most this many validation windows, evenly spaced over the validation part:
+# windows one reading apart nearly repeat each other, and a pass over thousands of them cost as much as half an epoch
+# of training (`benchmarks.training.multivariate_cost`). Calibration and the alarm policy use every validation window.
+EARLY_STOPPING_WINDOWS = 1024
 
 
 @dataclass(frozen=True)

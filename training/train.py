@@ -28,15 +28,11 @@ from aelstm.core.preprocess import (
 )
 from aelstm.core.progress import ProgressBar
 
-from .config import TrainConfig
+from .config import EARLY_STOPPING_WINDOWS, TrainConfig
 from .error_weights import fit_error_weights
 from .model import JointAELSTM, ModelConfig
 
 ONNX_OPSET = 17
-# Early stopping judges each epoch on at most this many validation windows, evenly spaced over the validation part:
-# windows one reading apart nearly repeat each other, and a pass over thousands of them cost as much as half an epoch
-# of training (`benchmarks.training.multivariate_cost`). Calibration and the alarm policy use every validation window.
-EARLY_STOPPING_WINDOWS = 1024
 # Windows per forward pass when the torch model scores: on one CPU thread, passes of 4,096 windows took 18–46 % longer
 # per window than passes of 1,024 (the default model, 1 and 38 sensors).
 SCORING_BATCH = 1024

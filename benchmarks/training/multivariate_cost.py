@@ -28,8 +28,9 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from aelstm.core.runtime import BundleScorer
+from aelstm.training.config import EARLY_STOPPING_WINDOWS
 from aelstm.training.detectors.baselines import IsolationForestDetector, PCADetector
-from aelstm.training.train import EARLY_STOPPING_WINDOWS, TrainConfig, fit, write_bundle
+from aelstm.training.train import TrainConfig, fit, write_bundle
 
 from ..harness import REPO, uptime
 from ..performance.run import now, short_revision
