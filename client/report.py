@@ -43,11 +43,14 @@ class FleetTally:
     lost: int = 0
     latencies_us: array = field(default_factory=lambda: array("d"))  # admitted messages
     refused_latencies_us: array = field(default_factory=lambda: array("d"))
+    # Admitted messages: the part of their latency the server's scoring path reports (`server_time_us`); the rest
+    # is transport, the server's stream reader, and this client.
+    server_us: array = field(default_factory=lambda: array("d"))
 
-    def histogram(self, refused: bool = False) -> LatencyHistogram:
+    def histogram(self, latencies: str = "latencies_us") -> LatencyHistogram:
+        """The histogram of one of the latency arrays, named by its field."""
         histogram = LatencyHistogram()
-        latencies = self.refused_latencies_us if refused else self.latencies_us
-        histogram.record_many_us(np.frombuffer(latencies, dtype=np.float64))
+        histogram.record_many_us(np.frombuffer(getattr(self, latencies), dtype=np.float64))
         return histogram
 
 
@@ -201,7 +204,12 @@ class Tally:
         results = response.results
         statuses = [result.status for result in results]
         refused = [r for r in results if r.status == _ERROR and r.error.retry_after_ms] if _ERROR in statuses else []
-        (tally.refused_latencies_us if refused else tally.latencies_us).append(latency_us)
+        if refused:
+            tally.refused_latencies_us.append(latency_us)
+        else:
+            tally.latencies_us.append(latency_us)
+            if response.server_time_us:  # 0: a server that does not time its requests
+                tally.server_us.append(response.server_time_us)
         if late:
             tally.errors["DEADLINE_EXCEEDED"] += 1
             return
@@ -232,6 +240,7 @@ class Tally:
             mine.lost += theirs.lost
             mine.latencies_us.extend(theirs.latencies_us)
             mine.refused_latencies_us.extend(theirs.refused_latencies_us)
+            mine.server_us.extend(theirs.server_us)
         self.item_status.update(other.item_status)
         self.timeline.merge(other.timeline)
         self.unmatched += other.unmatched
@@ -261,10 +270,11 @@ class Tally:
             "items_refused": sum(t.items_refused for t in fleets),
         }
 
-    def histogram(self, refused: bool = False) -> LatencyHistogram:
+    def histogram(self, latencies: str = "latencies_us") -> LatencyHistogram:
+        """One latency array of every fleet (`FleetTally.histogram`), in one histogram."""
         histogram = LatencyHistogram()
         for tally in self.fleets.values():
-            histogram.record_many_us(np.frombuffer(tally.refused_latencies_us if refused else tally.latencies_us))
+            histogram.record_many_us(np.frombuffer(getattr(tally, latencies)))
         return histogram
 
     def summary(self) -> dict:
@@ -281,7 +291,8 @@ class Tally:
             throughput={"msgs_per_s": totals["answered"] / span if span else 0.0,
                         "items_per_s": totals["items_answered"] / span if span else 0.0},
             latency_ms=self.histogram().summary_ms(),
-            refused_latency_ms=self.histogram(refused=True).summary_ms(),
+            refused_latency_ms=self.histogram("refused_latencies_us").summary_ms(),
+            server_latency_ms=self.histogram("server_us").summary_ms(),
             fleets={
                 name: {"sent": t.sent, "answered": t.answered, "errors": dict(t.errors), "lost": t.lost,
                        "items_answered": t.items_answered, "item_errors": dict(t.item_errors),
@@ -337,6 +348,11 @@ def render(report: dict) -> Group:
                         str(part["lost"]), str(part["refused"]), str(sum(part["item_errors"].values())),
                         *(_ms(figures[k]) for k in ("p50", "p90", "p99", "p99.9", "max")))
     parts: list = [counts, latency]
+    server = measured["server_latency_ms"]
+    if server["max"]:
+        parts.append(f"of which in the server's scoring path (its server_time_us; the rest is transport, the "
+                     f"server's stream reader and this client): p50 {_ms(server['p50'])} ms, p99 "
+                     f"{_ms(server['p99'])} ms")
     detection = measured["detection"]
     if detection["events"]["seen"] or detection["windows"]["fp"]:
         table = Table(title="detection (injected anomalies, or those labelled in --data)")

@@ -178,6 +178,14 @@ async def test_unary_closed_loop_keeps_the_concurrency(fake, behaviour):
     assert measured["throughput"]["msgs_per_s"] < 230
 
 
+async def test_the_servers_own_time_is_reported_apart_from_the_latency(fake, behaviour):
+    behaviour.service_time_s = 0.02  # the fake waits before it starts its clock: outside its server_time_us
+    report = await load(fake.target, Schedule(rate=50, warmup_s=0.0, duration_s=0.5))
+    measured = report["measured"]
+    assert measured["latency_ms"]["p50"] >= 20
+    assert 0 < measured["server_latency_ms"]["p50"] < 5
+
+
 async def test_refusals_are_counted_apart_from_errors_and_timed_apart(fake, behaviour):
     behaviour.refuse_every = 4
     behaviour.service_time_s = 0.002
