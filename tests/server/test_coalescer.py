@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aelstm.core.runtime import Scores
-from aelstm.server.admission import Overloaded
+from aelstm.server.admission import Overloaded, ServiceTime
 from aelstm.server.backend import BackendUnavailable
 from aelstm.server.coalescer import Coalescer, current_deadline, current_fleet
 from aelstm.server.loop_lag import LoopLag
@@ -358,7 +358,7 @@ async def test_held_time_is_not_taken_for_service_time():
     backend = ReplacedBackend(outages=2)  # 50 + 100 ms held
     coalescer = Coalescer(backend, max_batch=4, max_wait_s=0.001, max_calls=1, grace_s=5.0)
     await coalescer.score("m", windows([1, 2, 3, 4]))  # a full call: its time counts, the time held does not
-    assert coalescer._service["m"].per_window_s < 0.01
+    assert coalescer._service["m"].call_s(4) < 0.04
 
 
 async def test_past_its_grace_a_call_fails_and_without_one_at_once():
@@ -432,3 +432,21 @@ async def test_other_failures_are_not_held():
     with pytest.raises(RuntimeError, match="replica died"):
         await coalescer.score("m", windows([1]))
     assert len(backend.calls) == 1
+
+
+def test_service_time_separates_a_calls_fixed_cost_from_its_cost_per_window():
+    service = ServiceTime(min_windows=64)
+    for windows in [16, 64, 32, 128, 48, 96] * 5:  # 3.5 ms a call plus 0.05 ms a window
+        service.observe(windows, 0.0035 + 0.00005 * windows)
+    assert service.known
+    assert service.call_s(256) == pytest.approx(0.0035 + 0.00005 * 256, rel=0.01)
+    assert service.call_s(1) == pytest.approx(0.0036, rel=0.05)
+
+
+def test_service_time_of_calls_of_one_size_is_their_pace():
+    service = ServiceTime(min_windows=64)
+    service.observe(1, 0.003)  # a lone small call says nothing yet
+    assert not service.known
+    for _ in range(40):  # under overload every call is full
+        service.observe(256, 0.02)
+    assert service.call_s(256) == pytest.approx(0.02, rel=0.01)
