@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-import numpy as np
-
 from aelstm.core.errors import AelstmError
 from aelstm.v1 import scoring_pb2 as pb
 
@@ -62,24 +60,27 @@ class ServiceTime:
         self.min_windows = max(1, min_windows)
         self.weight = weight
         self.known = False
-        self._means: np.ndarray | None = None  # weighted means of n, t, n², n·t over recent calls
+        self._means: tuple[float, float, float, float] | None = None  # weighted means of n, t, n², n·t
+        self._fixed_s = 0.0  # the line, refitted once per call observed (requests ask far more often)
+        self._per_window_s = 0.0
 
     def observe(self, windows: int, seconds: float) -> None:
-        sample = np.array([windows, seconds, windows * windows, windows * seconds], dtype=np.float64)
-        self._means = sample if self._means is None else self._means + self.weight * (sample - self._means)
+        sample = (windows, seconds, windows * windows, windows * seconds)
+        self._means = sample if self._means is None else tuple(
+            mean + self.weight * (value - mean) for mean, value in zip(self._means, sample, strict=True))
         self.known = self.known or windows >= self.min_windows
-
-    def call_s(self, windows: int) -> float:
-        """The expected time of a call of `windows` (0 while nothing was observed)."""
-        if self._means is None:
-            return 0.0
         mean_n, mean_t, mean_nn, mean_nt = self._means
         pace = mean_t / mean_n
         spread = mean_nn - mean_n * mean_n
         if spread <= (0.05 * mean_n) ** 2:  # calls of about one size: no line to fit
-            return pace * windows
-        slope = min(max((mean_nt - mean_n * mean_t) / spread, 0.0), pace)  # keeps the fixed cost in [0, mean t]
-        return mean_t + slope * (windows - mean_n)
+            self._fixed_s, self._per_window_s = 0.0, pace
+        else:  # the slope held to [0, pace] keeps the fixed cost in [0, mean t]
+            self._per_window_s = min(max((mean_nt - mean_n * mean_t) / spread, 0.0), pace)
+            self._fixed_s = mean_t - self._per_window_s * mean_n
+
+    def call_s(self, windows: int) -> float:
+        """The expected time of a call of `windows` (0 while nothing was observed)."""
+        return self._fixed_s + self._per_window_s * windows
 
 
 def windows_ahead(own: int, others: Iterable[int], new: int) -> int:

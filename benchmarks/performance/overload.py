@@ -323,8 +323,8 @@ def markdown(summary: dict) -> str:
         errors = {k: v for k, v in o["errors"].items() if v} or 0
         marked = "" if o["capacity_confirmed"] else " (*not confirmed*)"
         recovered = "not within the run" if o["recovery_s"] is None else o["recovery_s"]
-        server = o.get("burst_admitted_server_ms", {})  # runs before the loadtest reported it have none
-        server = f"{server['p99']:.1f}" if server.get("max") else "–"
+        server_ms = o.get("burst_admitted_server_ms", {})  # runs before the loadtest reported it have none
+        server = f"{server_ms['p99']:.1f}" if server_ms.get("max") else "–"
         unclean = " / ".join("{} of {}".format(*o["unclean_seconds"][when]) for when in ("before", "after"))
         lines.append(f"| {r['model']} | {shown_backend(r)} | {cap:,.0f}{marked} | {o['goodput_items_per_s']:,.0f} | "
                      f"{o['goodput_items_per_s'] / cap:.2f} | {o['burst_admitted_latency_ms']['p99']:.1f} | {server} | "
