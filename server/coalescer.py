@@ -1,4 +1,4 @@
-"""Coalesce windows from every stream into large backend calls, fairly between fleets, within a queue budget.
+"""Coalesce windows from every stream into large backend calls, fairly between fleets, within a time budget.
 
 One window per backend call tops out near a thousand windows/s (the per-call overhead dominates), while calls of
 64–256 windows go an order of magnitude faster. Requests for the same model therefore share a queue. At most
@@ -16,9 +16,9 @@ about 6 ms when every call kept the gap, 4 ms so).
 
 Fairness: inside a model's queue each fleet has its own line, and a call takes whole requests from the fleets in
 turn, the fleet with the fewest windows in the call so far first, so a fleet's burst fills calls only with what the
-others leave. Admission (`admission.py`): a request that would wait longer than `max_queue_s` to be sent, counting
-how far behind the ingress's own event loop runs (`lag`), is refused at once (`Overloaded`), and one that waited
-past it anyway is refused rather than sent late. Until a model
+others leave. Admission (`admission.py`): a request that would not be scored within `budget_s` (its wait, counting
+how far behind the ingress's own event loop runs (`lag`), and its call) is refused at once (`Overloaded`), and one
+that waited too long for its call to end within it is refused rather than sent late. Until a model
 has been seen scoring full calls its pace is unknown, and a slow first call (a cold replica) cannot be told from
 overload: nothing of it is refused then.
 
@@ -43,7 +43,7 @@ import numpy as np
 
 from aelstm.core.runtime import Scores
 
-from .admission import DEFAULT_MAX_QUEUE_MS, ServiceTime, expired, refusal, windows_ahead
+from .admission import DEFAULT_SCORING_BUDGET_MS, ServiceTime, expired, refusal, wait_allowed_s, windows_ahead
 from .backend import BackendUnavailable, ScoringBackend
 
 if TYPE_CHECKING:
@@ -130,23 +130,23 @@ class _Queue:
 
 class Coalescer:
     """`await score(key, windows)` returns exactly the scores of `windows`, computed in a shared call, or raises
-    `Overloaded` when they could not be sent within `max_queue_s`."""
+    `Overloaded` when they could not be scored within `budget_s`."""
 
     def __init__(self, backend: ScoringBackend, max_batch: int = 256, max_wait_s: float = 0.002, max_calls: int = 2,
                  min_gap_s: float = 0.0, on_call: Callable[[CallTiming], None] | None = None,
-                 max_queue_s: float = DEFAULT_MAX_QUEUE_MS / 1000,
+                 budget_s: float = DEFAULT_SCORING_BUDGET_MS / 1000,
                  on_refuse: Callable[[str, int], None] | None = None, grace_s: float = 0.0,
                  lag: Callable[[], float] | None = None, on_held: Callable[[str], None] | None = None) -> None:
         if max_batch < 1 or max_calls < 1:
             raise ValueError(f"max batch and max calls must be ≥ 1, got {max_batch} and {max_calls}")
-        if max_queue_s <= 0:
-            raise ValueError(f"the queue budget must be > 0 s, got {max_queue_s}")
+        if budget_s <= 0:
+            raise ValueError(f"the scoring budget must be > 0 s, got {budget_s}")
         self.backend = backend
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_calls = max_calls
         self.min_gap_s = min_gap_s
-        self.max_queue_s = max_queue_s
+        self.budget_s = budget_s
         self.grace_s = grace_s
         self._on_call = on_call
         self._on_refuse = on_refuse  # (reason, windows): "predicted" at arrival, "expired" after waiting
@@ -161,32 +161,35 @@ class Coalescer:
                    lag: Callable[[], float] | None = None) -> Coalescer:
         """The coalescer an ingress runs with `config`, reporting to `metrics`."""
         return cls(backend, config.max_batch, config.batch_wait_s(), config.backend_calls(), config.call_gap_s(),
-                   on_call=metrics.backend_call, max_queue_s=config.max_queue_ms / 1000,
+                   on_call=metrics.backend_call, budget_s=config.scoring_budget_ms / 1000,
                    on_refuse=metrics.refused, grace_s=config.backend_grace_s, lag=lag,
                    on_held=lambda outcome: metrics.held_calls.labels(outcome).inc())
 
-    def wait_s(self, key: str, windows: int, fleet: str = "") -> float:
-        """How long `windows` more of `fleet` would wait to be sent, the event loop's lag included (0 while the
-        model's scoring time is unknown)."""
+    def expected_s(self, key: str, windows: int, fleet: str = "") -> tuple[float, float] | None:
+        """How long `windows` more of `fleet` would wait for their call, the event loop's lag included, and how
+        long that call would take (None while the model's scoring time is unknown)."""
         queue = self._queues.get(key)
         service = self._service.get(key)
         if queue is None or service is None or not service.known:
-            return 0.0
+            return None
         others = [n for f, n in queue.fleet_windows.items() if f != fleet]
         last = windows_ahead(queue.fleet_windows.get(fleet, 0), others, windows)  # its last window's place
-        wait = (math.ceil(last / self.max_batch) - 1) * service.call_s(self.max_batch)  # full calls before its own
+        calls_before = math.ceil(last / self.max_batch) - 1  # full calls before its own
+        wait = calls_before * service.call_s(self.max_batch)
         if len(queue.calls) >= self.max_calls:  # every call slot is taken: the calls under way finish first
             now = asyncio.get_running_loop().time()
             wait += sum(max(0.0, service.call_s(size) - (now - sent)) for sent, size in queue.calls.values())
-        return wait / self.max_calls + (self._lag() if self._lag is not None else 0.0)
+        # its own call: full behind full ones, else its windows and those ahead, or as large as calls have been
+        own = self.max_batch if calls_before else min(self.max_batch, max(last, round(service.typical_windows)))
+        return wait / self.max_calls + (self._lag() if self._lag is not None else 0.0), service.call_s(own)
 
     def admit(self, key: str, windows: int) -> None:
-        """Raise `Overloaded` when `windows` more of the current fleet would wait past the queue budget: called
-        on a request's arrival, before any work is spent on it, and again as its windows join the queue."""
-        wait = self.wait_s(key, windows, current_fleet.get())
-        if wait > self.max_queue_s:
+        """Raise `Overloaded` when `windows` more of the current fleet would not be scored within the budget:
+        called on a request's arrival, before any work is spent on it, and again as its windows join the queue."""
+        expected = self.expected_s(key, windows, current_fleet.get())
+        if expected is not None and expected[0] > wait_allowed_s(self.budget_s, expected[1]):
             self._refused("predicted", windows)
-            raise refusal(wait, self.max_queue_s, self._service[key].call_s(self.max_batch))
+            raise refusal(*expected, self.budget_s, self._service[key].call_s(self.max_batch))
 
     async def score(self, key: str, windows: np.ndarray) -> Scores:
         fleet = current_fleet.get()
@@ -223,18 +226,22 @@ class Coalescer:
             queue.timer = loop.call_at(due, self._schedule, key)
 
     def _send(self, key: str, force: bool = False) -> None:
-        """One call of the queue's next requests; those that waited past the budget are refused, not sent."""
+        """One call of the queue's next requests; those that waited too long for the call to end within the
+        budget are refused, not sent."""
         queue = self._queues[key]
         loop = asyncio.get_running_loop()
         now = loop.time()
         service = self._service[key]
+        taken = queue.take(self.max_batch)
+        call_s = service.call_s(sum(len(part.windows) for part in taken))
         parts = []
-        for part in queue.take(self.max_batch):
+        for part in taken:
             waited = now - part.since
-            if waited > self.max_queue_s and service.known and not force:
+            if waited > wait_allowed_s(self.budget_s, call_s) and service.known and not force:
                 self._refused("expired", len(part.windows))
                 if not part.future.done():
-                    part.future.set_exception(expired(waited, self.max_queue_s, service.call_s(self.max_batch)))
+                    part.future.set_exception(expired(waited, call_s, self.budget_s,
+                                                      service.call_s(self.max_batch)))
             else:
                 parts.append(part)
         if not parts:

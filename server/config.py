@@ -16,7 +16,7 @@ import yaml
 
 from aelstm.core.errors import AelstmError
 
-from .admission import DEFAULT_MAX_QUEUE_MS
+from .admission import DEFAULT_SCORING_BUDGET_MS
 from .scoring import Limits
 
 BACKENDS = ("ray", "inprocess")
@@ -159,10 +159,11 @@ class ServeConfig(ScorerSettings):
     call_gap_ms: float | None = setting(None, "Shortest time between two scoring calls of a model while it is "
                                               "busy, so calls fill up.", minimum=0,
                                         default_text="ray 5, in-process 0")
-    max_queue_ms: float = setting(
-        DEFAULT_MAX_QUEUE_MS, "Longest a request's windows may wait for a scoring call (per model); what would wait "
-                              "longer is refused at once with RESOURCE_EXHAUSTED and a retry hint. The default "
-                              "leaves the rest of a 50 ms latency objective to the call and the network.",
+    scoring_budget_ms: float = setting(
+        DEFAULT_SCORING_BUDGET_MS, "Longest a request's windows may take to be scored, waiting for a call and the "
+                                   "call itself (per model); what would take longer is refused at once with "
+                                   "RESOURCE_EXHAUSTED and a retry hint. The default leaves the rest of a 50 ms "
+                                   "latency objective to the network and the caller.",
         minimum=0.1)
     backend_grace_s: float = setting(
         10.0, "While the scoring application is being replaced (a deploy rolling its replicas over, a replica "

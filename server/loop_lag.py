@@ -1,7 +1,7 @@
-"""How far behind the ingress's event loop runs: the queue in front of the coalescer that its budget cannot see.
+"""How far behind the ingress's event loop runs: the queue in front of the coalescer that it cannot see.
 
 Past its CPU, an ingress falls behind on its own work: messages wait in gRPC's buffers and the loop's ready queue
-before they reach the coalescer, where admission keeps the queue budget. In-process scoring, which shares the
+before they reach the coalescer, where admission keeps the scoring budget. In-process scoring, which shares the
 process, hits this first. That wait shows as loop lag, how late a timer fires; admission counts it as part of a
 request's expected wait, so an ingress that is behind refuses at once instead of answering late.
 """

@@ -70,8 +70,9 @@ class Metrics:
         self.watcher_dropped = Counter("aelstm_anomaly_watcher_dropped", "Anomalies dropped because a watcher "
                                        "fell behind.", registry=r)
         self.refused_windows = Counter("aelstm_refused_windows", "Windows refused with RESOURCE_EXHAUSTED because "
-                                       "the server is overloaded: predicted (they would have waited past the queue "
-                                       "budget, refused on arrival) or expired (they waited past it).", ["reason"],
+                                       "the server is overloaded: predicted (they would not have been scored within "
+                                       "the scoring budget, refused on arrival) or expired (they waited too long "
+                                       "for their call to end within it).", ["reason"],
                                        registry=r)
         self.held_calls = Counter("aelstm_backend_held_calls", "Backend calls held and tried again because the "
                                   "backend could not take them (a deployment replacing replicas), by how the hold "

@@ -202,7 +202,7 @@ async def replay_files(bundles: dict[str, Path], files: list[NabFile], bar: Prog
             "retrain_every_s": 1e9, "retrain_min_rows": learning.min_rows}
         server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=registry, metrics_port=0,
                                            poll_s=3600.0, log_format="text",
-                                           max_queue_ms=3_600_000.0,  # a replay, not a live feed: never refuse
+                                           scoring_budget_ms=3_600_000.0,  # a replay, not a live feed: never refuse
                                            **loop))
         await server.start()
         served = {nab.key: Served(np.zeros(len(nab.values), np.int8), np.full((len(nab.values), 2), np.nan),

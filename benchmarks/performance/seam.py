@@ -23,7 +23,7 @@ def seam_server(registry: str, **settings) -> ScoringServer:
     """An in-process server on `registry` that never refuses (the benchmark measures cost, not overload) and does
     not poll the registry during a run."""
     return ScoringServer(ServeConfig(port=0, backend="inprocess", registry=registry, metrics_port=0, poll_s=60.0,
-                                     batch_wait_ms=0.0, max_queue_ms=60_000.0, **settings))
+                                     batch_wait_ms=0.0, scoring_budget_ms=60_000.0, **settings))
 
 
 def seam_arguments(parser: argparse.ArgumentParser) -> None:

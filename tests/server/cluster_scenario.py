@@ -126,7 +126,7 @@ def train_fleets_on(address: str, tmp_path: Path) -> list[dict]:
 def start_second_ingress(registry, address: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "aelstm.cli", "serve", "--port", "0",
                "--metrics-port", "0", "--registry", str(registry), "--ray-address", address, "--poll-s", "0.5",
-               "--max-queue-ms", str(NO_REFUSAL_MS)]
+               "--scoring-budget-ms", str(NO_REFUSAL_MS)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     match = re.search(r"serving on (\S+) .*health SERVING", line)
@@ -154,7 +154,7 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
 
     first = ScoringServer(ServeConfig(port=0, registry=str(registry), metrics_port=0, poll_s=0.5,
                                       ray_address=cluster.address, replicas=2, drain_grace_s=5.0,
-                                      max_queue_ms=NO_REFUSAL_MS))
+                                      scoring_budget_ms=NO_REFUSAL_MS))
     await first.start()
     second, second_address = start_second_ingress(registry, cluster.address)
     try:

@@ -59,7 +59,7 @@ async def test_requests_arriving_during_a_call_share_the_next_one():
 async def test_calls_under_way_never_exceed_max_calls():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=60.0)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=60.0)
     first = asyncio.ensure_future(coalescer.score("m", windows([1])))
     second = asyncio.ensure_future(coalescer.score("m", windows([2])))
     await asyncio.sleep(0.05)
@@ -84,7 +84,7 @@ async def test_models_are_never_mixed_in_one_call():
 async def test_a_full_batch_goes_out_as_soon_as_a_call_may():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
-    coalescer = Coalescer(backend, max_batch=4, max_wait_s=60.0, max_calls=2, min_gap_s=60.0, max_queue_s=60.0)
+    coalescer = Coalescer(backend, max_batch=4, max_wait_s=60.0, max_calls=2, min_gap_s=60.0, budget_s=60.0)
     busy = asyncio.ensure_future(coalescer.score("m", windows([0])))
     full = asyncio.ensure_future(coalescer.score("m", windows([1, 2, 3, 4])))
     await asyncio.sleep(0.01)
@@ -139,7 +139,7 @@ async def test_calls_of_a_busy_model_go_out_at_most_one_gap_apart():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
     coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0, max_calls=4, min_gap_s=0.05,
-                          max_queue_s=60.0)
+                          budget_s=60.0)
     busy = asyncio.ensure_future(coalescer.score("m", windows([1])))
     await asyncio.wait_for(_until(lambda: backend.calls == [("m", 1)]), timeout=5)  # the model was idle: at once
     loop = asyncio.get_running_loop()
@@ -157,7 +157,7 @@ async def test_calls_of_a_busy_model_go_out_at_most_one_gap_apart():
 async def test_a_request_finding_the_model_idle_goes_at_once_whatever_the_gap():
     backend = RecordingBackend()
     coalescer = Coalescer(backend, max_batch=256, max_wait_s=60.0, max_calls=4, min_gap_s=60.0,
-                          max_queue_s=60.0)
+                          budget_s=60.0)
     for value in (1, 2, 3):  # each call has ended before the next request: none waits for the gap
         scores = await asyncio.wait_for(coalescer.score("m", windows([value])), timeout=5)
         assert scores.score.tolist() == [value]
@@ -168,7 +168,7 @@ async def test_the_gap_never_holds_a_request_longer_than_max_wait():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
     coalescer = Coalescer(backend, max_batch=256, max_wait_s=0.01, max_calls=4, min_gap_s=60.0,
-                          max_queue_s=60.0)
+                          budget_s=60.0)
     busy = asyncio.ensure_future(coalescer.score("m", windows([1])))
     waiting = asyncio.ensure_future(coalescer.score("m", windows([2])))
     await asyncio.wait_for(_until(lambda: len(backend.calls) == 2), timeout=5)  # well before the 60-s gap
@@ -192,7 +192,7 @@ async def test_a_request_that_waited_past_the_budget_is_refused_not_sent():
     gate = asyncio.Event()
     backend = RecordingBackend()
     refused = []
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.02,
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=0.02,
                           on_refuse=lambda reason, n: refused.append((reason, n)))
     await coalescer.score("m", windows([0] * 64))  # its pace is known
     backend.gate = gate
@@ -210,7 +210,7 @@ async def test_a_request_that_waited_past_the_budget_is_refused_not_sent():
 async def test_nothing_is_refused_before_the_models_pace_is_known():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.01)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=0.01)
     first = asyncio.ensure_future(coalescer.score("m", windows([1])))  # a cold first call, slower than the budget
     second = asyncio.ensure_future(coalescer.score("m", windows([2])))
     await asyncio.sleep(0.05)
@@ -221,32 +221,32 @@ async def test_nothing_is_refused_before_the_models_pace_is_known():
 async def test_a_backlog_past_the_budget_is_refused_at_once_with_a_retry_hint():
     gate = asyncio.Event()
     backend = SlowBackend(seconds_per_window=0.001)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.05)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=0.1)
     await coalescer.score("m", windows([0] * 64))  # one full call teaches it ~1 ms per window
     backend.gate = gate
     queued = [asyncio.ensure_future(coalescer.score("m", windows([1] * 16))) for _ in range(4)]
-    await asyncio.sleep(0)  # one call under way (16), 48 windows waiting: 64 more do not fit the next call, so
-    # they wait for it too (about 64 ms) behind the one under way (16 ms)
+    await asyncio.sleep(0)  # one call under way (16 ms), 48 windows waiting for the next (64 ms when it fills):
+    # 64 more do not fit it, so they wait for both, then their own call: about 144 ms
     started = asyncio.get_running_loop().time()
     with pytest.raises(Overloaded, match="would wait") as caught:
         await coalescer.score("m", windows([2] * 64))
     assert asyncio.get_running_loop().time() - started < 0.01  # refused at once, not after waiting
-    assert caught.value.retry_after_ms >= 10  # at least the backlog beyond the budget
+    assert caught.value.retry_after_ms >= 40  # at least the backlog beyond the budget
     gate.set()
     assert [(await q).score.tolist() for q in queued] == [[1] * 16] * 4
 
 
 async def test_an_ingress_behind_on_its_event_loop_refuses_on_arrival():
     """The queue is empty, but the loop runs 30 ms late: a 20 ms budget cannot be kept, so admission refuses
-    before any work is spent; once the loop catches up, the same request is admitted."""
+    before any work is spent; once the loop catches up, the same request is admitted (its call: 0.1 ms)."""
     lag = [0.03]
     backend = SlowBackend(seconds_per_window=0.0001)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.02,
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=0.02,
                           lag=lambda: lag[0])
     coalescer.admit("m", 1)  # before the model's pace is known nothing is refused
     await coalescer.score("m", windows([0] * 64))  # the pace is known from here
     lag[0] = 0.03
-    with pytest.raises(Overloaded, match="would wait about 30 ms"):
+    with pytest.raises(Overloaded, match=r"would wait about 30 ms for a scoring call of about [0-7] ms"):
         coalescer.admit("m", 1)
     lag[0] = 0.001
     coalescer.admit("m", 1)
@@ -264,20 +264,56 @@ async def test_loop_lag_measures_how_late_the_loop_runs():
     task.cancel()
 
 
+async def test_the_budget_counts_the_call_a_request_will_be_part_of():
+    """Waiting behind a call under way: refused while full calls take 32 ms (12 ms to wait + 32 over the 35 ms
+    budget), admitted once they take 8 (under overload calls grow long, and their time is part of the latency)."""
+    gate = asyncio.Event()
+    coalescer = Coalescer(RecordingBackend(gate=gate), max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=0.035)
+    under_way = asyncio.ensure_future(coalescer.score("m", windows([1] * 24)))
+    await asyncio.sleep(0)
+    service = coalescer._service["m"]
+    service.observe(64, 0.032)  # 0.5 ms a window: the call under way (24) has ~12 ms to go
+    with pytest.raises(Overloaded, match="would wait about 12 ms for a scoring call of about 32 ms"):
+        coalescer.admit("m", 16)
+    for _ in range(30):
+        service.observe(64, 0.008)  # calls got cheap: 0.125 ms a window
+    coalescer.admit("m", 16)  # ~3 ms for the call under way, 8 for its own
+    gate.set()
+    await under_way
+
+
+async def test_a_model_whose_calls_outlast_the_budget_is_served_at_its_own_pace():
+    """Full calls of 64 ms against a 20 ms budget: no request can be scored within it, yet refusing every one
+    while the model is busy would serve nobody, so a short wait (a quarter of the budget) is still admitted."""
+    gate = asyncio.Event()
+    coalescer = Coalescer(RecordingBackend(gate=gate), max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=0.02)
+    under_way = asyncio.ensure_future(coalescer.score("m", windows([1] * 2)))
+    await asyncio.sleep(0)
+    coalescer._service["m"].observe(64, 0.064)  # 1 ms a window: the call under way has ~2 ms to go
+    coalescer.admit("m", 16)
+    waiting = asyncio.ensure_future(coalescer.score("m", windows([2] * 64)))  # admitted: it fills the next call
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="would wait about 66 ms"):
+        coalescer.admit("m", 16)  # behind that full call too
+    gate.set()
+    await asyncio.gather(under_way, waiting)
+
+
 async def test_a_backlog_that_fits_the_next_call_is_admitted():
     """48 windows waiting go with the next call: a request that fits behind them waits for the call under way
-    only, not for 48 windows' worth at the measured pace; one that does not fit waits for a full call more."""
+    only, then its own call, not for 48 windows' worth at the measured pace first; one that does not fit waits for
+    a full call more."""
     gate = asyncio.Event()
     coalescer = Coalescer(RecordingBackend(gate=gate), max_batch=64, max_wait_s=0.001, max_calls=1,
-                          max_queue_s=0.03)
+                          budget_s=0.045)
     under_way = asyncio.ensure_future(coalescer.score("m", windows([1] * 16)))
     await asyncio.sleep(0)
     coalescer._service["m"].observe(64, 0.032)  # 0.5 ms a window
     waiting = [asyncio.ensure_future(coalescer.score("m", windows([2] * 16))) for _ in range(3)]
     await asyncio.sleep(0)
-    coalescer.admit("m", 16)  # goes with the next call: about 8 ms, for the call under way (48 windows: 24 ms)
+    coalescer.admit("m", 16)  # goes with the next call: 8 ms for the call under way, then its own: 32 ms in all 40
     with pytest.raises(Overloaded, match="would wait"):
-        coalescer.admit("m", 64)  # after the next call: about 8 + 32 ms
+        coalescer.admit("m", 64)  # after the next call: about 8 + 32 + 32 ms
     gate.set()
     assert [(await f).score.tolist() for f in (under_way, *waiting)] == [[1] * 16] + [[2] * 16] * 3
 
@@ -285,7 +321,7 @@ async def test_a_backlog_that_fits_the_next_call_is_admitted():
 async def test_a_fleets_burst_does_not_delay_another_fleet():
     gate = asyncio.Event()
     backend = RecordingBackend(gate=gate)
-    coalescer = Coalescer(backend, max_batch=8, max_wait_s=0.001, max_calls=1, max_queue_s=60.0)
+    coalescer = Coalescer(backend, max_batch=8, max_wait_s=0.001, max_calls=1, budget_s=60.0)
     burst = [fleet_score(coalescer, "loud", [i] * 4) for i in range(6)]  # the first goes out, five wait
     await asyncio.sleep(0)
     quiet = fleet_score(coalescer, "quiet", [100] * 4)
@@ -299,12 +335,12 @@ async def test_a_fleets_burst_does_not_delay_another_fleet():
 async def test_admission_counts_only_a_fair_share_of_other_fleets_backlog():
     gate = asyncio.Event()
     backend = SlowBackend(seconds_per_window=0.001)
-    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, max_queue_s=0.05)
+    coalescer = Coalescer(backend, max_batch=64, max_wait_s=0.001, max_calls=1, budget_s=0.1)
     await coalescer.score("m", windows([0] * 64))
     backend.gate = gate
-    burst = [fleet_score(coalescer, "loud", [1] * 16) for _ in range(8)]  # 16 under way, 112 waiting
+    burst = [fleet_score(coalescer, "loud", [1] * 16) for _ in range(8)]  # 16 under way, 64 waiting, 48 refused
     await asyncio.sleep(0)
-    quiet = fleet_score(coalescer, "quiet", [2] * 16)  # ahead of it: 16 in flight + 16 of loud's, ~32 ms
+    quiet = fleet_score(coalescer, "quiet", [2] * 16)  # 16 in flight, then a call with 16 of loud's: ~80 ms
     with pytest.raises(Overloaded):
         await fleet_score(coalescer, "loud", [1] * 16)  # ahead of it: all of loud's own
     gate.set()

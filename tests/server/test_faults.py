@@ -45,7 +45,7 @@ async def test_a_replica_killed_mid_stream_loses_no_request_and_is_replaced(tmp_
     publish(ec2_bundle.path, tmp_path, "ec2")
     server = ScoringServer(ServeConfig(port=0, backend="ray", registry=str(tmp_path), metrics_port=0, poll_s=0.5,
                                        replicas=2, cpus_per_replica=0.5, ray_cpus=2, drain_grace_s=5.0,
-                                       max_queue_ms=60_000.0))  # the stall while a replica is replaced: waited out
+                                       scoring_budget_ms=60_000.0))  # the stall while a replica is replaced: waited out
     await asyncio.wait_for(server.start(), 240)
     try:
         assert len(scorer_replicas()) == 2

@@ -25,7 +25,7 @@ async def ingresses(tmp_path, ec2_bundle):
     async def start(handoff) -> ScoringServer:
         server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(tmp_path), metrics_port=0,
                                            poll_s=60.0, batch_wait_ms=1.0, drain_grace_s=5.0,
-                                           max_queue_ms=60_000.0), handoff=handoff)  # none refused
+                                           scoring_budget_ms=60_000.0), handoff=handoff)  # none refused
         await server.start()
         started.append(server)
         return server

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 SECONDS_PER_WINDOW = 0.001
 CAPACITY = 1 / SECONDS_PER_WINDOW  # windows/s
-BUDGET_MS = 150.0  # queue budget: twice what the quiet fleet waits (the call under way, its share of the next)
+BUDGET_MS = 150.0  # scoring budget: over twice what the quiet fleet takes (the call under way, then its own)
 BATCH = 16
 
 
@@ -49,7 +49,7 @@ def fleet_workload(fleet: str, seed: int):
 async def test_overload_is_refused_at_once_fairly_and_nothing_is_lost(tmp_path, ec2_bundle):
     publish(ec2_bundle.path, tmp_path, DEFAULT_FLEET)  # both made-up fleets share its queue
     config = ServeConfig(port=0, backend="inprocess", registry=str(tmp_path), metrics_port=0, max_batch=32,
-                         max_queue_ms=BUDGET_MS, drain_grace_s=5.0)
+                         scoring_budget_ms=BUDGET_MS, drain_grace_s=5.0)
     server = ScoringServer(config, backend=PacedBackend(threads=1))
     await server.start()
     try:

@@ -41,7 +41,7 @@ async def live(tmp_path_factory, ec2_bundle, machine_bundle):
     publish(machine_bundle.path, registry, "machines")
     server = ScoringServer(ServeConfig(port=0, backend="ray", registry=str(registry), metrics_port=0, poll_s=0.2,
                                        max_batch=256, batch_wait_ms=2.0, ray_cpus=2, drain_grace_s=5.0,
-                                       max_queue_ms=NO_REFUSAL_MS))
+                                       scoring_budget_ms=NO_REFUSAL_MS))
     starting = asyncio.ensure_future(server.start())
     seen = []
     try:
@@ -205,7 +205,7 @@ async def test_a_device_moving_between_two_ingresses_of_the_cluster_keeps_its_st
     server, registry, _ = live
     second = ScoringServer(ServeConfig(port=0, backend="ray", registry=str(registry), metrics_port=0, poll_s=0.2,
                                        ray_address=ray.get_runtime_context().gcs_address, drain_grace_s=5.0,
-                                       max_queue_ms=NO_REFUSAL_MS))
+                                       scoring_budget_ms=NO_REFUSAL_MS))
     await second.start()
     try:
         deadline = time.monotonic() + 60

@@ -50,7 +50,7 @@ async def live(tmp_path_factory, ec2_bundle):
     publish(ec2_bundle.path, registry, "ec2")
     server = ScoringServer(ServeConfig(port=0, backend="ray", registry=str(registry), metrics_port=0, poll_s=0.2,
                                        replicas=1, cpus_per_replica=1.0, ray_cpus=2, drain_grace_s=5.0,
-                                       max_queue_ms=60_000.0, backend_grace_s=30.0))
+                                       scoring_budget_ms=60_000.0, backend_grace_s=30.0))
     try:
         await asyncio.wait_for(server.start(), 240)
         yield server

@@ -37,7 +37,7 @@ async def server(tmp_path, served_bundle):
     publish(served_bundle[0].path, tmp_path, "ec2")
     server = ScoringServer(ServeConfig(port=0, backend="inprocess", registry=str(tmp_path), metrics_port=0,
                                        poll_s=60.0, batch_wait_ms=2.0, drain_grace_s=5.0,
-                                       max_queue_ms=60_000.0))  # every reading judged: none refused
+                                       scoring_budget_ms=60_000.0))  # every reading judged: none refused
     await server.start()
     yield server
     await server.stop(0)
