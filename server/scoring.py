@@ -38,6 +38,7 @@ from .items import (
     check_window,
     decode_tensor,
     error_result,
+    packed_windows,
     quote,
     score_result,
     warming_result,
@@ -220,6 +221,10 @@ class RequestScorer:
         """Decode, check and admit every item, in order and without waiting: `fresh` gets the windows (and ticket)
         to score by item position, `remembered` the earlier verdicts of resends, `results` warming-up items and
         item errors."""
+        plain = self._plain_windows(request.items, entry)
+        if plain is not None:  # the usual request: whole windows, every one scorable as sent, checked as one array
+            fresh.update((i, (plain[i : i + 1], None)) for i in range(len(plain)))
+            return
         for i, item in enumerate(request.items):
             try:
                 admitted = self._admit(request.fleet_id, entry, item)
@@ -306,25 +311,28 @@ class RequestScorer:
             return
         responding = time.perf_counter()
         finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
-        self._observe_drift(entry, scores.score[finite])
+        all_finite = bool(finite.all())
+        self._observe_drift(entry, scores.score if all_finite else scores.score[finite])
+        plain = scores.score.tolist(), scores.rec_part.tolist(), scores.pred_part.tolist()  # a window item's own
         end = 0
         for i in positions:
             part, ticket = windows[i]
             start, end = end, end + len(part)
-            if not finite[start:end].all():
+            if not all_finite and not finite[start:end].all():
                 log.error("model %s gave a non-finite score: refused as INTERNAL", entry.key)
                 results[i] = error_result(items[i], INTERNAL, "the model gave a non-finite score for this "
                                           "window; it was not returned", entry)
                 continue
-            score, rec, pred = scores.score[start:end], scores.rec_part[start:end], scores.pred_part[start:end]
             if ticket is not None:
-                results[i] = self._remembered_result(items[i], entry, await ticket.judge(score, rec, pred))
+                outcome = await ticket.judge(scores.score[start:end], scores.rec_part[start:end],
+                                             scores.pred_part[start:end])
+                results[i] = self._remembered_result(items[i], entry, outcome)
                 if self.recorder is not None and entry.fleet == request.fleet_id and _judged_normal(results[i]):
                     self.recorder.offer(request.fleet_id, items[i].device_id, items[i].timestamp_ms, part[:, -1],
                                         entry.bundle.features)
             else:
-                verdict = entry.bundle.judge_alone((rec[0].item(), pred[0].item()))
-                results[i] = score_result(items[i], entry, score[0].item(), rec[0].item(), pred[0].item(), verdict)
+                score, rec, pred = (values[start] for values in plain)
+                results[i] = score_result(items[i], entry, score, rec, pred, entry.bundle.judge_alone((rec, pred)))
             if results[i].is_anomaly:
                 self._flag(request, results[i])
         stages.labels("respond").observe(time.perf_counter() - responding)
@@ -339,6 +347,13 @@ class RequestScorer:
         if outcome.verdict is None:
             return warming_result(item, outcome.held, entry)
         return score_result(item, entry, outcome.score, outcome.rec, outcome.pred, outcome.verdict, outcome.alarmed)
+
+    def _plain_windows(self, items, entry: ModelEntry) -> np.ndarray | None:
+        """Every item's window when all are plainly scorable windows under valid device ids (see `packed_windows`);
+        None sends them through `_admit` one by one."""
+        if all(item.device_id and not self._too_long(item.device_id) for item in items):
+            return packed_windows(items, entry)
+        return None
 
     def _admit(self, fleet: str, entry: ModelEntry, item: pb.Item) -> np.ndarray | Warming | Ready | Remembered:
         """Decode and check one item once: a whole window to score, or what the device store says of readings."""

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from aelstm.core.bundle import Bundle
-from aelstm.server.items import ItemProblem, check_window, plainly_scorable
+from aelstm.server.items import ItemProblem, check_window, packed_windows, plainly_scorable
 from aelstm.server.registry import ModelEntry
+from aelstm.v1 import scoring_pb2 as pb
 
 WINDOW = 4
 LARGEST = float(np.finfo(np.float32).max)
@@ -56,3 +57,34 @@ def test_gaps_and_infinities_go_to_the_checks_that_name_them():
     with pytest.raises(ItemProblem, match="Inf"):
         check_window(window(np.inf), model)
     assert plainly_scorable(window(0.5), model)
+
+
+def window_item(values: np.ndarray, shape: tuple[int, ...] = (WINDOW, 1)) -> pb.Item:
+    return pb.Item(device_id="d", window=pb.Tensor(shape=shape, packed=values.astype("<f4").tobytes()))
+
+
+def test_a_request_of_plain_windows_is_decoded_and_checked_as_one_array():
+    model = entry(0.0, 1.0)
+    values = [window(0.1), window(0.5), window(0.9)]
+    decoded = packed_windows([window_item(v) for v in values], model)
+    assert decoded.shape == (3, WINDOW, 1) and np.array_equal(decoded, np.stack(values))
+
+
+@pytest.mark.parametrize("odd", ["gap", "outside", "shape", "readings", "values"])
+def test_one_item_that_is_not_a_plain_window_sends_the_request_to_the_item_by_item_checks(odd):
+    model = entry(0.0, 1.0)
+    items = [window_item(window(0.5)) for _ in range(3)]
+    plain_values = pb.Tensor(shape=(WINDOW, 1), values=pb.FloatList(values=[0.5] * WINDOW))
+    if odd == "gap":
+        gappy = window(0.5)
+        gappy[0, 0] = np.nan
+        items[1] = window_item(gappy)
+    elif odd == "outside":
+        items[1] = window_item(window(1e30))
+    elif odd == "shape":
+        items[1] = window_item(window(0.5), shape=(1, WINDOW))
+    elif odd == "readings":
+        items[1] = pb.Item(device_id="d", readings=plain_values)
+    else:  # the same window as plain values, not packed bytes
+        items[1] = pb.Item(device_id="d", window=plain_values)
+    assert packed_windows(items, model) is None
