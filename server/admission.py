@@ -9,9 +9,8 @@ hears so immediately and can go elsewhere or come back.
 
 The call is part of the budget because its time moves with the load: on Ray (2 cores, default model) a call took
 about 8 ms at 16,000 items/s offered (calls of ~100 windows) and 22 ms at 23,000 (every call full, the cores shared
-with the refusals). A fixed queue budget was therefore too strict where calls are short (a host hiccup at
-moderate load refused work that would still have been scored in time) and too loose where they are long (admitted
-work waited its whole budget and then a long call).
+with the refusals). Under a budget for the wait alone, admitted work waited its whole budget and then sat through
+the longest calls, exactly when the service was overloaded.
 
 The time is estimated in calls, as the coalescer sends them: a request goes with the next call when its windows
 fit in it (behind the windows queued ahead of it), else after as many full calls as it takes to reach them, each
