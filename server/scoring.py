@@ -188,7 +188,7 @@ class RequestScorer:
         handoff store. So a device being taken over has a gate (a FIFO lock) until every request that queued at it
         has admitted its readings; requests for a known device without a gate go straight through."""
         gated = sorted({(fleet, item.device_id) for item in items if item.WhichOneof("payload") == "readings"
-                        and item.device_id and not self._too_long(item.device_id)
+                        and self._id_problem(item.device_id) is None
                         and ((fleet, item.device_id) in self._gates or not self.devices.knows(fleet, item.device_id))})
         for key in gated:
             self._gates.setdefault(key, [asyncio.Lock(), 0])[1] += 1
@@ -313,7 +313,9 @@ class RequestScorer:
         finite = np.isfinite(scores.score) & np.isfinite(scores.rec_part) & np.isfinite(scores.pred_part)
         all_finite = bool(finite.all())
         self._observe_drift(entry, scores.score if all_finite else scores.score[finite])
-        plain = scores.score.tolist(), scores.rec_part.tolist(), scores.pred_part.tolist()  # a window item's own
+        # `window` items read their one score as Python floats: converted once per call, where there are any
+        as_floats = (scores.score.tolist(), scores.rec_part.tolist(), scores.pred_part.tolist()) if any(
+            ticket is None for _, ticket in windows.values()) else None
         end = 0
         for i in positions:
             part, ticket = windows[i]
@@ -331,7 +333,7 @@ class RequestScorer:
                     self.recorder.offer(request.fleet_id, items[i].device_id, items[i].timestamp_ms, part[:, -1],
                                         entry.bundle.features)
             else:
-                score, rec, pred = (values[start] for values in plain)
+                score, rec, pred = (values[start] for values in as_floats)
                 results[i] = score_result(items[i], entry, score, rec, pred, entry.bundle.judge_alone((rec, pred)))
             if results[i].is_anomaly:
                 self._flag(request, results[i])
@@ -351,17 +353,22 @@ class RequestScorer:
     def _plain_windows(self, items, entry: ModelEntry) -> np.ndarray | None:
         """Every item's window when all are plainly scorable windows under valid device ids (see `packed_windows`);
         None sends them through `_admit` one by one."""
-        if all(item.device_id and not self._too_long(item.device_id) for item in items):
+        if all(self._id_problem(item.device_id) is None for item in items):
             return packed_windows(items, entry)
+        return None
+
+    def _id_problem(self, device_id: str) -> str | None:
+        """Why `device_id` cannot name a device (None: it can)."""
+        if not device_id:
+            return "item has no device_id"
+        if self._too_long(device_id):
+            return f"device_id is {len(device_id.encode())} bytes, the limit is {self.limits.max_id_bytes} (UTF-8)"
         return None
 
     def _admit(self, fleet: str, entry: ModelEntry, item: pb.Item) -> np.ndarray | Warming | Ready | Remembered:
         """Decode and check one item once: a whole window to score, or what the device store says of readings."""
-        if not item.device_id:
-            raise ItemProblem(INVALID_ARGUMENT, "item has no device_id")
-        if self._too_long(item.device_id):
-            raise ItemProblem(INVALID_ARGUMENT, f"device_id is {len(item.device_id.encode())} bytes, the limit is "
-                                                f"{self.limits.max_id_bytes} (UTF-8)")
+        if (problem := self._id_problem(item.device_id)) is not None:
+            raise ItemProblem(INVALID_ARGUMENT, problem)
         kind = item.WhichOneof("payload")
         if kind == "window":
             return check_window(decode_tensor(item.window, "window"), entry)
