@@ -50,6 +50,9 @@ def default_policy(n_features: int) -> str:
     return DEFAULT_POLICY if n_features == 1 else MULTIVARIATE_POLICY
 
 
+VERDICT_RULE_ORDER = ("confirm", "hold", "suppress")  # the rules after the threshold, in the order they may come
+
+
 @dataclass(frozen=True)
 class Policy:
     """Post-rules, fitted or not; the last is a threshold rule. `alarms_teach`: whether a stream learns from the
@@ -64,15 +67,16 @@ class Policy:
         thresholds = [i for i, rule in enumerate(self.rules) if isinstance(rule, ThresholdRule)]
         if not thresholds:
             raise DataError("an alarm policy must end with a threshold rule (fixed, quantile, pot or spot), "
-                            "optionally followed by confirm and hold rules")
+                            "optionally followed by confirm, hold and suppress rules")
         if len(thresholds) > 1:
             raise DataError("an alarm policy has exactly one threshold rule")
         before, after = self.rules[: thresholds[0]], self.rules[thresholds[0] + 1 :]
         if any(rule.reads_verdict for rule in before):
-            raise DataError("confirm and hold rules come after the threshold rule (they read its alarms)")
+            raise DataError("confirm, hold and suppress rules come after the threshold rule (they read its alarms)")
         kinds = [rule.kind for rule in after]
-        if kinds not in ([], ["confirm"], ["hold"], ["confirm", "hold"]):
-            raise DataError("after its threshold rule an alarm policy may have one confirm rule, then one hold rule")
+        if kinds != [kind for kind in VERDICT_RULE_ORDER if kind in kinds]:
+            raise DataError("after its threshold rule an alarm policy may have, in this order, at most one each of: "
+                            + ", ".join(VERDICT_RULE_ORDER))
 
     @classmethod
     def parse(cls, spec: str, alarms_teach: bool = True) -> Policy:

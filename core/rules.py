@@ -522,8 +522,54 @@ class Hold(VerdictRule):
         return _HoldState(self.n)
 
 
+class _SuppressState(RuleState):
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.since: int | None = None  # windows judged since the last alarm it raised (None: none yet)
+
+    def _quiet(self) -> bool:
+        return self.since is not None and self.since < self.n
+
+    def judge(self, verdict: Verdict) -> Verdict:
+        if verdict.alarm and self._quiet():
+            return Verdict(verdict.alarm_score, verdict.threshold, False)
+        return verdict
+
+    def learn(self, verdict: Verdict) -> None:
+        """Count from the alarms it let through (a suppressed one never extends the quiet)."""
+        if math.isnan(verdict.alarm_score):
+            return
+        if verdict.alarm and not self._quiet():
+            self.since = 0
+        elif self.since is not None:
+            self.since += 1
+
+    def to_dict(self) -> dict:
+        return {"since": self.since}
+
+    def restore(self, data: dict) -> None:
+        since = data.get("since")
+        self.since = None if since is None else int(since)
+
+
+@dataclass(frozen=True)
+class Suppress(VerdictRule):
+    """`n`: after an alarm it lets through, the next `n` windows raise none (Merlion's alarm suppression): a device
+    that stays over its threshold pages once per `n` windows, not on every window."""
+
+    kind: ClassVar[str] = "suppress"
+    n: int = 100
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise DataError(f"suppress needs n ≥ 1 windows, got {self.n}")
+
+    def _empty(self) -> RuleState:
+        return _SuppressState(self.n)
+
+
 RULES: dict[str, type[PostRule]] = {
-    rule.kind: rule for rule in (Sum, Likelihood, Refractory, Fixed, Quantile, Pot, Spot, Confirm, Hold)
+    rule.kind: rule for rule in (Sum, Likelihood, Refractory, Fixed, Quantile, Pot, Spot, Confirm, Hold, Suppress)
 }
 
 

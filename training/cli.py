@@ -93,7 +93,7 @@ def model_options(function):
             "optionally `refractory:n=N` (one alarm per episode); last a threshold: `spot:risk=R,depth=D` (streaming, "
             "drift-aware with depth > 0), `pot:risk=R`, `quantile:q=Q` or `fixed:value=V`; optionally after it "
             "`confirm:k=K,n=N` (an alarm only while K of the last N threshold verdicts alarmed), then `hold:n=N` (an "
-            "alarm stays raised N more windows).",
+            "alarm stays raised N more windows), then `suppress:n=N` (no new alarm for N windows after one).",
         ),
         click.option(
             "--alarms-teach/--alarms-do-not-teach",

@@ -14,7 +14,8 @@ LIKELIHOOD = "likelihood | refractory:n=50 | fixed:value=0.5"
 DSPOT = "sum | spot:risk=0.0001,depth=512"
 SPECS = [DEFAULT_POLICY, DSPOT, "sum | pot:risk=0.001", "sum | quantile:q=0.99", LIKELIHOOD,
          "likelihood:short=5,long=200 | fixed:value=0.5", DSPOT + " | hold:n=16",
-         DSPOT + " | confirm:k=2,n=3 | hold:n=16"]
+         DSPOT + " | confirm:k=2,n=3 | hold:n=16", DSPOT + " | suppress:n=50",
+         DSPOT + " | confirm:k=2,n=3 | hold:n=16 | suppress:n=50"]
 
 
 def normal_terms(rows: int, seed: int) -> np.ndarray:
@@ -80,6 +81,24 @@ def test_a_hold_keeps_an_alarm_raised_through_dips_and_then_lets_go():
     scores = np.array([0, 2, 0, 0, 2, 0, 0, 0, 0, 0, np.nan, 0], dtype=float)
     alarms = policy.flags(scores[:, None])
     np.testing.assert_array_equal(alarms, [0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+
+
+def test_suppress_lets_one_alarm_through_per_n_windows():
+    policy = Policy.parse("sum | fixed:value=1 | suppress:n=3").fit(np.zeros((5, 1)))
+    scores = np.array([2, 2, 2, 2, 2, 0, 2, np.nan, 2, 2, 0, 0, 0, 2], dtype=float)
+    alarms = policy.flags(scores[:, None])
+    # the quiet counts scorable windows from the alarm let through; a suppressed alarm never extends it
+    np.testing.assert_array_equal(alarms, [1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1])
+
+
+def test_a_suppressed_window_still_does_not_teach_when_alarms_do_not_teach():
+    policy = Policy.parse("sum | spot:risk=0.01,depth=0 | suppress:n=10", alarms_teach=False).fit(
+        normal_terms(2_000, 9))
+    state = policy.start()
+    state.step((1_000.0, 1_000.0))  # raised: the quiet begins
+    before = json.dumps(state.to_dict()["states"][1])
+    assert not state.step((1_000.0, 1_000.0)).alarm  # suppressed ...
+    assert json.dumps(state.to_dict()["states"][1]) == before  # ... and, over its threshold, taught it nothing
 
 
 def test_confirm_raises_an_alarm_only_while_k_of_the_last_n_verdicts_alarmed():
@@ -167,8 +186,11 @@ def test_rows_without_a_score_never_alarm_and_teach_nothing():
     ("sum || pot", "empty rule"),
     ("sum | spot:risk=0.5", "risk must be in"),
     ("sum | hold:n=4 | pot", "come after the threshold rule"),
-    ("sum | pot | hold | hold", "one confirm rule, then one hold rule"),
-    ("sum | pot | hold | confirm", "one confirm rule, then one hold rule"),
+    ("sum | pot | hold | hold", "at most one each of: confirm, hold, suppress"),
+    ("sum | pot | hold | confirm", "at most one each of: confirm, hold, suppress"),
+    ("sum | pot | suppress | hold", "at most one each of: confirm, hold, suppress"),
+    ("sum | pot | refractory", "at most one each of: confirm, hold, suppress"),
+    ("sum | pot | suppress:n=0", "suppress needs n ≥ 1"),
     ("sum | confirm | pot", "come after the threshold rule"),
     ("sum | pot | hold:n=0", "hold needs n ≥ 1"),
     ("sum | pot | confirm:k=5,n=4", "confirm needs 1 ≤ k ≤ n"),
