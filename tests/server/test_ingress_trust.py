@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from aelstm.core.bundle import load_bundle, write_manifest
+from aelstm.core.policy import Policy
 from aelstm.core.runtime import BundleScorer, Scores
 from aelstm.server.app import ScoringServer
 from aelstm.server.config import ServeConfig
@@ -266,7 +267,8 @@ async def test_a_threshold_that_fell_back_is_reported_with_its_policy(tmp_path, 
     bundle = tmp_path / "fallback"
     shutil.copytree(ec2_bundle.path, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    fitted = manifest["policy"]["rules"][-1]["fitted_state"]  # as the fit records too few scores for a tail
+    threshold = Policy.from_dict(manifest["policy"]).threshold_index
+    fitted = manifest["policy"]["rules"][threshold]["fitted_state"]  # as the fit records too few scores for a tail
     fitted["params"]["fallback"] = "too few scores for a tail fit, 12 < 20"
     fitted.pop("streaming", None)
     write_manifest(bundle, manifest)
