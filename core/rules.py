@@ -482,13 +482,27 @@ class Confirm(VerdictRule):
         return _ConfirmState(self.k, self.n)
 
 
-class _HoldState(RuleState):
+class _SinceAlarmState(RuleState):
+    """A count of the windows judged since an alarm (None: none yet), for rules that act for `n` windows after one."""
+
     def __init__(self, n: int) -> None:
         self.n = n
-        self.since: int | None = None  # windows judged since the last raised alarm (None: none yet)
+        self.since: int | None = None
 
+    def _within(self) -> bool:
+        return self.since is not None and self.since < self.n
+
+    def to_dict(self) -> dict:
+        return {"since": self.since}
+
+    def restore(self, data: dict) -> None:
+        since = data.get("since")
+        self.since = None if since is None else int(since)
+
+
+class _HoldState(_SinceAlarmState):
     def judge(self, verdict: Verdict) -> Verdict:
-        if verdict.alarm or self.since is None or self.since >= self.n or math.isnan(verdict.alarm_score):
+        if verdict.alarm or not self._within() or math.isnan(verdict.alarm_score):
             return verdict
         return Verdict(verdict.alarm_score, verdict.threshold, True)
 
@@ -498,13 +512,6 @@ class _HoldState(RuleState):
             self.since = 0
         elif self.since is not None and not math.isnan(verdict.alarm_score):
             self.since += 1
-
-    def to_dict(self) -> dict:
-        return {"since": self.since}
-
-    def restore(self, data: dict) -> None:
-        since = data.get("since")
-        self.since = None if since is None else int(since)
 
 
 @dataclass(frozen=True)
@@ -522,16 +529,9 @@ class Hold(VerdictRule):
         return _HoldState(self.n)
 
 
-class _SuppressState(RuleState):
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.since: int | None = None  # windows judged since the last alarm it raised (None: none yet)
-
-    def _quiet(self) -> bool:
-        return self.since is not None and self.since < self.n
-
+class _SuppressState(_SinceAlarmState):
     def judge(self, verdict: Verdict) -> Verdict:
-        if verdict.alarm and self._quiet():
+        if verdict.alarm and self._within():
             return Verdict(verdict.alarm_score, verdict.threshold, False)
         return verdict
 
@@ -539,17 +539,10 @@ class _SuppressState(RuleState):
         """Count from the alarms it let through (a suppressed one never extends the quiet)."""
         if math.isnan(verdict.alarm_score):
             return
-        if verdict.alarm and not self._quiet():
+        if verdict.alarm and not self._within():
             self.since = 0
         elif self.since is not None:
             self.since += 1
-
-    def to_dict(self) -> dict:
-        return {"since": self.since}
-
-    def restore(self, data: dict) -> None:
-        since = data.get("since")
-        self.since = None if since is None else int(since)
 
 
 @dataclass(frozen=True)
