@@ -515,18 +515,27 @@ class _HoldState(_SinceAlarmState):
 
 
 @dataclass(frozen=True)
-class Hold(VerdictRule):
-    """`n`: an alarm it is given is held for the next `n` windows."""
+class _SinceAlarmRule(VerdictRule):
+    """A rule that acts for `n` windows after an alarm (its state: `state`)."""
 
-    kind: ClassVar[str] = "hold"
-    n: int = 32
+    state: ClassVar[type[_SinceAlarmState]]
+    n: int
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise DataError(f"hold needs n ≥ 1 windows, got {self.n}")
+            raise DataError(f"{self.kind} needs n ≥ 1 windows, got {self.n}")
 
     def _empty(self) -> RuleState:
-        return _HoldState(self.n)
+        return self.state(self.n)
+
+
+@dataclass(frozen=True)
+class Hold(_SinceAlarmRule):
+    """`n`: an alarm it is given is held for the next `n` windows."""
+
+    kind: ClassVar[str] = "hold"
+    state: ClassVar[type[_SinceAlarmState]] = _HoldState
+    n: int = 32
 
 
 class _SuppressState(_SinceAlarmState):
@@ -546,19 +555,13 @@ class _SuppressState(_SinceAlarmState):
 
 
 @dataclass(frozen=True)
-class Suppress(VerdictRule):
+class Suppress(_SinceAlarmRule):
     """`n`: after an alarm it lets through, the next `n` windows raise none (Merlion's alarm suppression): a device
     that stays over its threshold pages once per `n` windows, not on every window."""
 
     kind: ClassVar[str] = "suppress"
+    state: ClassVar[type[_SinceAlarmState]] = _SuppressState
     n: int = 100
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise DataError(f"suppress needs n ≥ 1 windows, got {self.n}")
-
-    def _empty(self) -> RuleState:
-        return _SuppressState(self.n)
 
 
 RULES: dict[str, type[PostRule]] = {
