@@ -207,6 +207,9 @@ class ServeConfig(ScorerSettings):
         None, "Also retrain a served fleet as soon as its drift (aelstm_fleet_drift: how many times more often than at "
               "calibration its scores pass the calibration p99; 1 = as calibrated) reaches this, checked every poll "
               "(needs --record-dir and torch).", minimum=1)
+    retrain_fit_resource: str | None = setting(
+        None, "On a Ray cluster (--ray-address): retraining fits only on the nodes that offer this Ray custom resource "
+              "(one unit per fit), so that training never shares a node with scoring replicas.")
     retrain_drift_cooldown_s: float = setting(
         3600.0, "Shortest time between two drift-triggered retrains of one fleet; a fleet with too few readings "
                 "recorded yet is looked at again after the next write of the recordings (--record-flush-s).",
@@ -228,6 +231,9 @@ class ServeConfig(ScorerSettings):
             problems.append("retrain-every-s retrains on recorded readings: it needs record-dir")
         if self.retrain_on_drift is not None and not self.record_dir:
             problems.append("retrain-on-drift retrains on recorded readings: it needs record-dir")
+        if self.retrain_fit_resource and not self.ray_address:
+            problems.append("retrain-fit-resource places retraining fits on a Ray cluster's nodes: it needs "
+                            "ray-address")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls-client-ca (mutual TLS) needs tls-cert and tls-key")
         if (self.tokens or self.tokens_file) and not self.tls_cert and not self.allow_plaintext_tokens:

@@ -8,8 +8,9 @@ A drifted fleet is retrained at most once per `retrain_drift_cooldown_s`, except
 few readings recorded since its version: a drifting fleet alarms, and alarmed readings are not recorded) is tried
 again after the next write of the recordings. Drift starts afresh when a new version is served.
 
-An ingress attached to a Ray cluster has the fits run there (`--ray-address`); an embedded or in-process ingress
-fits them one after another on its own host. Either way the run and each fit are in the idle scheduling class
+An ingress attached to a Ray cluster has the fits run there (`--ray-address`), on the nodes offering
+`retrain_fit_resource` when it is set; an embedded or in-process ingress fits them one after another on its own
+host. Either way the run and each fit are in the idle scheduling class
 (`core.priority.below_scoring`): a cluster's fit runs in a Ray worker of its own that lowers itself, since the nodes
 it lands on may score too.
 """
@@ -46,6 +47,8 @@ def check_retraining_available() -> None:
 def retrain_command(config: ServeConfig, summary: Path, fleets: Sequence[str] = ()) -> list[str]:
     """The `aelstm retrain` run for this ingress's registry and recordings: of `fleets`, or every served fleet."""
     where = ["--ray-address", config.ray_address] if config.ray_address else ["--no-ray"]
+    if config.retrain_fit_resource:
+        where += ["--fit-resource", config.retrain_fit_resource]
     return [sys.executable, "-m", "aelstm.training.retrain", "--recorded", str(config.record_dir), "--registry",
             str(config.registry), "--min-rows", str(config.retrain_min_rows), "--quiet", "--summary", str(summary),
             "--below-scoring", *where, *(arg for fleet in fleets for arg in ("--fleet", fleet))]

@@ -236,6 +236,11 @@ FIT_ON_RAY_OPTION = click.option(
     help="Fit on this Ray cluster (e.g. auto) [default: an embedded local Ray with this machine's CPUs, or this "
          "process when no two fits could run at once here, e.g. one fleet; `local` is the embedded Ray] "
          "(env RAY_ADDRESS).")
+FIT_RESOURCE_OPTION = click.option(
+    "--fit-resource", metavar="NAME",
+    help="On a cluster (--ray-address): fit only on the nodes that offer this Ray custom resource, one unit per fit, "
+         "e.g. training nodes started with `ray start --resources '{\"NAME\": 2}'` (two fits at once there), so "
+         "that training never shares a node with the replicas that score.")
 
 
 @click.command("train-fleets")
@@ -246,6 +251,7 @@ FIT_ON_RAY_OPTION = click.option(
 @click.option("--registry", type=click.Path(path_type=Path), default="registry", show_default=True,
               envvar="AELSTM_REGISTRY", help="Registry to publish into (env AELSTM_REGISTRY).")
 @FIT_ON_RAY_OPTION
+@FIT_RESOURCE_OPTION
 @click.option("--no-ray", is_flag=True, help="Fit the fleets one after another in this process, without Ray.")
 @click.option("--cpus-per-fleet", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPUs (and torch threads) each fleet's fit takes; Ray runs as many fits at once as CPUs allow.")
@@ -258,7 +264,8 @@ FIT_ON_RAY_OPTION = click.option(
 @model_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_fleets(data, dataset, time_column, label_column, features, delimiter, non_numeric, fleet_column, registry,
-                 ray_address, no_ray, cpus_per_fleet, holdout_fraction, gate_margin, summary, quiet, **hyper) -> None:
+                 ray_address, fit_resource, no_ray, cpus_per_fleet, holdout_fraction, gate_margin, summary, quiet,
+                 **hyper) -> None:
     """Train one model per fleet in DATA, in parallel on Ray, and publish each that passes its gate.
 
     Each fleet trains on its normal readings (every row before its first labelled anomaly) except the latest
@@ -273,7 +280,7 @@ def train_fleets(data, dataset, time_column, label_column, features, delimiter, 
                    "delimiter": delimiter, "non_numeric": non_numeric}
     fleets = discover_fleets(data, read, key_column=fleet_column, key_options=key_options)
     click.echo(f"{len(fleets)} fleet(s) in {data}: {', '.join(f.name for f in fleets)}", err=True)
-    with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(fleets)) as runner:
+    with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(fleets), resource=fit_resource) as runner:
         trainer = FleetTrainer(registry, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
                                progress=not quiet)
         outcomes = trainer.train(fleets, lambda _: config)
@@ -289,6 +296,7 @@ def train_fleets(data, dataset, time_column, label_column, features, delimiter, 
 @click.option("--min-rows", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Skip a fleet with fewer readings recorded since its served version was published.")
 @FIT_ON_RAY_OPTION
+@FIT_RESOURCE_OPTION
 @click.option("--no-ray", is_flag=True, help="Fit the fleets one after another in this process, without Ray.")
 @click.option("--cpus-per-fleet", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPUs (and torch threads) each fleet's fit takes.")
@@ -302,8 +310,8 @@ def train_fleets(data, dataset, time_column, label_column, features, delimiter, 
               "every fit in Linux's idle scheduling class (nice 19 where there is none), each Ray fit in a worker of "
               "its own. The server's retraining loop always sets it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def retrain(recorded, registry, fleets, min_rows, ray_address, no_ray, cpus_per_fleet, holdout_fraction, gate_margin,
-            summary, below_scoring, quiet) -> None:
+def retrain(recorded, registry, fleets, min_rows, ray_address, fit_resource, no_ray, cpus_per_fleet, holdout_fraction,
+            gate_margin, summary, below_scoring, quiet) -> None:
     """Retrain each served fleet on the normal readings the server recorded since its version was published.
 
     Each fleet is trained with its served model's own configuration, on recorded devices one after another, and is
@@ -321,7 +329,8 @@ def retrain(recorded, registry, fleets, min_rows, ray_address, no_ray, cpus_per_
         click.echo(f"{outcome.fleet}: skipped: {outcome.reason}", err=True)
     outcomes = list(plan.skipped)
     if plan.fleets:
-        with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(plan.fleets), below_scoring) as runner:
+        with fleet_runner(no_ray, ray_address, cpus_per_fleet, len(plan.fleets), below_scoring,
+                          fit_resource) as runner:
             trainer = FleetTrainer(registry, runner, holdout_fraction=holdout_fraction, margin=gate_margin,
                                    progress=not quiet)
             outcomes += trainer.train(plan.fleets, plan.configs.__getitem__)
@@ -339,16 +348,20 @@ def finish_fleets(outcomes, summary: Path | None) -> None:
 
 
 @contextmanager
-def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fleets: int, below_scoring: bool = False):
+def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fleets: int, below_scoring: bool = False,
+                 resource: str | None = None):
     """Fits in this process, or on Ray (embedded, shut down and cleaned up at the end, or a cluster, left running).
 
     Without a cluster, a job whose fits could not run side by side here (one fleet, or CPUs for only one fit) fits
     in this process: an embedded Ray would only add its start-up (seconds), and a fit asking for more
     CPUs than the machine has would never be scheduled. `local` (Ray's name for a new local instance) is the
-    embedded Ray. `below_scoring`: each Ray fit lowers the worker it runs in (`RayRunner`)."""
+    embedded Ray. `below_scoring`: each Ray fit lowers the worker it runs in; `resource`: the custom resource that
+    places fits on a cluster's training nodes (`RayRunner`)."""
     from .fleet_training import LocalRunner, RayRunner
 
     ray_address = None if ray_address == "local" else ray_address
+    if resource and (no_ray or not ray_address):
+        raise click.UsageError("--fit-resource places fits on the nodes of a Ray cluster: it needs --ray-address")
     at_once = min(fleets, (os.cpu_count() or 1) // cpus_per_fleet)
     if no_ray or (not ray_address and at_once < 2):
         if not no_ray and fleets:
@@ -363,7 +376,8 @@ def fleet_runner(no_ray: bool, ray_address: str | None, cpus_per_fleet: int, fle
 
     temp_dir = init_ray(ray_address, num_cpus=os.cpu_count() or 1)
     try:
-        yield RayRunner(cpus_per_fleet=cpus_per_fleet, threads=cpus_per_fleet, below_scoring=below_scoring)
+        yield RayRunner(cpus_per_fleet=cpus_per_fleet, threads=cpus_per_fleet, below_scoring=below_scoring,
+                        resource=resource)
     finally:
         ray.shutdown()
         if temp_dir is not None:

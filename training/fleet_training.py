@@ -127,19 +127,28 @@ class LocalRunner:
 class RayRunner:
     """Fits every fleet as a Ray task of `cpus_per_fleet` CPUs (as many at once as the cluster has room for).
     `below_scoring`: each fit runs in a fresh worker that puts itself in the idle scheduling class (and exits after
-    it, so no lowered worker is reused for anything else), for a cluster whose nodes also score."""
+    it, so no lowered worker is reused for anything else), for a cluster whose nodes also score.
+    `resource`: each fit also takes one unit of this Ray custom resource, so fits run only on the nodes that offer
+    it (training nodes apart from the scoring ones: even in the idle class, a fit beside the replicas slows scoring)
+    and at most as many at once on a node as it offers units."""
 
-    def __init__(self, cpus_per_fleet: float = 1.0, threads: int = 1, below_scoring: bool = False) -> None:
+    def __init__(self, cpus_per_fleet: float = 1.0, threads: int = 1, below_scoring: bool = False,
+                 resource: str | None = None) -> None:
         import ray
 
         self.ray = ray
         self.cpus_per_fleet, self.threads, self.below_scoring = cpus_per_fleet, threads, below_scoring
+        self.options = {"num_cpus": cpus_per_fleet, **({"resources": {resource: 1.0}} if resource else {})}
+        if resource and ray.cluster_resources().get(resource, 0.0) < 1.0:
+            raise AelstmError(f"no node of this Ray cluster offers the resource {resource!r} that fits are placed "
+                              f"by: start the training nodes with `ray start --resources "
+                              f"'{{\"{resource}\": 1}}'` (one unit per fit running at once)")
         self.board = ray.remote(num_cpus=0)(EpochBoard).remote()
         self._fit = ray.remote(max_calls=1)(_fit_task) if below_scoring else ray.remote(_fit_task)
 
     def run(self, jobs: list[FleetJob], poll: Callable[[], None]) -> Iterator[FitResult]:
         ray = self.ray
-        pending = {self._fit.options(num_cpus=self.cpus_per_fleet, name=f"fit {job.name}").remote(
+        pending = {self._fit.options(**self.options, name=f"fit {job.name}").remote(
             job.name, job.normal, job.config, self.threads, self.board, self.below_scoring): job.name for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)

@@ -41,7 +41,8 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 
 @contextlib.contextmanager
 def two_node_cluster():
-    """Head and worker node, one CPU each (so two single-CPU replicas must land on different nodes)."""
+    """Head and worker node, one CPU each (so two single-CPU replicas must land on different nodes); the worker
+    also offers the `training` resource that places fits."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -49,7 +50,7 @@ def two_node_cluster():
 
     configure_ray_environment()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=1)
+    worker = cluster.add_node(num_cpus=1, resources={TRAINING_RESOURCE: 2})
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
@@ -70,6 +71,8 @@ class Trained:
 
 # Bursts and node loss here test routing and recovery, not admission (test_overload.py does): nothing is refused.
 NO_REFUSAL_MS = 60_000.0
+TRAINING_RESOURCE = "training"  # offered by the worker node only: fits are placed by it
+
 
 def requests(ec2_bundle, count: int, prefix: str) -> list[pb.ScoreRequest]:
     windows = sliding_windows(ec2_bundle.series.values.astype(np.float32), 16)
@@ -106,21 +109,19 @@ async def stream_answers(address: str, batch: list[pb.ScoreRequest], pause_s: fl
     return answers
 
 
-def train_fleets_on(address: str, tmp_path: Path) -> list[dict]:
-    """`aelstm train-fleets --ray-address` with two small fleets (one CPU each): one fit per node."""
+def train_fleets_on(address: str, tmp_path: Path, resource: str) -> subprocess.CompletedProcess:
+    """`aelstm train-fleets --ray-address --fit-resource` with two small fleets (one CPU each)."""
     data = tmp_path / "fleets"
-    data.mkdir()
+    data.mkdir(exist_ok=True)
     t = np.arange(600)
     for name, period in (("pumps", 12), ("fans", 30)):
         rows = "\n".join(f"{np.sin(2 * np.pi * i / period):.5f}" for i in t)
         (data / f"{name}.csv").write_text("v\n" + rows + "\n")
-    summary = tmp_path / "fleets.json"
     command = [sys.executable, "-m", "aelstm.cli", "train-fleets", str(data),
-               "--registry", str(tmp_path / "fleet-registry"), "--ray-address", address, "--summary", str(summary),
-               "--quiet", "--window", "16", "--hidden", "16", "--latent", "4", "--epochs", "3"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(summary.read_text())
+               "--registry", str(tmp_path / "fleet-registry"), "--ray-address", address, "--fit-resource", resource,
+               "--summary", str(tmp_path / "fleets.json"), "--quiet", "--window", "16", "--hidden", "16",
+               "--latent", "4", "--epochs", "3"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=240)
 
 
 def start_second_ingress(registry, address: str) -> tuple[subprocess.Popen, str]:
@@ -143,9 +144,16 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
     from aelstm.server.ray_backend import deploy, replica_placement
 
     registry = tmp_path / "registry"
-    trained = train_fleets_on(cluster.address, tmp_path)  # before the replicas take both CPUs
+    # Fits go only to the nodes offering the resource they are placed by (before the replicas take both CPUs) ...
+    done = train_fleets_on(cluster.address, tmp_path, TRAINING_RESOURCE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads((tmp_path / "fleets.json").read_text())
     assert all(o["status"] == "published" for o in trained), trained
-    assert worker.node_id in {o["node"] for o in trained}, (worker.node_id, trained)  # fits ran on the worker too
+    assert {o["node"] for o in trained} == {worker.node_id}, (worker.node_id, trained)
+    # ... and a resource no node offers stops the job at once instead of leaving its fits pending forever.
+    done = train_fleets_on(cluster.address, tmp_path, "nowhere")
+    assert done.returncode == 1 and "no node of this Ray cluster offers the resource 'nowhere'" in done.stderr, \
+        done.stderr[-3000:]
     publish(ec2_bundle.path, registry, "ec2")
     settings = ScorerSettings(replicas=2, cpus_per_replica=1.0)
     await asyncio.to_thread(deploy, settings)

@@ -33,6 +33,8 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
     ("ray-temp-dir: /no/such/folder\n", "not an existing folder"),
     ("retrain-on-drift: 5\n", "retrain-on-drift retrains on recorded readings: it needs record-dir"),
     ("retrain-on-drift: 0.5\nrecord-dir: rec\n", "retrain-on-drift must be ≥ 1, got 0.5"),
+    ("retrain-fit-resource: training\n", "retrain-fit-resource places retraining fits on a Ray cluster's nodes: "
+                                         "it needs ray-address"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path, text, message):
     path = tmp_path / "serve.yaml"

@@ -161,3 +161,19 @@ def test_a_pinned_fleet_is_not_retrained(tmp_path, ec2_bundle):
     pin(tmp_path / "registry", FLEET, "1")
     plan = plan_retraining(tmp_path / "recorded", tmp_path / "registry", None, min_rows=1)
     assert plan.fleets == [] and [o.reason for o in plan.skipped] == [f"fleet {FLEET} is pinned to version 1"]
+
+
+def test_the_loop_places_fits_on_the_training_nodes_it_is_given(tmp_path):
+    """On a cluster the loop's run fits where the ingress was told (`--retrain-fit-resource`), and the command it
+    builds is one `aelstm retrain` accepts."""
+    from aelstm.server.retraining import retrain_command
+    from aelstm.training.cli import retrain
+
+    config = ServeConfig(registry=str(tmp_path / "registry"), record_dir=str(tmp_path / "recorded"),
+                         ray_address="auto", retrain_fit_resource="training")
+    command = retrain_command(config, tmp_path / "summary.json")
+    at = command.index("--ray-address")
+    assert command[at : at + 4] == ["--ray-address", "auto", "--fit-resource", "training"]
+    assert "--fit-resource" not in retrain_command(ServeConfig(registry=str(tmp_path)), tmp_path / "summary.json")
+    parsed = retrain.make_context("retrain", command[command.index("aelstm.training.retrain") + 1 :])
+    assert parsed.params["fit_resource"] == "training" and parsed.params["ray_address"] == "auto"

@@ -142,6 +142,19 @@ def test_fits_that_cannot_run_side_by_side_stay_in_the_process(tmp_path, monkeyp
         assert {r.state for r in list_versions(registry)} == {"served"}
 
 
+def test_fits_are_placed_by_a_resource_only_on_a_cluster(tmp_path):
+    """--fit-resource names the nodes of a cluster that train: without --ray-address there are none to name, so the
+    job stops before it trains anything rather than ignoring the placement (the cluster test places fits by it)."""
+    write(tmp_path / "data" / "pumps.csv", v=wave(600, 12))
+    for extra in ([], ["--no-ray"], ["--ray-address", "local"]):
+        result = CliRunner().invoke(main, ["train-fleets", str(tmp_path / "data"), "--registry",
+                                           str(tmp_path / "registry"), "--quiet", *SMALL, "--fit-resource", "training",
+                                           *extra], env={"RAY_ADDRESS": None})
+        assert result.exit_code == 2, result.output
+        assert "--fit-resource places fits on the nodes of a Ray cluster: it needs --ray-address" in result.output
+    assert not (tmp_path / "registry").exists()
+
+
 def test_a_new_model_is_published_only_when_the_gate_passes(tmp_path):
     first, shifted = tmp_path / "first", tmp_path / "shifted"
     write(first / "plant.csv", v=wave(1200, 60, seed=1))
