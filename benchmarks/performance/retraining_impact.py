@@ -13,6 +13,10 @@ ingress does) trains on what was recorded. The retraining run is then waited for
 recorded, before the next repeat. The target: p99 while retraining at most 10 % above p99 alone (medians over
 the repeats).
 
+A control runs in each repeat too (`--control`, on by default): the same pair of phases with, instead of the
+retraining run, a bare Python busy loop in the loop's scheduling class (no memory traffic, no I/O). It tells what any
+work beside scoring on these cores costs, whatever it does: what retraining costs beyond it is its own.
+
 The server runs in this benchmark's session, so the retraining run it starts shares a session with the server and
 its Ray workers, as when the server's loop starts it: Linux's autogroup scheduling shares the CPUs between sessions
 first, whatever the priorities inside them, so a retraining run in another session could take a whole session's
@@ -56,6 +60,7 @@ def apart() -> None:
 
 # How the retraining process is put below scoring: the loop's way, and the same apart from the server's session.
 CLASSES = {"idle": below_scoring, "apart": apart}
+CONTROL = "busy loop"  # the control's label: a bare loop, scheduled as the loop schedules retraining
 
 
 def load_args(rate: float, phase_s: float, warmup_s: float) -> list[str]:
@@ -88,6 +93,11 @@ def start_retraining(config: ServeConfig, folder: Path, scheduling: str) -> subp
     log = (folder / "retrain.log").open("w")
     return subprocess.Popen(retrain_command(config, folder / "summary.json"), stdout=log, stderr=subprocess.STDOUT,
                             env=SERVER_ENV, cwd=REPO, preexec_fn=CLASSES[scheduling])
+
+
+def start_busy_loop() -> subprocess.Popen:
+    """The control: a Python loop that only spins, in the loop's scheduling class and the server's session."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=below_scoring)
 
 
 def measure(bundle: Path, work: Path, args: argparse.Namespace) -> dict:
@@ -123,18 +133,29 @@ def measure(bundle: Path, work: Path, args: argparse.Namespace) -> dict:
                 say(f"repeat {repeat + 1}, {scheduling}: p99 {alone['p99_ms']:.1f} ms alone, "
                     f"{beside['p99_ms']:.1f} ms while retraining (retraining took {took:.0f} s: "
                     f"{[o['status'] for o in outcomes]})")
+            if args.control:
+                alone = phase(*loadtest(target, load_args(args.rate, args.phase_s, 3.0)))
+                busy = start_busy_loop()
+                try:
+                    beside = phase(*loadtest(target, load_args(args.rate, args.phase_s, 3.0)))
+                finally:
+                    busy.kill()
+                    busy.wait()
+                rows.append({"repeat": repeat + 1, "scheduling": CONTROL, "alone": alone, "retraining": beside})
+                say(f"repeat {repeat + 1}, {CONTROL}: p99 {alone['p99_ms']:.1f} ms alone, {beside['p99_ms']:.1f} ms "
+                    "beside it")
     finally:
         stop(server)
     medians = {}
-    for scheduling in args.classes.split(","):
+    for scheduling in args.classes.split(",") + ([CONTROL] if args.control else []):
         mine = [row for row in rows if row["scheduling"] == scheduling]
         alone = statistics.median(row["alone"]["p99_ms"] for row in mine)
         beside = statistics.median(row["retraining"]["p99_ms"] for row in mine)
         pairs = statistics.median(row["retraining"]["p99_ms"] / row["alone"]["p99_ms"] for row in mine)
         medians[scheduling] = {"p99_alone_ms": alone, "p99_retraining_ms": beside, "p99_ratio": beside / alone,
-                               "p99_ratio_median_of_pairs": pairs,
-                               "retrain_s": statistics.median(row["retrain_s"] for row in mine),
-                               "met": beside / alone <= TARGET_RATIO}
+                               "p99_ratio_median_of_pairs": pairs, "met": beside / alone <= TARGET_RATIO}
+        if scheduling != CONTROL:
+            medians[scheduling]["retrain_s"] = statistics.median(row["retrain_s"] for row in mine)
     return {"rows": rows, "medians": medians, "target_ratio": TARGET_RATIO}
 
 
@@ -152,7 +173,8 @@ def markdown(summary: dict) -> str:
         f"readings/s) from 4 gateways over 256 devices, {summary['phase_s']:g} s per phase. 'While retraining': the "
         "run the server's retraining loop starts trains on the recordings, fitting on this host: `idle` as the loop "
         "starts it (Linux's idle scheduling class, nice 19, in the server's session), `apart` the same in a session "
-        "of its own.",
+        f"of its own; `{CONTROL}` the control: a bare Python loop in the same class and session as the loop's run, "
+        "instead of retraining.",
         "",
         "| repeat | retraining as | p50 / p99 ms alone | p50 / p99 ms while retraining | p99 ratio | retraining took "
         "| outcome | lost |",
@@ -160,19 +182,24 @@ def markdown(summary: dict) -> str:
     ]
     for row in r["rows"]:
         a, b = row["alone"], row["retraining"]
-        outcome = ", ".join(o["status"] for o in row["retrain_outcomes"]) or f"exit {row['retrain_exit']}"
+        if row["scheduling"] == CONTROL:
+            took, outcome = "-", "-"
+        else:
+            outcome = ", ".join(o["status"] for o in row["retrain_outcomes"]) or f"exit {row['retrain_exit']}"
+            took = (f"{row['retrain_s']:.0f} s"
+                    f"{'' if row['retrain_overlapped_whole_phase'] else ' (ended inside the phase)'}")
         lines.append(f"| {row['repeat']} | {row['scheduling']} | {a['p50_ms']:.1f} / {a['p99_ms']:.1f} | "
-                     f"{b['p50_ms']:.1f} / {b['p99_ms']:.1f} | {b['p99_ms'] / a['p99_ms']:.2f} | "
-                     f"{row['retrain_s']:.0f} s"
-                     f"{'' if row['retrain_overlapped_whole_phase'] else ' (ended inside the phase)'} | {outcome} | "
+                     f"{b['p50_ms']:.1f} / {b['p99_ms']:.1f} | {b['p99_ms'] / a['p99_ms']:.2f} | {took} | {outcome} | "
                      f"{a['lost'] + b['lost']} |")
     lines += ["", "| retraining as | median p99 alone | median p99 while retraining | ratio (target ≤ "
               f"{TARGET_RATIO:.2f}) | median of the repeats' ratios | median retraining time |",
               "|---|---|---|---|---|---|"]
     for scheduling, m in r["medians"].items():
+        took = f"{m['retrain_s']:.0f} s" if "retrain_s" in m else "-"
+        verdict = "the control" if scheduling == CONTROL else "met" if m["met"] else "not met"
         lines.append(f"| {scheduling} | {m['p99_alone_ms']:.1f} ms | {m['p99_retraining_ms']:.1f} ms | "
-                     f"{m['p99_ratio']:.2f} ({'met' if m['met'] else 'not met'}) | "
-                     f"{m['p99_ratio_median_of_pairs']:.2f} | {m['retrain_s']:.0f} s |")
+                     f"{m['p99_ratio']:.2f} ({verdict}) | "
+                     f"{m['p99_ratio_median_of_pairs']:.2f} | {took} |")
     return "\n".join(lines) + "\n"
 
 
@@ -183,6 +210,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs of phases; medians reported [3]")
     parser.add_argument("--classes", default="idle", help="retraining as the loop starts it (idle) and/or in a "
                                                           "session of its own (apart), comma-separated [idle]")
+    parser.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also run the control ({CONTROL}) in each repeat [on]")
     parser.add_argument("--default-bundle", type=Path, help="an already trained default model (else trained here)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
