@@ -139,10 +139,10 @@ class RayRunner:
         self.ray = ray
         self.cpus_per_fleet, self.threads, self.below_scoring = cpus_per_fleet, threads, below_scoring
         self.options = {"num_cpus": cpus_per_fleet, **({"resources": {resource: 1.0}} if resource else {})}
-        if resource and ray.cluster_resources().get(resource, 0.0) < 1.0:
-            raise AelstmError(f"no node of this Ray cluster offers the resource {resource!r} that fits are placed "
-                              f"by: start the training nodes with `ray start --resources "
-                              f"'{{\"{resource}\": 1}}'` (one unit per fit running at once)")
+        problem = placement_problem([node["Resources"] for node in ray.nodes() if node["Alive"]], cpus_per_fleet,
+                                    resource)
+        if problem:
+            raise AelstmError(problem)
         self.board = ray.remote(num_cpus=0)(EpochBoard).remote()
         self._fit = ray.remote(max_calls=1)(_fit_task) if below_scoring else ray.remote(_fit_task)
 
@@ -166,6 +166,21 @@ class RayRunner:
             return self.ray.get(self.board.snapshot.remote(), timeout=5)
         except self.ray.exceptions.RayError:  # its actor was lost, or the answer timed out
             return {}
+
+
+def placement_problem(nodes: list[dict[str, float]], cpus: float, resource: str | None) -> str | None:
+    """Why no node of a cluster (each alive node's total resources) could ever run a fit of `cpus` CPUs and one
+    unit of `resource`, or None: Ray would leave such fits pending forever, so the job says so before it starts."""
+    needs = {"CPU": cpus, **({resource: 1.0} if resource else {})}
+    if any(all(node.get(name, 0.0) >= amount for name, amount in needs.items()) for node in nodes):
+        return None
+    if resource and not any(node.get(resource, 0.0) >= 1.0 for node in nodes):
+        return (f"no node of this Ray cluster offers the resource {resource!r} that fits are placed by: start the "
+                f"training nodes with `ray start --resources '{{\"{resource}\": 1}}'` (one unit per fit at once)")
+    offering = [node for node in nodes if not resource or node.get(resource, 0.0) >= 1.0]
+    most = max((node.get("CPU", 0.0) for node in offering), default=0.0)
+    return (f"no node of this Ray cluster{f' offering {resource!r}' if resource else ''} has the {cpus:g} CPUs a fit "
+            f"asks for (at most {most:g}): lower --cpus-per-fleet or add a larger node")
 
 
 def _task_failure(exc: Exception) -> str:
