@@ -78,12 +78,12 @@ for seed in 0 1; do
     > /dev/null 2>&1
 done
 
-say "1. nodes: a head and a worker, token authentication"
+say "1. nodes: a head and a worker (also a training node), token authentication"
 HEAD_PORT=$(free_port)
 ray get-auth-token > /dev/null    # the token in RAY_AUTH_TOKEN is the one every node uses
 HEAD=127.0.0.1:$HEAD_PORT
 start_node head --head --port "$HEAD_PORT" --dashboard-port "$(free_port)" --ray-client-server-port "$(free_port)"
-start_node worker --address "$HEAD"
+start_node worker --address "$HEAD" --resources '{"training": 1}'
 for _ in $(seq 60); do  # the worker shows in `ray status` once the head's autoscaler view has caught up
   [ "$(ray status --address "$HEAD" | tee "$WORK/status.txt" | grep -c " node_")" = 2 ] && break; sleep 1
 done
@@ -109,6 +109,7 @@ wait_version "$FIRST" 3 && wait_version "$SECOND" 3
 aelstm registry list --registry "$WORK/registry"
 aelstm status --ray-address "$HEAD" --ingress "$FIRST" --ingress "$SECOND" | tee "$WORK/status.txt"
 [ "$(grep -c "ec2: .* version 3" "$WORK/status.txt")" = 2 ]
+[ "$(grep -cE "node .* CPUs 1 training 1$" "$WORK/status.txt")" = 1 ]  # the training node, and only it
 echo "both ingresses serve version 3 (the content of version 1)"
 
 say "5. an identical re-deploy under load"

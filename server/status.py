@@ -21,8 +21,7 @@ def cluster_report() -> tuple[list[str], bool]:
 
     nodes = [node for node in ray.nodes() if node["Alive"]]
     lines = [f"cluster: {len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPU(s)"]
-    lines += [f"  node {n['NodeID'][:12]} {n['NodeManagerAddress']} CPUs {n['Resources'].get('CPU', 0):g}"
-              for n in nodes]
+    lines += [node_line(n) for n in nodes]
     app = serve.status().applications.get(APP_NAME)
     if app is None:
         return [*lines, f"application {APP_NAME}: not deployed (aelstm deploy)"], False
@@ -35,6 +34,21 @@ def cluster_report() -> tuple[list[str], bool]:
         per_node = Counter(asyncio.run(replica_placement()).values())
         lines += [f"  Scorer replicas on node {node[:12]}: {count}" for node, count in sorted(per_node.items())]
     return lines, running
+
+
+BUILT_IN = {"CPU", "GPU", "memory", "object_store_memory"}  # besides `node:<ip>` and `accelerator_type:<type>`
+
+
+def node_line(node: dict) -> str:
+    """One node: id, address, CPUs, GPUs where it has any, and the custom resources it offers (such as the one
+    training fits are placed by: `--fit-resource`), so an operator sees which nodes train."""
+    resources = node["Resources"]
+    line = f"  node {node['NodeID'][:12]} {node['NodeManagerAddress']} CPUs {resources.get('CPU', 0):g}"
+    if resources.get("GPU"):
+        line += f" GPUs {resources['GPU']:g}"
+    custom = sorted((name, amount) for name, amount in resources.items()
+                    if name not in BUILT_IN and not name.startswith(("node:", "accelerator_type:")))
+    return line + "".join(f" {name} {amount:g}" for name, amount in custom)
 
 
 def _name(status) -> str:

@@ -115,3 +115,16 @@ def test_status_reports_each_ingress_and_fails_when_one_is_not_serving(tmp_path,
     assert f"ingress {address}: SERVING" in good.output and "ec2-latency version" in good.output
     assert mixed.exit_code == 1 and f"ingress {gone}: UNREACHABLE" in mixed.output
     assert "not everything is serving" in mixed.output
+
+
+def test_status_shows_the_gpus_and_custom_resources_a_node_offers():
+    """Which nodes train (`--fit-resource`) shows in `aelstm status`; Ray's own per-node entries do not."""
+    from aelstm.server.status import node_line
+
+    trainer = {"NodeID": "a" * 28, "NodeManagerAddress": "10.0.0.2",
+               "Resources": {"CPU": 8.0, "GPU": 1.0, "memory": 1e9, "object_store_memory": 1e8, "node:10.0.0.2": 1.0,
+                             "accelerator_type:H100": 1.0, "training": 2.0}}
+    assert node_line(trainer) == "  node aaaaaaaaaaaa 10.0.0.2 CPUs 8 GPUs 1 training 2"
+    head = {"NodeID": "b" * 28, "NodeManagerAddress": "10.0.0.1",
+            "Resources": {"CPU": 4.0, "node:__internal_head__": 1.0, "node:10.0.0.1": 1.0}}
+    assert node_line(head) == "  node bbbbbbbbbbbb 10.0.0.1 CPUs 4"
