@@ -137,7 +137,7 @@ class RayRunner:
         import ray
 
         self.ray = ray
-        self.cpus_per_fleet, self.threads, self.below_scoring = cpus_per_fleet, threads, below_scoring
+        self.threads, self.below_scoring = threads, below_scoring
         self.options = {"num_cpus": cpus_per_fleet, **({"resources": {resource: 1.0}} if resource else {})}
         problem = placement_problem([node["Resources"] for node in ray.nodes() if node["Alive"]], cpus_per_fleet,
                                     resource)
