@@ -208,8 +208,8 @@ class ServeConfig(ScorerSettings):
               "calibration its scores pass the calibration p99; 1 = as calibrated) reaches this, checked every poll "
               "(needs --record-dir and torch).", minimum=1)
     retrain_fit_resource: str | None = setting(
-        None, "On a Ray cluster (--ray-address): retraining fits only on the nodes that offer this Ray custom resource "
-              "(one unit per fit), so that training never shares a node with scoring replicas.")
+        None, "On a Ray cluster (--ray-address): retraining fits take their CPUs in units of this Ray custom resource "
+              "instead, so they run only on the training nodes that offer it, never beside scoring replicas.")
     retrain_drift_cooldown_s: float = setting(
         3600.0, "Shortest time between two drift-triggered retrains of one fleet; a fleet with too few readings "
                 "recorded yet is looked at again after the next write of the recordings (--record-flush-s).",

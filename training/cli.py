@@ -238,9 +238,9 @@ FIT_ON_RAY_OPTION = click.option(
          "(env RAY_ADDRESS).")
 FIT_RESOURCE_OPTION = click.option(
     "--fit-resource", metavar="NAME",
-    help="On a cluster (--ray-address): fit only on the nodes that offer this Ray custom resource, one unit per fit, "
-         "e.g. training nodes started with `ray start --resources '{\"NAME\": 2}'` (two fits at once there), so "
-         "that training never shares a node with the replicas that score.")
+    help="On a cluster (--ray-address): each fit takes its --cpus-per-fleet in units of this Ray custom resource "
+         "instead of CPUs, so fits run only on the nodes that offer it: training nodes started with `ray start "
+         "--num-cpus 0 --resources '{\"NAME\": CORES}'`, where Scorer replicas (which ask for CPUs) never land.")
 
 
 @click.command("train-fleets")

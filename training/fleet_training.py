@@ -128,9 +128,11 @@ class RayRunner:
     """Fits every fleet as a Ray task of `cpus_per_fleet` CPUs (as many at once as the cluster has room for).
     `below_scoring`: each fit runs in a fresh worker that puts itself in the idle scheduling class (and exits after
     it, so no lowered worker is reused for anything else), for a cluster whose nodes also score.
-    `resource`: each fit also takes one unit of this Ray custom resource, so fits run only on the nodes that offer
-    it (training nodes apart from the scoring ones: even in the idle class, a fit beside the replicas slows scoring)
-    and at most as many at once on a node as it offers units."""
+    `resource`: each fit takes its `cpus_per_fleet` in units of this Ray custom resource instead of CPUs, so fits
+    run only on the nodes that offer it, as many at once as its units allow. A training node offers its cores as
+    such units and no CPUs (`ray start --num-cpus 0 --resources '{"training": 8}'`): Scorer replicas, which ask for
+    CPUs, never land there, and fits never land beside them (even in the idle class, a fit beside the replicas slows
+    scoring)."""
 
     def __init__(self, cpus_per_fleet: float = 1.0, threads: int = 1, below_scoring: bool = False,
                  resource: str | None = None) -> None:
@@ -138,7 +140,8 @@ class RayRunner:
 
         self.ray = ray
         self.threads, self.below_scoring = threads, below_scoring
-        self.options = {"num_cpus": cpus_per_fleet, **({"resources": {resource: 1.0}} if resource else {})}
+        self.options = ({"num_cpus": 0, "resources": {resource: cpus_per_fleet}} if resource
+                        else {"num_cpus": cpus_per_fleet})
         problem = placement_problem([node["Resources"] for node in ray.nodes() if node["Alive"]], cpus_per_fleet,
                                     resource)
         if problem:
@@ -169,18 +172,18 @@ class RayRunner:
 
 
 def placement_problem(nodes: list[dict[str, float]], cpus: float, resource: str | None) -> str | None:
-    """Why no node of a cluster (each alive node's total resources) could ever run a fit of `cpus` CPUs and one
-    unit of `resource`, or None: Ray would leave such fits pending forever, so the job says so before it starts."""
-    needs = {"CPU": cpus, **({resource: 1.0} if resource else {})}
-    if any(all(node.get(name, 0.0) >= amount for name, amount in needs.items()) for node in nodes):
+    """Why no node of a cluster (each alive node's total resources) could ever run a fit of `cpus` CPUs (or as many
+    units of `resource`), or None: Ray would leave such fits pending forever, so the job says so before it starts."""
+    name = resource or "CPU"
+    most = max((node.get(name, 0.0) for node in nodes), default=0.0)
+    if most >= cpus:
         return None
-    if resource and not any(node.get(resource, 0.0) >= 1.0 for node in nodes):
-        return (f"no node of this Ray cluster offers the resource {resource!r} that fits are placed by: start the "
-                f"training nodes with `ray start --resources '{{\"{resource}\": 1}}'` (one unit per fit at once)")
-    offering = [node for node in nodes if not resource or node.get(resource, 0.0) >= 1.0]
-    most = max((node.get("CPU", 0.0) for node in offering), default=0.0)
-    return (f"no node of this Ray cluster{f' offering {resource!r}' if resource else ''} has the {cpus:g} CPUs a fit "
-            f"asks for (at most {most:g}): lower --cpus-per-fleet or add a larger node")
+    if resource:
+        return (f"no node of this Ray cluster has the {cpus:g} {resource!r} unit(s) a fit asks for (at most "
+                f"{most:g}): start training nodes with `ray start --num-cpus 0 --resources '{{\"{resource}\": "
+                f"CORES}}'`, or lower --cpus-per-fleet")
+    return (f"no node of this Ray cluster has the {cpus:g} CPUs a fit asks for (at most {most:g}): lower "
+            f"--cpus-per-fleet or add a larger node")
 
 
 def _task_failure(exc: Exception) -> str:

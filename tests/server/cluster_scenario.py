@@ -42,7 +42,7 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 @contextlib.contextmanager
 def two_node_cluster():
     """Head and worker node, one CPU each (so two single-CPU replicas must land on different nodes); the worker
-    also offers the `training` resource that places fits."""
+    also offers two units of the `training` resource that places fits (two fits of one CPU's worth at once)."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -152,7 +152,7 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
     assert {o["node"] for o in trained} == {worker.node_id}, (worker.node_id, trained)
     # ... and a resource no node offers stops the job at once instead of leaving its fits pending forever.
     done = train_fleets_on(cluster.address, tmp_path, "nowhere")
-    assert done.returncode == 1 and "no node of this Ray cluster offers the resource 'nowhere'" in done.stderr, \
+    assert done.returncode == 1 and "no node of this Ray cluster has the 1 'nowhere' unit(s)" in done.stderr, \
         done.stderr[-3000:]
     publish(ec2_bundle.path, registry, "ec2")
     settings = ScorerSettings(replicas=2, cpus_per_replica=1.0)

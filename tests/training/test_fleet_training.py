@@ -156,17 +156,18 @@ def test_fits_are_placed_by_a_resource_only_on_a_cluster(tmp_path):
 
 
 def test_a_fit_no_node_could_run_is_refused_before_the_job_starts():
-    """Ray leaves a task that no node could ever run pending forever: the job checks the alive nodes first."""
+    """Ray leaves a task that no node could ever run pending forever: the job checks the alive nodes first. With a
+    placing resource a fit asks for its CPUs in units of it instead."""
     from aelstm.training.fleet_training import placement_problem
 
-    head, worker = {"CPU": 2.0, "memory": 1e9}, {"CPU": 4.0, "training": 2.0}
-    assert placement_problem([head, worker], 1, None) is None
-    assert placement_problem([head, worker], 4, "training") is None
-    assert "has the 8 CPUs a fit asks for (at most 4)" in placement_problem([head, worker], 8, None)
-    assert "offering 'training' has the 6 CPUs a fit asks for (at most 4)" in placement_problem(
-        [head, worker, {"CPU": 8.0}], 6, "training")
-    assert "no node of this Ray cluster offers the resource 'gpu-train'" in placement_problem([head, worker], 1,
-                                                                                              "gpu-train")
+    head, trainer = {"CPU": 2.0, "memory": 1e9}, {"CPU": 0.0, "training": 4.0}
+    assert placement_problem([head, trainer], 2, None) is None
+    assert placement_problem([head, trainer], 4, "training") is None
+    assert "has the 8 CPUs a fit asks for (at most 2)" in placement_problem([head, trainer], 8, None)
+    assert "has the 6 'training' unit(s) a fit asks for (at most 4)" in placement_problem([head, trainer], 6,
+                                                                                            "training")
+    assert "(at most 0): start training nodes with `ray start --num-cpus 0 --resources '{\"gpu-train\": CORES}'`" \
+        in placement_problem([head, trainer], 1, "gpu-train")
 
 
 def test_a_new_model_is_published_only_when_the_gate_passes(tmp_path):
