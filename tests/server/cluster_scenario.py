@@ -1,9 +1,11 @@
-"""Scale-out on a real two-node Ray cluster on this machine (a head and a worker node, `ray.cluster_utils.Cluster`),
+"""Scale-out on a real Ray cluster on this machine (a head and a worker node that score, and a training node with
+no CPUs, `ray.cluster_utils.Cluster`),
 run by `test_cluster.py` in a process of its own (Ray keeps per-process state that a later embedded Ray in the same
 process would trip over):
 
-- `aelstm train-fleets --ray-address` fits two fleets at once, one on each node;
-- `aelstm deploy` places Scorer replicas on both nodes; bundles reach them through the model store (by sha256);
+- `aelstm train-fleets --ray-address --fit-resource` fits two fleets at once on the training node alone, and stops
+  at once when no node offers the resource;
+- `aelstm deploy` places Scorer replicas on both scoring nodes; bundles reach them through the model store (by sha256);
 - two ingresses take traffic: one in this process, one an `aelstm serve --ray-address` subprocess; stopping the
   second leaves the first serving (it never deletes what others use);
 - the worker node is removed under load: every request is still answered, and the longest gap is reported;
@@ -40,9 +42,9 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 
 
 @contextlib.contextmanager
-def two_node_cluster():
-    """Head and worker node, one CPU each (so two single-CPU replicas must land on different nodes); the worker
-    also offers two units of the `training` resource that places fits (two fits of one CPU's worth at once)."""
+def scoring_and_training_nodes():
+    """Head and worker node, one CPU each (so two single-CPU replicas must land on different nodes), and a training
+    node that offers no CPUs but two units of the `training` resource that places fits (two one-CPU fits at once)."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -50,11 +52,12 @@ def two_node_cluster():
 
     configure_ray_environment()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=1, resources={TRAINING_RESOURCE: 2})
+    worker = cluster.add_node(num_cpus=1)
+    trainer = cluster.add_node(num_cpus=0, resources={TRAINING_RESOURCE: 2})
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        yield cluster, worker
+        yield cluster, worker, trainer
     finally:
         ray.shutdown()  # the cluster's processes, Serve's included, end with it
         cluster.shutdown()
@@ -71,7 +74,7 @@ class Trained:
 
 # Bursts and node loss here test routing and recovery, not admission (test_overload.py does): nothing is refused.
 NO_REFUSAL_MS = 60_000.0
-TRAINING_RESOURCE = "training"  # offered by the worker node only: fits are placed by it
+TRAINING_RESOURCE = "training"  # offered by the training node only: fits are placed by it
 
 
 def requests(ec2_bundle, count: int, prefix: str) -> list[pb.ScoreRequest]:
@@ -137,19 +140,19 @@ def start_second_ingress(registry, address: str) -> tuple[subprocess.Popen, str]
     return process, match.group(1)
 
 
-async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
+async def scenario(cluster, worker, trainer, tmp_path: Path, ec2_bundle) -> dict:
     """Every step asserts; returns the figures worth reporting."""
     from ray import serve
 
     from aelstm.server.ray_backend import deploy, replica_placement
 
     registry = tmp_path / "registry"
-    # Fits go only to the nodes offering the resource they are placed by (before the replicas take both CPUs) ...
+    # Fits go only to the node offering the resource they are placed by ...
     done = train_fleets_on(cluster.address, tmp_path, TRAINING_RESOURCE)
     assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((tmp_path / "fleets.json").read_text())
     assert all(o["status"] == "published" for o in trained), trained
-    assert {o["node"] for o in trained} == {worker.node_id}, (worker.node_id, trained)
+    assert {o["node"] for o in trained} == {trainer.node_id}, (trainer.node_id, trained)
     # ... and a resource no node offers stops the job at once instead of leaving its fits pending forever.
     done = train_fleets_on(cluster.address, tmp_path, "nowhere")
     assert done.returncode == 1 and "no node of this Ray cluster has the 1 'nowhere' unit(s)" in done.stderr, \
@@ -158,7 +161,8 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
     settings = ScorerSettings(replicas=2, cpus_per_replica=1.0)
     await asyncio.to_thread(deploy, settings)
     placement = await replica_placement()
-    assert len(placement) == 2 and len(set(placement.values())) == 2, placement  # one replica per node
+    assert len(placement) == 2 and len(set(placement.values())) == 2, placement  # one replica per scoring node
+    assert trainer.node_id not in placement.values(), placement  # none on the training node, which has no CPUs
 
     first = ScoringServer(ServeConfig(port=0, registry=str(registry), metrics_port=0, poll_s=0.5,
                                       ray_address=cluster.address, replicas=2, drain_grace_s=5.0,
@@ -220,8 +224,8 @@ async def scenario(cluster, worker, tmp_path: Path, ec2_bundle) -> dict:
 def main() -> None:
     """`python cluster_scenario.py BUNDLE CSV WORKDIR`: prints the figures as one JSON line, exits 1 on failure."""
     bundle, csv, workdir = map(Path, sys.argv[1:4])
-    with two_node_cluster() as (cluster, worker):
-        figures = asyncio.run(scenario(cluster, worker, workdir, Trained(bundle, csv)))
+    with scoring_and_training_nodes() as nodes:
+        figures = asyncio.run(scenario(*nodes, workdir, Trained(bundle, csv)))
     print(json.dumps(figures))
 
 

@@ -1,4 +1,5 @@
-"""Scale-out on a real two-node Ray cluster on this machine: see `cluster_scenario.py`, run here in its own process."""
+"""Scale-out on a real Ray cluster on this machine (two scoring nodes and a training node): see
+`cluster_scenario.py`, run here in its own process."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_two_ingresses_two_nodes_node_loss_and_redeploy(tmp_path, ec2_bundle):
                           capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stderr[-4000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(set(figures["placement"].values())) == 2  # a Scorer replica on each node
+    assert len(set(figures["placement"].values())) == 2  # a Scorer replica on each scoring node
     loss = figures["node_loss"]
     print(f"\nworker node removed under load: {loss['ok']}/{loss['requests']} OK, "
           f"longest gap without answers {loss['longest_gap_s']} s")
