@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's cluster walk ("On a Ray cluster") on this machine: a head and a worker node started with `ray start`
-# and token authentication, `aelstm deploy`, two ingresses, publish, rollback, an identical re-deploy under load,
+# The README's cluster walk ("On a Ray cluster") on this machine: a head and a worker node that score and a training
+# node without CPUs, started with `ray start` and token authentication, `aelstm deploy`, fleets trained on the training
+# node (`--fit-resource`), two ingresses, publish, rollback, an identical re-deploy under load,
 # `aelstm undeploy`, then nothing of aelstm left in the temp dir. The commands are the README's, with what a shared
 # host adds: private ports and temp dirs (other Ray clusters may run here), explicit addresses instead of `auto`,
 # and nodes stopped by ending their own processes (`ray stop` would stop every Ray on the host).
@@ -59,7 +60,7 @@ start_node() {  # $1: name, then `ray start` options; fresh ports each try, sinc
   local name=$1; shift
   for try in 1 2 3; do
     # shellcheck disable=SC2046
-    ray start "$@" --num-cpus 1 --temp-dir "$WORK/$name" $(node_ports) > "$WORK/$name.log" 2>&1 && return
+    ray start "$@" --temp-dir "$WORK/$name" $(node_ports) > "$WORK/$name.log" 2>&1 && return
     echo "ray start ($name) failed on try $try: $(tail -3 "$WORK/$name.log")" >&2
     for pid in $(our_ray_processes "$WORK/$name"); do kill -KILL "$pid" 2> /dev/null || true; done
   done
@@ -78,24 +79,41 @@ for seed in 0 1; do
     > /dev/null 2>&1
 done
 
-say "1. nodes: a head and a worker (also a training node), token authentication"
+say "1. nodes: a head and a worker that score, a training node without CPUs, token authentication"
 HEAD_PORT=$(free_port)
 ray get-auth-token > /dev/null    # the token in RAY_AUTH_TOKEN is the one every node uses
 HEAD=127.0.0.1:$HEAD_PORT
-start_node head --head --port "$HEAD_PORT" --dashboard-port "$(free_port)" --ray-client-server-port "$(free_port)"
-start_node worker --address "$HEAD" --resources '{"training": 1}'
-for _ in $(seq 60); do  # the worker shows in `ray status` once the head's autoscaler view has caught up
-  [ "$(ray status --address "$HEAD" | tee "$WORK/status.txt" | grep -c " node_")" = 2 ] && break; sleep 1
+start_node head --head --num-cpus 1 --port "$HEAD_PORT" --dashboard-port "$(free_port)" \
+  --ray-client-server-port "$(free_port)"
+start_node worker --address "$HEAD" --num-cpus 1
+start_node trainer --address "$HEAD" --num-cpus 0 --resources '{"training": 2}'
+for _ in $(seq 60); do  # the nodes show in `ray status` once the head's autoscaler view has caught up
+  [ "$(ray status --address "$HEAD" | tee "$WORK/status.txt" | grep -c " node_")" = 3 ] && break; sleep 1
 done
-[ "$(grep -c " node_" "$WORK/status.txt")" = 2 ] || { cat "$WORK/status.txt"; echo "expected two nodes" >&2; exit 1; }
-echo "two nodes up at $HEAD"
+[ "$(grep -c " node_" "$WORK/status.txt")" = 3 ] || { cat "$WORK/status.txt"; echo "expected three nodes" >&2; exit 1; }
+echo "three nodes up at $HEAD"
 
-say "2. deploy: dry run, then two Scorer replicas (one per node)"
+say "2. deploy: dry run, then two Scorer replicas (one per scoring node)"
 aelstm deploy --ray-address "$HEAD" --replicas 2 --dry-run | grep -q "import_path: aelstm.server.scoring_app:app"
 aelstm deploy --ray-address "$HEAD" --replicas 2 | tee "$WORK/deploy.txt"
 grep -qE "2 Scorer replica\(s\) on node\(s\) [0-9a-f]+, [0-9a-f]+" "$WORK/deploy.txt"
 
-say "3. publish and two ingresses"
+say "3. two fleets trained on the training node alone (--fit-resource), then publish and two ingresses"
+python -c 'import math, os, sys
+os.makedirs(sys.argv[1])
+for name, period in (("pumps", 12), ("fans", 30)):
+    rows = "\n".join(f"{math.sin(2 * math.pi * i / period):.5f}" for i in range(600))
+    open(f"{sys.argv[1]}/{name}.csv", "w").write("v\n" + rows + "\n")' "$WORK/fleets"
+aelstm train-fleets "$WORK/fleets" --registry "$WORK/fleet-registry" --ray-address "$HEAD" --fit-resource training \
+  --summary "$WORK/fleets.json" --quiet --window 16 --hidden 16 --latent 4 --epochs 3
+aelstm status --ray-address "$HEAD" > "$WORK/nodes.txt"  # the nodes with their resources, the replicas per node
+TRAINER=$(grep -E "node .* CPUs 0 training 2$" "$WORK/nodes.txt" | awk '{print $2}' || true)
+[ -n "$TRAINER" ] || { cat "$WORK/nodes.txt"; echo "aelstm status lists no training node" >&2; exit 1; }
+if grep -q "$TRAINER" "$WORK/deploy.txt"; then echo "a Scorer replica landed on the training node" >&2; exit 1; fi
+python -c 'import json, sys
+nodes = {o["node"][:12] for o in json.load(open(sys.argv[1]))}
+assert nodes == {sys.argv[2]}, f"fits ran on {nodes}, not the training node {sys.argv[2]!r}"' "$WORK/fleets.json" "$TRAINER"
+echo "both fleets published, both fits on the training node $TRAINER"
 aelstm publish "$WORK/bundle-0" --fleet ec2 --registry "$WORK/registry"
 FIRST=$(start_ingress "$WORK/ingress-1.log")
 SECOND=$(start_ingress "$WORK/ingress-2.log")
@@ -109,7 +127,6 @@ wait_version "$FIRST" 3 && wait_version "$SECOND" 3
 aelstm registry list --registry "$WORK/registry"
 aelstm status --ray-address "$HEAD" --ingress "$FIRST" --ingress "$SECOND" | tee "$WORK/status.txt"
 [ "$(grep -c "ec2: .* version 3" "$WORK/status.txt")" = 2 ]
-[ "$(grep -cE "node .* CPUs 1 training 1$" "$WORK/status.txt")" = 1 ]  # the training node, and only it
 echo "both ingresses serve version 3 (the content of version 1)"
 
 say "5. an identical re-deploy under load"
