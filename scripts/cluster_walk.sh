@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The README's cluster walk ("On a Ray cluster") on this machine: a head and a worker node that score and a training
-# node without CPUs, started with `ray start` and token authentication, `aelstm deploy`, fleets trained on the training
-# node (`--fit-resource`), two ingresses, publish, rollback, an identical re-deploy under load,
-# `aelstm undeploy`, then nothing of aelstm left in the temp dir. The commands are the README's, with what a shared
-# host adds: private ports and temp dirs (other Ray clusters may run here), explicit addresses instead of `auto`,
-# and nodes stopped by ending their own processes (`ray stop` would stop every Ray on the host).
-# Usage: bash scripts/cluster_walk.sh   (about 3 minutes on 2 cores; exits non-zero at the first failed step,
+# node without CPUs, started with `ray start` and token authentication, `aelstm deploy`, fleets trained on the
+# training node (`--fit-resource`), two ingresses, publish, rollback, an identical re-deploy under load,
+# `aelstm undeploy`, then no process of the walk left running and nothing of aelstm left in the temp dir. The
+# commands are the README's, with what a shared host adds: private ports and temp dirs (other Ray clusters may run
+# here), explicit addresses instead of `auto`, and nodes stopped by ending their own processes (`ray stop` would stop
+# every Ray on the host).
+# Usage: bash scripts/cluster_walk.sh   (about 2 minutes on 2 cores; exits non-zero at the first failed step,
 # 3 when `ray start` itself cannot start a node here, with the node's log on stderr)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +29,40 @@ node_ports() {  # every port a node opens, chosen free now
     --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)" \
     --min-worker-port "$low" --max-worker-port "$((low + 99))"
 }
-our_ray_processes() {  # $1: only those under this path (default: the whole walk)
-  grep -lsF "${1:-$WORK}" /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx "$$" || true
+our_ray_processes() {  # $1: only those under this path (default: the whole walk); with every process they started,
+  # for Ray's agents rename themselves (their command line no longer says where they belong) and outlive a raylet
+  python -c '
+import os, sys
+scope, shell = sys.argv[1:]
+parents, found = {}, set()
+for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        state, ppid = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[:2]
+        if state != "Z":
+            parents[pid] = int(ppid)
+            if scope in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"):
+                found.add(pid)
+    except (OSError, ValueError):
+        continue
+while grown := {pid for pid, ppid in parents.items() if ppid in found} - found:
+    found |= grown
+found -= {os.getpid(), os.getppid(), int(shell)}  # this lookup and the shells that asked for it
+print(*sorted(found), sep="\n")
+' "${1:-$WORK}" "$$"
+}
+stop_processes() {  # $@: pids; SIGTERM, then SIGKILL what is still there after 10 s (Ray's agents ignore SIGTERM)
+  local pid
+  for pid in "$@"; do kill -TERM "$pid" 2> /dev/null || true; done
+  for _ in $(seq 40); do running "$@" || return 0; sleep 0.25; done
+  for pid in "$@"; do kill -KILL "$pid" 2> /dev/null || true; done
+  for _ in $(seq 20); do running "$@" || return 0; sleep 0.25; done
+}
+running() {  # $@: pids; whether any of them still runs (zombies awaiting their parent do not)
+  local pid
+  for pid in "$@"; do
+    [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2> /dev/null)" != Z ] && return 0
+  done
+  return 1
 }
 cleanup() {
   local status=$?
@@ -39,9 +72,8 @@ cleanup() {
     done >&2
   fi
   for pid in "${INGRESSES[@]}"; do kill -TERM "$pid" 2> /dev/null || true; done
-  for pid in $(our_ray_processes); do kill -TERM "$pid" 2> /dev/null || true; done
-  sleep 2
-  for pid in $(our_ray_processes); do kill -KILL "$pid" 2> /dev/null || true; done
+  # shellcheck disable=SC2046
+  stop_processes $(our_ray_processes)
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -160,11 +192,13 @@ echo "both ingresses NOT_SERVING"
 say "7. stop: ingresses (SIGTERM drains), then the nodes' own processes"
 for pid in "${INGRESSES[@]}"; do kill -TERM "$pid"; wait "$pid"; done
 INGRESSES=()
-for pid in $(our_ray_processes); do kill -TERM "$pid" 2> /dev/null || true; done
-for _ in $(seq 60); do [ -z "$(our_ray_processes)" ] && break; sleep 0.5; done
+# shellcheck disable=SC2046
+stop_processes $(our_ray_processes)
+left=$(our_ray_processes)
+[ -z "$left" ] || { echo "still running: $left" >&2; exit 1; }
 left=$(find "$TMPDIR" -mindepth 1 -maxdepth 1 -name 'aelstm-*' | head -5)
 [ -z "$left" ] || { echo "left in the temp dir: $left" >&2; exit 1; }
-echo "nothing of aelstm left in $TMPDIR"
+echo "no process of the walk left running, nothing of aelstm left in $TMPDIR"
 if [ "$ROLLOUT_EXIT" != 0 ]; then
   echo "cluster walk: every step passed except the re-deploy under load (loadtest exit $ROLLOUT_EXIT)" >&2; exit 7
 fi

@@ -1,5 +1,6 @@
-"""The README's cluster walk, scripted (`scripts/cluster_walk.sh`): two `ray start` nodes with token authentication,
-deploy, two ingresses, publish, rollback, a re-deploy under load, undeploy, nothing left in the temp dir. About three
+"""The README's cluster walk, scripted (`scripts/cluster_walk.sh`): three `ray start` nodes (two that score, a
+training node) with token authentication, deploy, fleets fitted on the training node, two ingresses, publish,
+rollback, a re-deploy under load, undeploy, no process left running and nothing left in the temp dir. About two
 minutes on two cores; AELSTM_CLUSTER_WALK=0 leaves it out of a quick local run."""
 
 from __future__ import annotations
