@@ -58,6 +58,16 @@ def fixture_windows() -> np.ndarray:
     return sliding_windows(load_nab(FIXTURE).values.astype(np.float32), WINDOW)
 
 
+def write_report(folder: Path, name: str, data: dict, text: str, indent: int = 2) -> Path:
+    """A benchmark's results in `folder`: `<name>.json` (everything measured) and `<name>.md` (`text`, its report);
+    returns the report's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(data, indent=indent, default=float) + "\n")
+    report = folder / f"{name}.md"
+    report.write_text(text)
+    return report
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:

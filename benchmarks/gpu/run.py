@@ -12,7 +12,6 @@ with its quick plan, so it stays under 8 minutes; it refuses to run when onnxrun
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import tempfile
 import venv
 from pathlib import Path
 
-from benchmarks.harness import REPO, train
+from benchmarks.harness import REPO, train, write_report
 from benchmarks.performance.limits import SLO_MS
 from benchmarks.performance.run import (
     QUICK,
@@ -158,11 +157,10 @@ def main() -> None:
         measured = measure(bundle, pair, tuple(int(b) for b in args.batches.split(",")), args.processes, Path(tmp))
     meta["load_average"]["end"] = load_average()
     summary = {**meta, "finished": now(), **measured}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    (args.out / "summary.md").write_text(markdown(summary))
+    text = markdown(summary)
+    write_report(args.out, "summary", summary, text)
     say(f"wrote {args.out}/summary.json and summary.md")
-    print(markdown(summary))
+    print(text)
 
 
 if __name__ == "__main__":

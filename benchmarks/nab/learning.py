@@ -31,7 +31,7 @@ from aelstm.core.errors import AelstmError
 from aelstm.core.policy import Policy
 from aelstm.training.nab.scoring import PROFILES
 
-from ..harness import uptime
+from ..harness import uptime, write_report
 from .report import PROFILE_TITLES, TARGETS
 from .served import (
     MODEL,
@@ -128,10 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 "median_train_seconds": float(np.median([t.seconds for t in trained.values()])),
             })
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "learning.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "learning.md").write_text(markdown(result))
-    print(f"chosen on development: every {result['chosen_every']} readings; wrote {args.out / 'learning.md'}")
+    report = write_report(args.out, "learning", result, markdown(result), indent=1)
+    print(f"chosen on development: every {result['chosen_every']} readings; wrote {report}")
     return 0
 
 

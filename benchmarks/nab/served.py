@@ -45,7 +45,7 @@ from aelstm.training.nab.results import write_results
 from aelstm.training.nab.scoring import PROFILES, NabScorer
 from aelstm.training.nab.split import Split
 
-from ..harness import uptime
+from ..harness import uptime, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "nab"
@@ -360,11 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     from .report import markdown, plot
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "served.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "served.md").write_text(markdown(result))
+    report = write_report(args.out, "served", result, markdown(result), indent=1)
     plot(result, args.out / "served.png")
-    print(f"chosen on development: {result['chosen']}; wrote {args.out / 'served.md'}")
+    print(f"chosen on development: {result['chosen']}; wrote {report}")
     return 0
 
 

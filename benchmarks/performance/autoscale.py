@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.harness import REPO, free_port, loadtest, start_server, stop, train
+from benchmarks.harness import REPO, free_port, loadtest, start_server, stop, train, write_report
 from benchmarks.performance.limits import SLO_MS
 from benchmarks.performance.run import load_average, machine, say
 from benchmarks.performance.stages import scrape
@@ -165,13 +165,10 @@ def main() -> None:
     result["scaled_up_after_s"] = first_time(result["replicas"], result["heavy_start_s"], lambda v: v >= 2)
     result["scaled_down_after_s"] = first_time(result["replicas"], result["light_after_start_s"], lambda v: v <= 1)
     result["load_average"]["end"] = load_average()
-    args.out.mkdir(parents=True, exist_ok=True)
-    import json
-
-    (args.out / "autoscale.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "autoscale.md").write_text(markdown(result))
+    text = markdown(result)
+    write_report(args.out, "autoscale", result, text)
     plot(result, args.out / "autoscale.png")
-    print(markdown(result))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ from benchmarks.harness import (
     stop,
     train,
     uptime,
+    write_report,
 )
 from benchmarks.performance.limits import SLO_MS, Grid, Phase, Workload, find_limit, step_row
 from benchmarks.performance.run import git_commit, machine, now, peer, say
@@ -418,9 +419,7 @@ def main() -> None:
 
 
 def write(summary: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overload.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    (out / "overload.md").write_text(markdown(summary))
+    write_report(out, "overload", summary, markdown(summary))
     with contextlib.suppress(ImportError):
         plot(summary, out / "overload.png")
     say(f"wrote {out}/overload.json, overload.md, overload.png")

@@ -27,7 +27,7 @@ from aelstm.core.preprocess import sliding_windows
 from aelstm.core.runtime import BundleScorer
 from aelstm.server.registry import publish
 
-from ..harness import FIXTURE, train, uptime
+from ..harness import FIXTURE, train, uptime, write_report
 from .seam import alternate, seam_arguments, seam_server, warm_up
 
 OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "performance"
@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(measure(registry, values, args))
     result |= {"command": " ".join(["python -m benchmarks.performance.policy_cost", *(argv or sys.argv[1:])]),
                "uptime": load}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "policy_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (OUT / "policy_cost.md").write_text(markdown(result, args))
+    write_report(OUT, "policy_cost", result, markdown(result, args))
     print(json.dumps(result, indent=2))
     return 0
 

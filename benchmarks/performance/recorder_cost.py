@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from aelstm.server.app import ScoringServer
 from aelstm.server.registry import publish
 
-from ..harness import FIXTURE, train, uptime
+from ..harness import FIXTURE, train, uptime, write_report
 from .policy_cost import OUT
 from .seam import alternate, seam_arguments, seam_server, warm_up
 
@@ -86,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(measure(scratch / "registry", scratch / "recorded", values, args))
     result |= {"command": " ".join(["python -m benchmarks.performance.recorder_cost", *(argv or sys.argv[1:])]),
                "uptime": load}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "recorder_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (OUT / "recorder_cost.md").write_text(markdown(result))
-    print(markdown(result))
+    text = markdown(result)
+    write_report(OUT, "recorder_cost", result, text)
+    print(text)
     return 0
 
 

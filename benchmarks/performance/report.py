@@ -3,9 +3,9 @@ table) and summary.png (p99 against offered rate per backend)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from benchmarks.harness import write_report
 from benchmarks.performance.limits import SLO_MS
 
 ROLES = ("ingress", "driver", "proxy", "replica", "ray_other", "client", "machine_busy")
@@ -136,7 +136,5 @@ def plot(s: dict, path: Path) -> None:
 
 
 def write_outputs(summary: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    (out / "summary.md").write_text(markdown(summary))
+    write_report(out, "summary", summary, markdown(summary))
     plot(summary, out / "summary.png")

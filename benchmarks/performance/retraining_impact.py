@@ -42,7 +42,7 @@ from aelstm.server.config import ServeConfig
 from aelstm.server.registry import publish
 from aelstm.server.retraining import retrain_command
 from aelstm.training.retrain import plan_retraining
-from benchmarks.harness import REPO, SERVER_ENV, free_port, loadtest, start_server, stop, uptime
+from benchmarks.harness import REPO, SERVER_ENV, free_port, loadtest, start_server, stop, uptime, write_report
 from benchmarks.performance.limits import SLO_MS
 from benchmarks.performance.overload import RESULTS, train_default, window_of
 from benchmarks.performance.run import git_commit, machine, now, say
@@ -221,10 +221,9 @@ def main() -> None:
         bundle = args.default_bundle or train_default(Path(tmp) / "default")
         summary["result"] = measure(bundle, Path(tmp), args)
     summary["finished"], summary["uptime_end"] = now(), uptime()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "retraining_impact.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    (args.out / "retraining_impact.md").write_text(markdown(summary))
-    print(markdown(summary))
+    text = markdown(summary)
+    write_report(args.out, "retraining_impact", summary, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from aelstm.training.evaluation.cli import DEFAULT_DATA, DEFAULT_OUT, run_settin
 from aelstm.training.evaluation.protocols import load_protocol
 from aelstm.training.evaluation.report import load_average
 from aelstm.training.evaluation.selection import grid
+from benchmarks.harness import write_report
+from benchmarks.quality.select import reproduce
 
 WINDOW = 16  # as `aelstm evaluate`'s default
 SELECTION = DEFAULT_OUT / "selection-skab.json"
@@ -77,9 +79,7 @@ def _cell(figure: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 def markdown(data: dict) -> str:
     joined = [s["aelstm"] for s in data["summary"] if s.get("joins_grid")]
-    out = [f"# AE-LSTM architecture on {data['dataset']} (development runs only)", "",
-           f"Reproduce: `{data['command']}` (ran {data['seconds']:.0f} s; load average at start "
-           f"{data['load_at_start']})", "",
+    out = [f"# AE-LSTM architecture on {data['dataset']} (development runs only)", "", reproduce(data), "",
            f"Development runs ({len(data['cases'])}): {', '.join(data['cases'])}; seeds {data['seeds']}; every "
            f"variant changes the shipped one ({data['shipped']}) in the fields named and is judged with the chosen "
            f"policy `{data['policy']}`.", "", f"Rule (declared before the run): {data['rule']}.", "",
@@ -118,10 +118,9 @@ def main() -> None:
             "cases": [c.name for c in protocol.cases], "seeds": seeds, "shipped": settings.aelstm,
             "policy": settings.policy.spec, "rule": RULE, "summary": judge(summarise(rows)), "rows": rows,
             "seconds": round(time.perf_counter() - started, 1), "load_at_start": load}
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "architecture-skab.json").write_text(json.dumps(data, indent=1) + "\n")
-    (args.output / "architecture-skab.md").write_text(markdown(data))
-    print(markdown(data))
+    text = markdown(data)
+    write_report(args.output, "architecture-skab", data, text, indent=1)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,15 @@ def _label(row: dict) -> str:
     return row["policy"] + ("" if row.get("alarms_teach", True) else " (alarms do not teach)")
 
 
+def reproduce(data: dict) -> str:
+    """How a development-run result was made: its command, how long it ran and the machine's load at its start."""
+    return (f"Reproduce: `{data['command']}` (ran {data['seconds']:.0f} s; load average at start "
+            f"{data['load_at_start']})")
+
+
 def markdown(data: dict) -> str:
     chosen = data["chosen"]
-    out = [f"# Settings selection: {data['dataset']} (development runs only)", "",
-           f"Reproduce: `{data['command']}` (ran {data['seconds']:.0f} s; load average at start "
-           f"{data['load_at_start']})", "",
+    out = [f"# Settings selection: {data['dataset']} (development runs only)", "", reproduce(data), "",
            f"Chose on: {', '.join(data['development_groups'])} runs ({len(data['cases'])}: "
            f"{', '.join(data['cases'])}). Never loaded here, reported elsewhere: "
            f"{', '.join(data['held_out_groups'])} runs.", "", f"Rule: {data['rule']}. {data['rule_history']}", "",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -224,10 +223,9 @@ def main() -> None:
         "rss_end_mb": rss_end,
         "ingress_alive_at_end": alive,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (args.out / "soak.md").write_text(markdown(summary))
-    print(markdown(summary))
+    text = markdown(summary)
+    harness.write_report(args.out, "soak", summary, text)
+    print(text)
 
 
 def markdown(s: dict) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aelstm.core.data import load_nab
 
-from ..harness import AELSTM, FIXTURE, REPO, SERVER_ENV, uptime
+from ..harness import AELSTM, FIXTURE, REPO, SERVER_ENV, uptime, write_report
 from ..performance.run import now, short_revision
 
 OUT = REPO / "benchmarks" / "results" / "training"
@@ -183,10 +183,9 @@ def main() -> None:
     result["rows"] = measure(sizes, args.repeats, sides)
     result["ended"] = now()
     result["uptime_after"] = uptime()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fleets.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "fleets.md").write_text(markdown(result))
-    print(markdown(result))
+    text = markdown(result)
+    write_report(args.out, "fleets", result, text)
+    print(text)
 
 
 if __name__ == "__main__":

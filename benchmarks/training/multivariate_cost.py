@@ -15,7 +15,6 @@ one thread, on calls of 256 windows.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -32,7 +31,7 @@ from aelstm.training.config import EARLY_STOPPING_WINDOWS
 from aelstm.training.detectors.baselines import IsolationForestDetector, PCADetector
 from aelstm.training.train import TrainConfig, fit, write_bundle
 
-from ..harness import REPO, uptime
+from ..harness import REPO, uptime, write_report
 from ..performance.run import now, short_revision
 
 OUT = REPO / "benchmarks" / "results" / "training"
@@ -150,10 +149,9 @@ def main() -> None:
         result.update(measure(args.repeats, Path(tmp)))
     result["ended"] = now()
     result["uptime_after"] = uptime()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "multivariate_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "multivariate_cost.md").write_text(markdown(result))
-    print(markdown(result))
+    text = markdown(result)
+    write_report(args.out, "multivariate_cost", result, text)
+    print(text)
 
 
 if __name__ == "__main__":
