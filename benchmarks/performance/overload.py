@@ -183,6 +183,12 @@ def recovery(base: list[dict], start: int, end: int) -> dict:
                                 "after": [sum(not clean(s) for s in after), len(after)]}}
 
 
+def generator_cores(report: dict) -> float:
+    """The CPU a load generator used over its run, in cores: on a shared 2-core machine, what it took from the
+    server."""
+    return report["client"]["cpu_s"] / report["client"]["wall_s"]
+
+
 def overload(target: str, workload: Workload, rate: float, plan: Plan) -> dict:
     """A base client at `rate` throughout and a burst client at `rate` for `plan.burst_s` in the middle."""
     reports: dict[str, tuple[dict, str]] = {}
@@ -225,6 +231,7 @@ def overload(target: str, workload: Workload, rate: float, plan: Plan) -> dict:
         "lost": base["lost"] + burst["lost"],
         "errors": {name: reports[name][0]["measured"]["errors"] for name in reports},
         "item_errors": {name: reports[name][0]["measured"]["item_errors"] for name in reports},
+        "generator_cores": {name: generator_cores(reports[name][0]) for name in reports},
         **recovery(base["timeline"], start, end),
         "timelines": {"base": base["timeline"], "burst": burst["timeline"]},
     }
@@ -316,8 +323,9 @@ def markdown(summary: dict) -> str:
               "lowest rate tried and what it delivered.", "",
               "| model | backend | reference items/s | goodput items/s in the burst | ÷ reference | admitted p99 ms "
               "(burst client) | of it in the server's scoring path, p99 ms | refused items | lost | errors | "
-              "recovery s | seconds refusing or over 50 ms, before / after the burst | uptime before |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
+              "recovery s | seconds refusing or over 50 ms, before / after the burst | load generators' CPU, cores "
+              "(base + burst) | uptime before |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|"]
     for r in summary["results"]:
         o = r["overload"]
         cap = o["reference_items_per_s"]
@@ -327,10 +335,13 @@ def markdown(summary: dict) -> str:
         server_ms = o.get("burst_admitted_server_ms", {})  # runs before the loadtest reported it have none
         server = f"{server_ms['p99']:.1f}" if server_ms.get("max") else "–"
         unclean = " / ".join("{} of {}".format(*o["unclean_seconds"][when]) for when in ("before", "after"))
+        cores = o.get("generator_cores")  # runs before it was recorded have none
+        generators = f"{cores['base']:.2f} + {cores['burst']:.2f}" if cores else "–"
+        load = r["uptime_before_overload"].split("load average:")[-1].strip()
         lines.append(f"| {r['model']} | {shown_backend(r)} | {cap:,.0f}{marked} | {o['goodput_items_per_s']:,.0f} | "
                      f"{o['goodput_items_per_s'] / cap:.2f} | {o['burst_admitted_latency_ms']['p99']:.1f} | {server} | "
                      f"{o['items_refused']:,} of {o['items_sent']:,} | {o['lost']} | {errors} | "
-                     f"{recovered} | {unclean} | {r['uptime_before_overload'].split('load average:')[-1].strip()} |")
+                     f"{recovered} | {unclean} | {generators} | {load} |")
     lines += ["", "Every command, the sweeps, each confirmation run and the per-second timelines are in "
               "`overload.json`; `overload.png` plots the timelines.", ""]
     return "\n".join(lines)
