@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from aelstm.training.evaluation.cli import DEFAULT_DATA, DEFAULT_OUT, run_settings
 from aelstm.training.evaluation.protocols import load_protocol
-from aelstm.training.evaluation.report import load_average
+from aelstm.training.evaluation.report import load_average, mean_sd, pm
 from aelstm.training.evaluation.selection import grid
 from benchmarks.harness import write_report
 from benchmarks.quality.select import reproduce
@@ -51,8 +50,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for same in groups.values():
         entry = {"detector": same[0]["detector"], "aelstm": same[0]["aelstm"], "seeds": len(same)}
         for key in FIGURES:
-            values = [r[key] for r in same]
-            entry[key] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+            entry[key] = mean_sd([r[key] for r in same])
         summary.append(entry)
     return summary
 
@@ -60,7 +58,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 def ahead(variant: dict, shipped: dict, key: str) -> bool:
     """Whether `variant`'s mean `key` beats `shipped`'s by more than two standard errors of the difference."""
     a, b = variant[key], shipped[key]
-    se = math.sqrt(a["sd"] ** 2 / variant["seeds"] + b["sd"] ** 2 / shipped["seeds"])
+    se = math.sqrt((a["sd"] or 0.0) ** 2 / variant["seeds"] + (b["sd"] or 0.0) ** 2 / shipped["seeds"])
     return variant["seeds"] > 1 and a["mean"] - b["mean"] > 2 * se
 
 
@@ -71,10 +69,6 @@ def judge(summary: list[dict]) -> list[dict]:
     for entry in family:
         entry["joins_grid"] = bool(entry["aelstm"]) and all(ahead(entry, shipped, k) for k in ("roc_auc", "pr_auc"))
     return summary
-
-
-def _cell(figure: dict, scale: float = 1.0, digits: int = 3) -> str:
-    return f"{scale * figure['mean']:.{digits}f} ± {scale * figure['sd']:.{digits}f}"
 
 
 def markdown(data: dict) -> str:
@@ -89,8 +83,8 @@ def markdown(data: dict) -> str:
     for s in data["summary"]:
         verdict = "–" if "joins_grid" not in s else "shipped" if not s["aelstm"] else \
             "yes" if s["joins_grid"] else "no"
-        out.append(f"| {s['detector']} | {s['aelstm'] or '–'} | {_cell(s['f1'])} | {_cell(s['fpr'], 100, 1)} | "
-                   f"{_cell(s['roc_auc'])} | {_cell(s['pr_auc'])} | {s['median_fit_seconds']['mean']:.2f} | "
+        out.append(f"| {s['detector']} | {s['aelstm'] or '–'} | {pm(s['f1'])} | {pm(s['fpr'], 1, 100)} | "
+                   f"{pm(s['roc_auc'])} | {pm(s['pr_auc'])} | {s['median_fit_seconds']['mean']:.2f} | "
                    f"{verdict} |")
     return "\n".join([*out, ""])
 

@@ -54,7 +54,7 @@ def settings_dict(settings: Settings, quick: bool, seeds: int, source: str) -> d
             "settings_source": source}
 
 
-def _mean_sd(values: list[float | None]) -> dict:
+def mean_sd(values: list[float | None]) -> dict:
     """Mean and sample standard deviation over seeds (sd None for a single run)."""
     kept = [v for v in values if v is not None]
     if not kept:
@@ -70,7 +70,7 @@ def detector_json(runs: list[DetectorResult]) -> dict:
     return {
         "seeds": [r.seed for r in runs],
         "policy": runs[0].policy.label,
-        "summary": {k: _mean_sd([p[k] for p in pooled]) for k in SUMMARY},
+        "summary": {k: mean_sd([p[k] for p in pooled]) for k in SUMMARY},
         "fit_seconds_median": float(np.median(fits)),
         "pooled": pooled[0],
         "per_case": runs[0].per_case(),
@@ -113,7 +113,7 @@ def _mean(report: dict, name: str, key: str) -> float | None:
     return report["detectors"][name]["summary"][key]["mean"]
 
 
-def _pm(cell: dict, digits: int = 3, scale: float = 1.0) -> str:
+def pm(cell: dict, digits: int = 3, scale: float = 1.0) -> str:
     """`mean ± sd` (just the mean for one run)."""
     if cell["mean"] is None:
         return "–"
@@ -123,7 +123,7 @@ def _pm(cell: dict, digits: int = 3, scale: float = 1.0) -> str:
 
 def _versus(report: dict, other: str, key: str) -> str:
     """The joint model's `key` against `other`'s, as `mean ± sd vs mean ± sd`."""
-    return " vs ".join(_pm(report["detectors"][n]["summary"][key]) for n in ("ae-lstm", other))
+    return " vs ".join(pm(report["detectors"][n]["summary"][key]) for n in ("ae-lstm", other))
 
 
 def _beats(report: dict, joint: str, other: str, key: str) -> bool:
@@ -228,9 +228,9 @@ def markdown(report: dict) -> str:
     for name in present:
         d = report["detectors"][name]
         m = d["summary"]
-        out.append(f"| {name} | {len(d['seeds'])} | {_pm(m['f1'])} | {_pm(m['best_f1'])} | "
-                   f"{_pm(m['shipped_over_best'], 0, 100)} % | {_pm(m['fpr'], 1, 100)} | {_pm(m['roc_auc'])} | "
-                   f"{_pm(m['pr_auc'])} | {d['fit_seconds_median']:.2f} |")
+        out.append(f"| {name} | {len(d['seeds'])} | {pm(m['f1'])} | {pm(m['best_f1'])} | "
+                   f"{pm(m['shipped_over_best'], 0, 100)} % | {pm(m['fpr'], 1, 100)} | {pm(m['roc_auc'])} | "
+                   f"{pm(m['pr_auc'])} | {d['fit_seconds_median']:.2f} |")
     flag_all = next(iter(pooled.values()))["all_flagged_f1"] if pooled else None
     out += ["", "Best F1: the highest F1 any single threshold on the pooled margin scores reaches (chosen with the "
             f"test labels, so an upper bound, not a result). For scale: flagging every test row gives F1 "
@@ -310,8 +310,8 @@ def summary_lines(report: dict) -> list[str]:
     lines = []
     for name, d in report["detectors"].items():
         m = d["summary"]
-        lines.append(f"{name:>18}: F1 {_pm(m['f1'])} (best {_pm(m['best_f1'])})  FAR {_pm(m['fpr'], 1, 100)}%  "
-                     f"ROC-AUC {_pm(m['roc_auc'])}  PR-AUC {_pm(m['pr_auc'])}  fit {d['fit_seconds_median']:.1f} s")
+        lines.append(f"{name:>18}: F1 {pm(m['f1'])} (best {pm(m['best_f1'])})  FAR {pm(m['fpr'], 1, 100)}%  "
+                     f"ROC-AUC {pm(m['roc_auc'])}  PR-AUC {pm(m['pr_auc'])}  fit {d['fit_seconds_median']:.1f} s")
     return lines + _targets(report)
 
 
